@@ -1,0 +1,142 @@
+"""Campaign model (DESIGN.md contract) and audience selection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .people import Researcher
+from .settings import LocalText, StrictModel
+
+CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def _as_list(value: object) -> object:
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+class Selector(StrictModel):
+    faculty: list[str] = []
+    department: list[str] = []
+    unit: list[str] = []
+    tags: list[str] = []
+    language: list[str] = []
+
+    _coerce = field_validator("faculty", "department", "unit", "tags", "language", mode="before")(
+        classmethod(lambda cls, v: _as_list(v))
+    )
+
+    def is_empty(self) -> bool:
+        return not (self.faculty or self.department or self.unit or self.tags or self.language)
+
+    def _tests(self, r: Researcher) -> list[bool]:
+        tests: list[bool] = []
+        for attr in ("faculty", "department", "unit"):
+            wanted = getattr(self, attr)
+            if wanted:
+                tests.append(getattr(r, attr).casefold() in {w.casefold() for w in wanted})
+        if self.tags:
+            tests.append(bool({t.casefold() for t in r.tags} & {t.casefold() for t in self.tags}))
+        if self.language:
+            tests.append((r.language or "") in self.language)
+        return tests
+
+    def matches_all(self, r: Researcher) -> bool:
+        """Include semantics: every key given must match (a list is any-of)."""
+        return all(self._tests(r))
+
+    def matches_any(self, r: Researcher) -> bool:
+        """Exclude semantics: matching any one key is enough to be left out."""
+        return any(self._tests(r))
+
+
+class Audience(StrictModel):
+    include: Selector | None = None
+    exclude: Selector | None = None
+
+    def selects(self, r: Researcher) -> bool:
+        if self.include is not None and not self.include.matches_all(r):
+            return False
+        return not (self.exclude is not None and self.exclude.matches_any(r))
+
+
+class Split(StrictModel):
+    service_share: float = Field(0.5, ge=0.0, le=1.0)
+    seed: int = 0
+    experiment: str | None = None
+
+
+class Introduce(StrictModel):
+    expert: str
+    service: str | None = None
+    cc_expert: bool = False
+    note: LocalText | None = None
+
+
+class Item(StrictModel):
+    title: LocalText
+    body: LocalText
+    audience: Audience | None = None
+
+
+class Campaign(StrictModel):
+    id: str
+    title: LocalText
+    template: str = "newsletter"
+    subject: LocalText
+    preheader: LocalText | None = None
+    audience: Audience = Audience()
+    sender: Literal["liaison", "service", "split"] = "liaison"
+    split: Split | None = None
+    introduce: Introduce | None = None
+    body: LocalText
+    items: list[Item] = []
+    schedule: datetime | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not CAMPAIGN_ID.match(value):
+            raise ValueError(
+                "use lowercase letters, digits, '.', '-' and '_' (e.g. rdm-launch-2026)"
+            )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-12-01T09:00+02:00")
+        return value
+
+    @model_validator(mode="after")
+    def _split_needs_settings(self) -> Campaign:
+        if self.sender == "split" and self.split is None:
+            object.__setattr__(self, "split", Split())
+        return self
+
+    def languages(self) -> set[str]:
+        subject = self.subject if isinstance(self.subject, dict) else None
+        body = self.body if isinstance(self.body, dict) else None
+        langs: set[str] = set()
+        for text in (subject, body):
+            if text is not None:
+                langs |= set(text)
+        return langs
+
+    def fingerprint(self) -> str:
+        """A hash of everything that shapes the message; sending refuses silent edits."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def select_audience(campaign: Campaign, researchers: Iterable[Researcher]) -> list[Researcher]:
+    return [r for r in researchers if campaign.audience.selects(r)]

@@ -1,0 +1,57 @@
+"""``outreach check``: everything validated, every recipient rendered, all problems at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import Problem
+
+
+@dataclass
+class CheckReport:
+    problems: list[Problem] = field(default_factory=list)
+    researchers: int = 0
+    liaisons: int = 0
+    experts: int = 0
+    campaigns: int = 0
+    rendered: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+
+def run_check(
+    explicit: Path | str | None = None,
+    campaigns: list[str] | None = None,
+    check_deliverability: bool = False,
+    render: bool = True,
+    start: Path | None = None,
+) -> CheckReport:
+    from .workspace import load_workspace
+
+    ws = load_workspace(
+        start, explicit, check_deliverability=check_deliverability, only_campaigns=campaigns
+    )
+    report = CheckReport(
+        problems=list(ws.problems),
+        researchers=len(ws.researchers),
+        liaisons=len(ws.directory.liaisons),
+        experts=len(ws.directory.experts),
+        campaigns=len(campaigns) if campaigns else len(ws.campaigns),
+    )
+    if render:
+        from .mailing import render_problems
+
+        ids = [ws.campaign(c).campaign.id for c in campaigns] if campaigns else list(ws.campaigns)
+        for cid in ids:
+            cf = ws.campaigns[cid]
+            if any(
+                p.location.file == ws.rel(cf.path) and p.severity == "error" for p in ws.problems
+            ):
+                continue  # a campaign that does not validate cannot be rendered meaningfully
+            count, problems = render_problems(ws, cf)
+            report.rendered += count
+            report.problems.extend(problems)
+    return report

@@ -1,0 +1,154 @@
+"""One exception hierarchy for the whole library.
+
+Every error says *where* (file, line, column, field) and *what to do*; the CLI turns
+them into messages and exit codes, never a traceback (unless ``--debug``)::
+
+    OutreachError                 exit 1 unless noted
+    ├── ConfigError               exit 2: settings, workspace, usage
+    │   └── WorkspaceNotFound
+    ├── ValidationFailed          carries many Problems (``outreach check`` reports all)
+    ├── TemplateError             a template or Markdown body failed to render
+    ├── HeaderInjection           CR/LF or similar in data bound for a header
+    ├── StoreError                database unreachable, wrong revision, locked
+    │   └── SchemaOutdated        exit 2: run ``outreach db upgrade``
+    ├── CampaignChanged           a campaign was edited after sending began
+    ├── CampaignLocked            another sender holds this campaign
+    ├── TransportError            SMTP unreachable, AUTH refused, TLS failure
+    └── SourceError               a mailbox could not be read
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a problem sits: file, 1-based line and column, and the field path."""
+
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        parts: list[str] = []
+        if self.file:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            parts.append(where)
+        if self.field:
+            parts.append(f"field `{self.field}`")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of ``outreach check``: an error or a warning, with where and a hint."""
+
+    message: str
+    location: Location = field(default_factory=Location)
+    hint: str | None = None
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        where = str(self.location)
+        text = f"{where}: {self.message}" if where else self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "severity": self.severity,
+            "file": self.location.file,
+            "line": self.location.line,
+            "column": self.location.column,
+            "field": self.location.field,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class OutreachError(Exception):
+    """Base of every error the library raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(
+        self, message: str, *, location: Location | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location or Location()
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return str(Problem(self.message, self.location, self.hint))
+
+
+class ConfigError(OutreachError):
+    exit_code = 2
+
+
+class WorkspaceNotFound(ConfigError):
+    pass
+
+
+class ValidationFailed(OutreachError):
+    """Raised with every problem found, so a user fixes them all in one pass."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        errors = [p for p in problems if p.severity == "error"]
+        super().__init__(f"{len(errors)} problem(s) found")
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class TemplateError(OutreachError):
+    pass
+
+
+class HeaderInjection(OutreachError):
+    pass
+
+
+class StoreError(OutreachError):
+    pass
+
+
+class SchemaOutdated(StoreError):
+    exit_code = 2
+
+
+class CampaignChanged(OutreachError):
+    pass
+
+
+class CampaignLocked(OutreachError):
+    pass
+
+
+class TransportError(OutreachError):
+    pass
+
+
+class SourceError(OutreachError):
+    pass
+
+
+def relpath(path: Path | str, root: Path | None = None) -> str:
+    """A path as a user would type it: relative to the workspace when inside it."""
+    p = Path(path)
+    if root is not None:
+        try:
+            return str(p.resolve().relative_to(root.resolve()))
+        except ValueError:
+            pass
+    return str(p)

@@ -1,0 +1,129 @@
+"""A campaign prepared for rendering: recipients planned, renderer and composer built once.
+
+The library entry point shared by ``check``, ``preview`` and ``send``: they differ only in
+what they do with each (recipient, rendered, composed) triple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from .campaign import Campaign
+from .compose import Composed, Composer, PhotoCache
+from .errors import OutreachError, Problem
+from .plan import Recipient, plan_recipients
+from .render import Links, Rendered, Renderer
+from .secrets import token_secret
+from .tokens import message_token
+from .workspace import CampaignFile, Workspace
+
+
+@dataclass(frozen=True)
+class Message:
+    recipient: Recipient
+    rendered: Rendered
+    composed: Composed
+
+
+class PreparedCampaign:
+    def __init__(
+        self,
+        ws: Workspace,
+        cf: CampaignFile,
+        existing_arms: Mapping[str, str] | None = None,
+        *,
+        inline_css: bool = True,
+        recipients: list[Recipient] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.file = cf
+        self.campaign: Campaign = cf.campaign
+        settings = ws.settings
+        d = ws.directory
+        self.recipients = (
+            recipients
+            if recipients is not None
+            else plan_recipients(
+                self.campaign, ws.audience(self.campaign), d.liaisons, settings, existing_arms
+            )
+        )
+        self.secret = token_secret(
+            ws.root, settings.tracking.secret_env, settings.tracking.secret_file
+        )
+        self.renderer = Renderer(
+            settings, ws.template_dirs(), d.liaisons, d.experts, d.service, inline_css=inline_css
+        )
+        photo_paths = {
+            p.id: p.photo for p in (*d.liaisons.values(), *d.experts.values()) if p.photo
+        }
+        if d.service.photo:
+            photo_paths[d.service.id] = d.service.photo
+        self.photos = PhotoCache(ws.root, settings.organisation.domain)
+        self.composer = Composer(
+            settings.organisation.domain,
+            self.photos,
+            photo_paths,
+            unsubscribe_url=settings.unsubscribe.url,
+            unsubscribe_mailto=settings.unsubscribe.mailto,
+        )
+
+    def token(self, email: str) -> str:
+        return message_token(self.secret, self.campaign.id, email)
+
+    def render(self, recipient: Recipient) -> Rendered:
+        token = self.token(recipient.email)
+        url, mailto = self.composer.links(token, self.campaign.id)
+        return self.renderer.render(
+            self.campaign, recipient, Links(token, url, mailto), self.file.doc
+        )
+
+    def message(self, recipient: Recipient, when: float | None = None) -> Message:
+        rendered = self.render(recipient)
+        return Message(recipient, rendered, self.composer.compose(rendered, when))
+
+    def messages(self) -> Iterator[Message]:
+        for recipient in self.recipients:
+            yield self.message(recipient)
+
+    def sample(self) -> list[Recipient]:
+        """One recipient per liaison × language × arm: what a reviewer needs to see."""
+        seen: dict[tuple[str, str, str], Recipient] = {}
+        for r in self.recipients:
+            key = (r.liaison.id if r.liaison else "-", r.lang, r.arm)
+            seen.setdefault(key, r)
+        return list(seen.values())
+
+
+def render_problems(
+    ws: Workspace, cf: CampaignFile, limit_per_error: int = 3
+) -> tuple[int, list[Problem]]:
+    """Render and compose every recipient; group identical errors, naming recipients."""
+    try:
+        prepared = PreparedCampaign(ws, cf)
+    except OutreachError as exc:
+        return 0, [Problem(exc.message, exc.location, exc.hint)]
+    groups: dict[tuple[str, str], list[str]] = {}
+    first: dict[tuple[str, str], OutreachError] = {}
+    rendered = 0
+    for recipient in prepared.recipients:
+        try:
+            prepared.message(recipient)
+            rendered += 1
+        except OutreachError as exc:
+            key = (str(exc.location), exc.message)
+            groups.setdefault(key, []).append(recipient.email)
+            first.setdefault(key, exc)
+    problems: list[Problem] = []
+    for key, emails in groups.items():
+        error = first[key]
+        shown = ", ".join(emails[:limit_per_error])
+        more = f" and {len(emails) - limit_per_error} more" if len(emails) > limit_per_error else ""
+        problems.append(
+            Problem(
+                f"campaign `{cf.campaign.id}`, recipient {shown}{more}: {error.message}",
+                error.location,
+                error.hint,
+            )
+        )
+    return rendered, problems

@@ -1,0 +1,479 @@
+"""Render: campaign + recipient → subject, HTML and plain text, in the reader's language.
+
+Everything a user writes (subjects, Markdown bodies, templates) runs in Jinja's sandbox with
+StrictUndefined; HTML is auto-escaped; Markdown is rendered with raw HTML disabled, so a
+researcher's name can never become markup. Compiled templates and per-person views are
+cached: rendering many recipients costs one template evaluation each, nothing more.
+"""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import partial
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import css_inline
+import jinja2
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_decimal
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from .campaign import Campaign, Item
+from .errors import Location, TemplateError
+from .experiment import SERVICE
+from .i18n import translate
+from .people import Expert, Liaison, Researcher, ServiceIdentity, localised
+from .plan import Recipient
+from .settings import LocalText, Settings
+from .yamlio import YamlDoc
+
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+_BABEL_LOCALES = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_GB"}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a researcher sees; the input of compose."""
+
+    campaign_id: str
+    email: str
+    name: str
+    lang: str
+    arm: str
+    sender_id: str
+    sender_name: str
+    sender_email: str
+    subject: str
+    html: str
+    text: str
+    photos: tuple[str, ...] = ()  # person ids whose photo the HTML references by cid
+    cc: tuple[tuple[str, str], ...] = ()  # (name, email)
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Links:
+    token: str
+    unsubscribe_url: str | None
+    unsubscribe_mailto: str | None
+
+
+def photo_cid(person_id: str, domain: str) -> str:
+    return f"face-{person_id}@{domain}"
+
+
+class _TextExtractor(HTMLParser):
+    """Plain text from HTML for workspace templates that ship no .txt counterpart."""
+
+    BLOCK = {"p", "div", "br", "tr", "h1", "h2", "h3", "h4", "li", "table", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.href: str | None = None
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in {"style", "script", "head", "title"}:
+            self.skip += 1
+        if tag in self.BLOCK:
+            self.parts.append("\n")
+        if tag == "li":
+            self.parts.append("- ")
+        if tag == "a":
+            self.href = dict(attrs).get("href")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in {"style", "script", "head", "title"}:
+            self.skip = max(0, self.skip - 1)
+        if tag == "a" and self.href and self.href.startswith(("http", "mailto")):
+            self.parts.append(f" <{self.href}>")
+            self.href = None
+        if tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(html)
+    text = "".join(parts for parts in parser.parts)
+    lines = [line.strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def _markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.enable("table")
+    md.enable("strikethrough")
+    return md
+
+
+class Renderer:
+    """One per workspace and campaign run; caches compiled templates and person views."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        template_dirs: list[Path],
+        liaisons: Mapping[str, Liaison],
+        experts: Mapping[str, Expert],
+        service: ServiceIdentity,
+        *,
+        inline_css: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.liaisons = liaisons
+        self.experts = experts
+        self.service = service
+        self.domain = settings.organisation.domain
+        self.md = _markdown()
+        self._inliner = css_inline.CSSInliner(keep_style_tags=True) if inline_css else None
+        loader = jinja2.FileSystemLoader([str(d) for d in template_dirs])
+        self.files = SandboxedEnvironment(
+            loader=loader,
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html", "html.j2", "htm"), default_for_string=False
+            ),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+        self.strings = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        for env in (self.files, self.strings):
+            env.filters["date"] = self._format_date
+            env.filters["number"] = self._format_number
+        self._compiled: dict[tuple[str, str], jinja2.Template] = {}
+        self._views: dict[tuple[str, str], dict[str, Any]] = {}
+        self._sources: dict[str, tuple[str, int]] = {}
+
+    # -- formatting -----------------------------------------------------------------------
+    @staticmethod
+    def _locale(lang: str) -> str:
+        return _BABEL_LOCALES.get(lang, lang)
+
+    def _format_date(
+        self, value: date | datetime | str, lang: str = "en", form: str = "long"
+    ) -> str:
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if isinstance(value, datetime):
+            return format_datetime(value, form, locale=self._locale(lang))
+        return format_date(value, form, locale=self._locale(lang))
+
+    def _format_number(self, value: float, lang: str = "en") -> str:
+        return format_decimal(value, locale=self._locale(lang))
+
+    # -- views ----------------------------------------------------------------------------
+    def person_view(
+        self, person: Liaison | Expert | ServiceIdentity | None, lang: str
+    ) -> dict[str, Any]:
+        if person is None:
+            return {}
+        key = (person.id if not isinstance(person, ServiceIdentity) else "~service", lang)
+        view = self._views.get(key)
+        if view is None:
+            fallback = (self.settings.default_language,)
+            view = {
+                "id": person.id,
+                "name": person.name,
+                "first_name": person.first_name,
+                "email": person.email,
+                "title": localised(person.title, lang, fallback) or "",
+                "phone": person.phone or "",
+                "photo_cid": photo_cid(person.id, self.domain) if person.photo else "",
+                "is_service": isinstance(person, ServiceIdentity),
+            }
+            if isinstance(person, Expert):
+                view["bio"] = localised(person.bio, lang, fallback) or ""
+                view["services"] = list(person.services)
+            if isinstance(person, Liaison):
+                view["languages"] = list(person.languages)
+            self._views[key] = view
+        return view
+
+    @staticmethod
+    def researcher_view(r: Researcher) -> dict[str, Any]:
+        return {
+            "email": r.email,
+            "name": r.name,
+            "first_name": r.first_name,
+            "faculty": r.faculty,
+            "department": r.department,
+            "unit": r.unit,
+            "language": r.language or "",
+            "tags": list(r.tags),
+        }
+
+    # -- user-written strings -------------------------------------------------------------
+    def _string_template(self, name: str, source: str, origin: tuple[str, int]) -> jinja2.Template:
+        key = (name, source)
+        tpl = self._compiled.get(key)
+        if tpl is None:
+            self._sources[name] = origin
+            try:
+                code = self.strings.compile(source, name=name, filename=name)
+                tpl = self.strings.template_class.from_code(
+                    self.strings, code, self.strings.make_globals(None), None
+                )
+            except jinja2.TemplateSyntaxError as exc:
+                raise self._error(exc, name, exc.lineno) from None
+            self._compiled[key] = tpl
+        return tpl
+
+    def _error(self, exc: Exception, name: str, line: int | None) -> TemplateError:
+        file, first_line = self._sources.get(name, (name, 1))
+        if isinstance(exc, SecurityError):
+            what = f"the sandbox refused it: {exc}"
+            hint = "templates may only use the documented variables"
+        elif isinstance(exc, jinja2.UndefinedError):
+            what = f"undefined variable: {exc.message}"
+            hint = (
+                "check the spelling; variables: researcher, sender, liaison, expert, "
+                "service, campaign, lang"
+            )
+        elif isinstance(exc, jinja2.TemplateSyntaxError):
+            what = f"template syntax error: {exc.message}"
+            hint = "check {{ … }} and {% … %} pairs"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+            hint = None
+        yaml_line = first_line + (line - 1) if line else first_line
+        if file.startswith("campaigns/"):
+            return TemplateError(
+                f"{name}: {what}",
+                location=Location(file, yaml_line, None, name.split(":")[-1]),
+                hint=hint,
+            )
+        return TemplateError(f"{what}", location=Location(file, line, None, None), hint=hint)
+
+    def _render(self, tpl: jinja2.Template, name: str, context: dict[str, Any]) -> str:
+        try:
+            return tpl.render(context)
+        except (jinja2.TemplateError, SecurityError) as exc:
+            raise self._error(exc, name, _template_line(exc, tpl)) from None
+        except Exception as exc:  # a sandboxed call that raised: still the template's fault
+            raise self._error(exc, name, _template_line(exc, tpl)) from None
+
+    def text_of(
+        self,
+        campaign: Campaign,
+        doc: YamlDoc | None,
+        field_path: tuple[str | int, ...],
+        text: LocalText,
+        lang: str,
+        context: dict[str, Any],
+    ) -> str:
+        fallback = (self.settings.default_language,)
+        source = localised(text, lang, fallback) or ""
+        used_lang = lang if isinstance(text, str) or lang in text else None
+        path = field_path + ((used_lang,) if isinstance(text, dict) and used_lang else ())
+        dotted = ".".join(str(p) for p in path)
+        name = f"{campaign.id}:{dotted}"
+        if doc is not None:
+            loc = doc.where(path)
+            line = (loc.line or 1) + (1 if _is_block(doc, path) else 0)
+            origin = (doc.file, line)
+        else:
+            origin = (f"campaigns/{campaign.id}.yaml", 1)
+        return self._render(self._string_template(name, source, origin), name, context)
+
+    def file_template(self, name: str) -> jinja2.Template | None:
+        key = ("file", name)
+        tpl = self._compiled.get(key)
+        if tpl is None:
+            try:
+                tpl = self.files.get_template(name)
+            except jinja2.TemplateNotFound:
+                return None
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(
+                    f"template syntax error: {exc.message}",
+                    location=Location(exc.filename or name, exc.lineno),
+                    hint="check {{ … }} and {% … %} pairs",
+                ) from None
+            self._compiled[key] = tpl
+        return tpl
+
+    # -- the main entry -------------------------------------------------------------------
+    def render(
+        self,
+        campaign: Campaign,
+        recipient: Recipient,
+        links: Links,
+        doc: YamlDoc | None = None,
+    ) -> Rendered:
+        lang = recipient.lang
+        r = recipient.researcher
+        service_view = self.person_view(self.service, lang)
+        liaison_view = (
+            self.person_view(recipient.liaison, lang) if recipient.liaison else service_view
+        )
+        sender_view = (
+            service_view if recipient.arm == SERVICE or not recipient.liaison else liaison_view
+        )
+        expert = None
+        if campaign.introduce is not None:
+            expert = self.experts.get(campaign.introduce.expert)
+        expert_view = self.person_view(expert, lang) if expert else None
+        t: Callable[..., str] = partial(translate, lang)
+        campaign_view = {
+            "id": campaign.id,
+            "title": localised(campaign.title, lang, (self.settings.default_language,)) or "",
+        }
+        organisation = {"name": self.settings.organisation.name, "domain": self.domain}
+        unsubscribe = {"url": links.unsubscribe_url or "", "mailto": links.unsubscribe_mailto or ""}
+        context: dict[str, Any] = {
+            "researcher": self.researcher_view(r),
+            "sender": sender_view,
+            "liaison": liaison_view,
+            "service": service_view,
+            "expert": expert_view
+            if expert_view is not None
+            else jinja2.StrictUndefined(
+                name="expert",
+                hint="this campaign introduces no expert: add `introduce: {expert: …}`",
+            ),
+            "campaign": campaign_view,
+            "organisation": organisation,
+            "lang": lang,
+            "t": t,
+            "unsubscribe": unsubscribe,
+        }
+        subject = self.text_of(campaign, doc, ("subject",), campaign.subject, lang, context)
+        subject = " ".join(subject.split())
+        if not subject:
+            raise TemplateError(
+                f"{campaign.id}: the subject is empty for {r.email} ({lang})",
+                location=doc.where(("subject",)) if doc else Location(),
+            )
+        body_md = self.text_of(campaign, doc, ("body",), campaign.body, lang, context)
+        items: list[dict[str, Any]] = []
+        for index, item in enumerate(campaign.items):
+            if item.audience is not None and not item.audience.selects(r):
+                continue
+            items.append(self._item(campaign, doc, index, item, lang, context))
+        note = None
+        if campaign.introduce is not None and campaign.introduce.note is not None:
+            note = self.text_of(
+                campaign, doc, ("introduce", "note"), campaign.introduce.note, lang, context
+            )
+        preheader = ""
+        if campaign.preheader is not None:
+            preheader = self.text_of(
+                campaign, doc, ("preheader",), campaign.preheader, lang, context
+            )
+        page = dict(context)
+        page.update(
+            subject=subject,
+            preheader=preheader,
+            body_html=Markup(self.md.render(body_md)),
+            body_text=body_md.strip(),
+            items=items,
+            introduce={"expert": expert_view, "note": note or ""} if expert_view else None,
+        )
+        html_tpl = self.file_template(f"{campaign.template}.html.j2")
+        if html_tpl is None:
+            raise TemplateError(
+                f"template `{campaign.template}` does not exist",
+                location=doc.where(("template",)) if doc else Location(),
+                hint=f"create templates/{campaign.template}.html.j2",
+            )
+        html = self._render(html_tpl, html_tpl.name or campaign.template, page)
+        if self._inliner is not None:
+            html = self._inliner.inline(html)
+        text_tpl = self.file_template(f"{campaign.template}.txt.j2")
+        if text_tpl is not None:
+            text = self._render(text_tpl, text_tpl.name or campaign.template, page)
+            text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+        else:
+            text = html_to_text(html)
+        photos = tuple(
+            p
+            for p in dict.fromkeys(
+                [
+                    sender_view.get("id", ""),
+                    expert_view["id"] if expert_view else "",
+                    liaison_view.get("id", "") if expert_view else "",
+                ]
+            )
+            if p and photo_cid(p, self.domain) in html
+        )
+        cc: tuple[tuple[str, str], ...] = ()
+        if campaign.introduce is not None and campaign.introduce.cc_expert and expert is not None:
+            cc = ((expert.name, expert.email),)
+        return Rendered(
+            campaign_id=campaign.id,
+            email=r.email,
+            name=r.name,
+            lang=lang,
+            arm=recipient.arm,
+            sender_id=sender_view["id"],
+            sender_name=sender_view["name"],
+            sender_email=sender_view["email"],
+            subject=subject,
+            html=html,
+            text=text,
+            photos=photos,
+            cc=cc,
+            token=links.token,
+        )
+
+    def _item(
+        self,
+        campaign: Campaign,
+        doc: YamlDoc | None,
+        index: int,
+        item: Item,
+        lang: str,
+        context: dict[str, Any],
+    ) -> dict[str, Any]:
+        title = self.text_of(campaign, doc, ("items", index, "title"), item.title, lang, context)
+        body = self.text_of(campaign, doc, ("items", index, "body"), item.body, lang, context)
+        return {"title": title, "html": Markup(self.md.render(body)), "text": body.strip()}
+
+
+def _is_block(doc: YamlDoc, path: tuple[str | int, ...]) -> bool:
+    """True when the YAML value is a `|` or `>` block (its text starts on the next line)."""
+    value: Any = doc.data
+    try:
+        for part in path:
+            value = value[part]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return isinstance(value, str) and "\n" in value
+
+
+def _template_line(exc: BaseException, tpl: jinja2.Template) -> int | None:
+    """The template line Jinja's rewritten traceback points at, if any."""
+    line = getattr(exc, "lineno", None)
+    if isinstance(line, int):
+        return line
+    tb = exc.__traceback__
+    found: int | None = None
+    name = tpl.filename or tpl.name
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == name:
+            found = tb.tb_lineno
+        tb = tb.tb_next
+    return found
+
+
+def escape(text: str) -> str:
+    return htmllib.escape(text)
+
+
+__all__ = ["Links", "Rendered", "Renderer", "html_to_text", "photo_cid"]
+_ = field  # dataclasses.field kept for future defaults

@@ -1,0 +1,75 @@
+"""Secrets come from the environment or a file, never from YAML, and are never logged."""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+import shlex
+import subprocess
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_SECRET_FILE = ".outreach/secret"
+
+
+def token_secret(root: Path, secret_env: str, secret_file: str | None) -> bytes:
+    """The HMAC key behind Message-ID tokens.
+
+    Order: the named environment variable, the named file, else a random key made once
+    and kept in the workspace (mode 0600) so tokens stay stable across runs.
+    """
+    value = os.environ.get(secret_env)
+    if value:
+        return value.encode()
+    path = root / (secret_file or DEFAULT_SECRET_FILE)
+    if path.is_file():
+        data = path.read_text(encoding="utf-8").strip()
+        if not data:
+            raise ConfigError(
+                f"the secret file {path} is empty", hint="delete it to make a new one"
+            )
+        return data.encode()
+    if secret_file:
+        raise ConfigError(
+            f"tracking.secret_file {secret_file} does not exist",
+            hint=f"create it, or set ${secret_env}",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(_secrets.token_urlsafe(32))
+    return path.read_text(encoding="utf-8").strip().encode()
+
+
+def password_from(env: str | None, file: str | None = None, what: str = "password") -> str | None:
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(
+                f"the {what} variable ${env} is not set",
+                hint=f"export {env}=… before running (it is never stored in YAML)",
+            )
+        return value
+    if file:
+        try:
+            return Path(file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} file {file}: {exc.strerror}") from None
+    return None
+
+
+def token_from_command(command: str) -> str:
+    """Run an OAuth helper (e.g. `oauth2ms`, `gcloud auth print-access-token`)."""
+    try:
+        done = subprocess.run(
+            shlex.split(command), capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"the OAuth token command failed to run: {exc}") from None
+    if done.returncode != 0 or not done.stdout.strip():
+        raise ConfigError(
+            f"the OAuth token command exited with {done.returncode} and printed no token",
+            hint="run it by hand to see why",
+        )
+    return done.stdout.strip()

@@ -1,0 +1,451 @@
+"""Find and load a workspace: outreach.yaml, people/, campaigns/, templates/.
+
+Loading never stops at the first problem: everything that can be read is read, and every
+problem is collected so ``outreach check`` reports them all at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .assign import SegmentIndex
+from .campaign import Campaign, select_audience
+from .errors import ConfigError, Location, Problem, ValidationFailed, WorkspaceNotFound
+from .people import (
+    AddressError,
+    Directory,
+    Expert,
+    Liaison,
+    Researcher,
+    ServiceIdentity,
+    load_people_yaml,
+    load_researchers_csv,
+    load_researchers_yaml,
+    normalise_address,
+)
+from .settings import Settings
+from .yamlio import YamlDoc, load_yaml, pydantic_problems
+
+SETTINGS_FILE = "outreach.yaml"
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def find_root(start: Path | None = None, explicit: Path | str | None = None) -> Path:
+    """``-w`` wins, then ``OUTREACH_WORKSPACE``, then walking up like git does."""
+    if explicit is None:
+        explicit = os.environ.get("OUTREACH_WORKSPACE") or None
+    if explicit is not None:
+        root = Path(explicit).expanduser()
+        if not (root / SETTINGS_FILE).is_file():
+            raise WorkspaceNotFound(
+                f"no {SETTINGS_FILE} in {root}",
+                hint="point -w/--workspace at a folder made by `outreach init DIR`",
+            )
+        return root.resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / SETTINGS_FILE).is_file():
+            return folder
+    raise WorkspaceNotFound(
+        f"no {SETTINGS_FILE} in {here} or any folder above it",
+        hint="run `outreach init DIR` to make a workspace, or pass -w/--workspace PATH",
+    )
+
+
+@dataclass
+class CampaignFile:
+    campaign: Campaign
+    path: Path
+    doc: YamlDoc
+
+
+@dataclass
+class Workspace:
+    root: Path
+    settings: Settings
+    directory: Directory
+    campaigns: dict[str, CampaignFile]
+    problems: list[Problem] = field(default_factory=list)
+    settings_doc: YamlDoc | None = None
+
+    # -- conveniences used by later stages ------------------------------------------------
+    @property
+    def researchers(self) -> list[Researcher]:
+        return self.directory.researchers
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def database_url(self) -> str:
+        return self.settings.database_url(self.root)
+
+    def template_dirs(self) -> list[Path]:
+        return [self.root / "templates", BUILTIN_TEMPLATES]
+
+    def has_template(self, name: str) -> bool:
+        return any((d / f"{name}.html.j2").is_file() for d in self.template_dirs())
+
+    def campaign(self, campaign_id: str) -> CampaignFile:
+        if campaign_id in self.campaigns:
+            return self.campaigns[campaign_id]
+        # Allow the file name, with or without .yaml, as users tab-complete paths.
+        stem = Path(campaign_id).name.removesuffix(".yaml").removesuffix(".yml")
+        for cf in self.campaigns.values():
+            if cf.path.stem == stem:
+                return cf
+        known = ", ".join(sorted(self.campaigns)) or "none"
+        raise ConfigError(f"no campaign `{campaign_id}`", hint=f"known campaigns: {known}")
+
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def raise_for_errors(self) -> None:
+        if self.errors():
+            raise ValidationFailed(self.problems)
+
+    def audience(self, campaign: Campaign) -> list[Researcher]:
+        return select_audience(campaign, self.directory.researchers)
+
+
+def load_settings(root: Path) -> tuple[Settings | None, YamlDoc | None, list[Problem]]:
+    doc, problems = load_yaml(root / SETTINGS_FILE, SETTINGS_FILE)
+    if doc is None:
+        return None, None, problems
+    if not isinstance(doc.data, dict):
+        return (
+            None,
+            doc,
+            problems
+            + [
+                Problem(
+                    "expected a mapping of settings", doc.where(()), "see README: outreach.yaml"
+                )
+            ],
+        )
+    try:
+        settings = Settings.model_validate(doc.data)
+    except ValidationError as exc:
+        return None, doc, problems + pydantic_problems(exc, doc, (), Settings)
+    if settings.default_language not in settings.languages:
+        problems.append(
+            Problem(
+                f"default_language `{settings.default_language}` is not in languages",
+                doc.where(("default_language",)),
+                f"use one of {settings.languages}",
+            )
+        )
+    try:
+        normalise_address(settings.service.email)
+    except AddressError as exc:
+        problems.append(Problem(f"invalid service address: {exc}", doc.where(("service", "email"))))
+    return settings, doc, problems
+
+
+def load_workspace(
+    start: Path | None = None,
+    explicit: Path | str | None = None,
+    *,
+    check_deliverability: bool = False,
+    only_campaigns: list[str] | None = None,
+) -> Workspace:
+    """Load everything; problems are collected on the Workspace, not raised.
+
+    Raises only when there is nothing to work with (no workspace, unreadable settings).
+    """
+    root = find_root(start, explicit)
+    settings, settings_doc, problems = load_settings(root)
+    if settings is None:
+        raise ValidationFailed(problems)
+    directory, more = load_directory(root, settings, check_deliverability)
+    problems += more
+    campaigns, more = load_campaigns(root, settings)
+    problems += more
+    ws = Workspace(root, settings, directory, campaigns, problems, settings_doc)
+    selected = only_campaigns if only_campaigns else list(campaigns)
+    for cid in selected:
+        try:
+            cf = ws.campaign(cid)
+        except ConfigError as exc:
+            problems.append(Problem(exc.message, Location("campaigns/"), exc.hint))
+            continue
+        problems += check_campaign(ws, cf)
+    return ws
+
+
+def load_directory(
+    root: Path, settings: Settings, check_deliverability: bool = False
+) -> tuple[Directory, list[Problem]]:
+    problems: list[Problem] = []
+    people = root / "people"
+    csv_path, yaml_path = people / "researchers.csv", people / "researchers.yaml"
+    researchers: list[Researcher] = []
+    if csv_path.is_file():
+        researchers, more = load_researchers_csv(
+            csv_path, "people/researchers.csv", settings.languages, check_deliverability
+        )
+        problems += more
+    elif yaml_path.is_file():
+        researchers, more = load_researchers_yaml(
+            yaml_path, "people/researchers.yaml", settings.languages, check_deliverability
+        )
+        problems += more
+    else:
+        problems.append(
+            Problem(
+                "no researchers: people/researchers.csv (or .yaml) is missing",
+                Location("people/researchers.csv"),
+                "add the target group: email,name,faculty,department,unit,language,tags",
+            )
+        )
+    liaisons: dict[str, Liaison] = {}
+    liaison_doc = None
+    if (people / "liaisons.yaml").is_file():
+        liaisons, liaison_doc, more = load_people_yaml(
+            people / "liaisons.yaml", "people/liaisons.yaml", Liaison, "liaisons"
+        )
+        problems += more
+    else:
+        problems.append(
+            Problem(
+                "no liaisons: people/liaisons.yaml is missing",
+                Location("people/liaisons.yaml"),
+                "add the familiar faces: id, name, email, segments",
+            )
+        )
+    experts: dict[str, Expert] = {}
+    expert_doc = None
+    if (people / "experts.yaml").is_file():
+        experts, expert_doc, more = load_people_yaml(
+            people / "experts.yaml", "people/experts.yaml", Expert, "experts"
+        )
+        problems += more
+    service = ServiceIdentity(
+        id="service",
+        name=settings.service.name,
+        email=settings.service.email.lower(),
+        title=settings.service.title,
+        phone=settings.service.phone,
+        photo=settings.service.photo,
+    )
+    directory = Directory(researchers, liaisons, experts, service, liaison_doc, expert_doc)
+    problems += check_directory(root, settings, directory)
+    return directory, problems
+
+
+def _liaison_base(doc: YamlDoc | None) -> tuple[str | int, ...]:
+    if doc is not None and isinstance(doc.data, dict) and "liaisons" in doc.data:
+        return ("liaisons",)
+    return ()
+
+
+def _index_of(doc: YamlDoc | None, base: tuple[str | int, ...], person_id: str) -> int | None:
+    if doc is None:
+        return None
+    data = doc.data
+    for part in base:
+        data = data[part]
+    for i, item in enumerate(data or []):
+        if isinstance(item, dict) and item.get("id") == person_id:
+            return i
+    return None
+
+
+def check_directory(root: Path, settings: Settings, d: Directory) -> list[Problem]:
+    problems: list[Problem] = []
+    doc = d.liaison_docs
+    base = _liaison_base(doc)
+
+    def where(person_id: str, *path: str | int) -> Location:
+        index = _index_of(doc, base, person_id)
+        if doc is None or index is None:
+            return Location("people/liaisons.yaml")
+        return doc.where(base + (index, *path))
+
+    for liaison in d.liaisons.values():
+        if not liaison.segments and liaison.active:
+            problems.append(
+                Problem(
+                    f"liaison `{liaison.id}` has no segment",
+                    where(liaison.id, "segments"),
+                    "add e.g. `segments: [{faculty: Medicine}]`; a familiar face owns a group",
+                )
+            )
+        for code in liaison.languages:
+            if code not in settings.languages:
+                problems.append(
+                    Problem(
+                        f"language `{code}` is not one of the workspace's {settings.languages}",
+                        where(liaison.id, "languages"),
+                    )
+                )
+    for kind, people, file in (
+        ("liaison", d.liaisons, "people/liaisons.yaml"),
+        ("expert", d.experts, "people/experts.yaml"),
+    ):
+        for person in people.values():
+            if person.photo and not (root / person.photo).is_file():
+                loc = (
+                    where(person.id, "photo")
+                    if kind == "liaison"
+                    else Location(file, None, None, "photo")
+                )
+                problems.append(
+                    Problem(
+                        f"{kind} `{person.id}`: photo {person.photo} not found",
+                        loc,
+                        "the path is relative to the workspace; the face must show",
+                    )
+                )
+    index = SegmentIndex(d.liaisons.values())
+    for clash in index.clashes():
+        problems.append(
+            Problem(
+                f"segment `{clash.segment.label()}` is claimed by "
+                + " and ".join(f"`{x}`" for x in clash.liaisons),
+                where(clash.liaisons[1], "segments"),
+                "one segment, one familiar face: give it to one liaison "
+                "or split it by department or unit",
+            )
+        )
+    unassigned: list[Researcher] = []
+    for r in d.researchers:
+        if r.liaison and r.liaison not in d.liaisons:
+            problems.append(
+                Problem(
+                    f"{r.email}: liaison override `{r.liaison}` is not a liaison",
+                    Location("people/researchers.csv", r.line, None, "liaison"),
+                    f"known liaisons: {', '.join(sorted(d.liaisons))}",
+                )
+            )
+        elif index.owner(r).liaison_id is None:
+            unassigned.append(r)
+    for r in unassigned[:20]:
+        near = index.nearest(r)
+        problems.append(
+            Problem(
+                f"{r.email} ({r.faculty or '-'} / {r.department or '-'} / {r.unit or '-'}) "
+                "matches no liaison segment",
+                Location("people/researchers.csv", r.line),
+                f"nearest segment: {near.label()}" if near else "add a segment for this faculty",
+                severity="warning",
+            )
+        )
+    if len(unassigned) > 20:
+        problems.append(
+            Problem(f"{len(unassigned) - 20} more researchers match no segment", severity="warning")
+        )
+    return problems
+
+
+def load_campaigns(root: Path, settings: Settings) -> tuple[dict[str, CampaignFile], list[Problem]]:
+    problems: list[Problem] = []
+    out: dict[str, CampaignFile] = {}
+    folder = root / "campaigns"
+    if not folder.is_dir():
+        return out, problems
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        shown = f"campaigns/{path.name}"
+        doc, more = load_yaml(path, shown)
+        problems += more
+        if doc is None:
+            continue
+        if not isinstance(doc.data, dict):
+            problems.append(
+                Problem("expected a mapping (id, title, subject, body…)", doc.where(()))
+            )
+            continue
+        try:
+            campaign = Campaign.model_validate(doc.data)
+        except ValidationError as exc:
+            problems += pydantic_problems(exc, doc, (), Campaign)
+            continue
+        if campaign.id in out:
+            problems.append(
+                Problem(
+                    f"campaign id `{campaign.id}` is also used by {out[campaign.id].path.name}",
+                    doc.where(("id",)),
+                    "ids are unique and stable: the ledger keys on them",
+                )
+            )
+            continue
+        out[campaign.id] = CampaignFile(campaign, path, doc)
+    return out, problems
+
+
+def check_campaign(ws: Workspace, cf: CampaignFile) -> list[Problem]:
+    """Cross-references of one campaign: template, expert, languages, audience."""
+    c, doc, settings = cf.campaign, cf.doc, ws.settings
+    problems: list[Problem] = []
+    if not ws.has_template(c.template):
+        problems.append(
+            Problem(
+                f"template `{c.template}` does not exist",
+                doc.where(("template",)),
+                f"create templates/{c.template}.html.j2 or use the built-in `newsletter`",
+            )
+        )
+    if c.introduce is not None and c.introduce.expert not in ws.directory.experts:
+        known = ", ".join(sorted(ws.directory.experts)) or "none in people/experts.yaml"
+        problems.append(
+            Problem(
+                f"expert `{c.introduce.expert}` does not exist",
+                doc.where(("introduce", "expert")),
+                f"known experts: {known}",
+            )
+        )
+    for name, text in (("subject", c.subject), ("body", c.body)):
+        if isinstance(text, dict):
+            for code in text:
+                if code not in settings.languages:
+                    problems.append(
+                        Problem(
+                            f"language `{code}` is not one of the workspace's {settings.languages}",
+                            doc.where((name, code)),
+                        )
+                    )
+            if settings.default_language not in text:
+                problems.append(
+                    Problem(
+                        f"no `{settings.default_language}` {name}: readers whose languages are "
+                        "all missing would get nothing",
+                        doc.where((name,)),
+                        f"add `{settings.default_language}:` (the default_language fallback)",
+                    )
+                )
+            missing = [code for code in settings.languages if code not in text]
+            if missing and settings.default_language in text:
+                problems.append(
+                    Problem(
+                        f"no {name} in {', '.join(missing)}: those readers get a fallback language",
+                        doc.where((name,)),
+                        "add a translation if they should read it in their own language",
+                        severity="warning",
+                    )
+                )
+    if isinstance(c.subject, dict) and isinstance(c.body, dict) and set(c.subject) != set(c.body):
+        problems.append(
+            Problem(
+                "subject and body cover different languages: "
+                f"subject {sorted(c.subject)}, body {sorted(c.body)}",
+                doc.where(("subject",)),
+                "give every language both a subject and a body",
+            )
+        )
+    audience = ws.audience(c)
+    if not audience:
+        problems.append(
+            Problem(
+                f"campaign `{c.id}` selects nobody",
+                doc.where(("audience",)),
+                "check the audience filters against people/researchers.csv",
+                severity="warning",
+            )
+        )
+    return problems
