@@ -149,3 +149,25 @@ def check(
             summary += f", {report.rendered} messages rendered"
         err_console.print(f"{summary}: {errors} error(s), {warnings} warning(s)")
     sys.exit(1 if any(p.severity == "error" for p in report.problems) else 0)
+
+
+@main.command()
+@click.argument("campaign")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the .eml files and index.html (default: preview/CAMPAIGN).",
+)
+@click.option("--sample", is_flag=True, help="One message per liaison × language × arm.")
+@pass_ctx
+def preview(obj: Context, campaign: str, out: Path | None, sample: bool) -> None:
+    """Render CAMPAIGN to .eml files and an HTML gallery, sending nothing."""
+    from .preview import write_preview
+
+    ws = obj.load(only_campaigns=[campaign])
+    ws.raise_for_errors()
+    target = out or ws.root / "preview" / ws.campaign(campaign).campaign.id
+    result = write_preview(ws, campaign, target, sample=sample)
+    out_console.print(f"Wrote {result.messages} message(s) and {result.index}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -41,15 +42,31 @@ def init_workspace(target: Path) -> list[Path]:
             + (f" and {len(clashes) - 1} more file(s)" if len(clashes) > 1 else ""),
             hint="init never overwrites: choose an empty or new folder",
         )
-    for src, dst in files:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-    (target / "templates").mkdir(exist_ok=True)
-    readme = target / "templates" / "README.md"
-    if not readme.exists():
-        readme.write_text(
-            "Templates here override the built-in ones of the same name "
-            "(e.g. newsletter.html.j2, newsletter.txt.j2).\n",
-            encoding="utf-8",
-        )
+    created: list[Path] = []  # files and folders made here, removed again on failure
+    try:
+        for folder in (target, *(dst.parent for _, dst in files), target / "templates"):
+            for d in reversed([folder, *folder.parents]):
+                if not d.exists():
+                    d.mkdir()
+                    created.append(d)
+        for src, dst in files:
+            shutil.copy2(src, dst)
+            created.append(dst)
+        readme = target / "templates" / "README.md"
+        if not readme.exists():
+            readme.write_text(
+                "Templates here override the built-in ones of the same name "
+                "(e.g. newsletter.html.j2, newsletter.txt.j2).\n",
+                encoding="utf-8",
+            )
+            created.append(readme)
+    except OSError as exc:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        raise ConfigError(
+            f"cannot create the workspace in {target}: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename else ""),
+            hint="choose a folder you can write to; nothing was left behind",
+        ) from None
     return [dst for _, dst in files]

@@ -8,8 +8,7 @@ from __future__ import annotations
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "unsubscribe": "Unsubscribe",
-        "unsubscribe_line": "You receive this because you work at {organisation}. "
-        "Not interested? Unsubscribe:",
+        "unsubscribe_line": "You receive this because you work at {organisation}. Not interested?",
         "reply_prompt": "Just reply to this message: it comes to me personally.",
         "reply_prompt_service": "Reply to this message to reach the service.",
         "introduce_heading": "Let me introduce {expert}",
@@ -23,7 +22,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "fi": {
         "unsubscribe": "Peru tilaus",
         "unsubscribe_line": "Saat tämän viestin, koska työskentelet organisaatiossa "
-        "{organisation}. Etkö halua näitä viestejä? Peru tilaus:",
+        "{organisation}. Etkö halua näitä viestejä?",
         "reply_prompt": "Vastaa suoraan tähän viestiin: se tulee minulle henkilökohtaisesti.",
         "reply_prompt_service": "Vastaa tähän viestiin, niin tavoitat palvelun.",
         "introduce_heading": "Saanko esitellä: {expert}",
@@ -37,7 +36,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "sv": {
         "unsubscribe": "Avsluta prenumerationen",
         "unsubscribe_line": "Du får det här meddelandet eftersom du arbetar vid "
-        "{organisation}. Inte intresserad? Avsluta prenumerationen:",
+        "{organisation}. Inte intresserad?",
         "reply_prompt": "Svara direkt på det här meddelandet: svaret kommer till mig personligen.",
         "reply_prompt_service": "Svara på det här meddelandet för att nå tjänsten.",
         "introduce_heading": "Får jag presentera {expert}",

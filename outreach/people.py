@@ -224,6 +224,8 @@ def load_researchers_csv(
         header = next(reader)
     except StopIteration:
         return [], [Problem("the file is empty", Location(shown, 1), "add a header row")]
+    except csv.Error as exc:
+        return [], [Problem(f"unreadable header: {exc}", Location(shown, 1), "fix the first row")]
     columns = [h.strip().lower() for h in header]
     for col in REQUIRED_COLUMNS:
         if col not in columns:
@@ -252,7 +254,20 @@ def load_researchers_csv(
         return [], problems
     positions = {c: i for i, c in enumerate(columns) if c in RESEARCHER_COLUMNS}
     rows: list[tuple[int, dict[str, str]]] = []
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit
+            problems.append(
+                Problem(
+                    f"cannot read the rest of the file: {exc}",
+                    Location(shown, reader.line_num + 1),
+                    'look for an unbalanced quote `"` from this line on',
+                )
+            )
+            break
         line = reader.line_num
         if not row:
             continue

@@ -337,11 +337,12 @@ def _problem(
     err = errs[0]
     kind = err["type"]
     path = prefix + loc
+    hint: str | None
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
         guess = suggest(key, vocabulary)
-        hint = f"did you mean `{guess}`?" if guess else "remove it; see the documented keys"
-        return Problem(f"unknown key `{key}`", doc.where(path), hint)
+        advice = f"did you mean `{guess}`?" if guess else "remove it; see the documented keys"
+        return Problem(f"unknown key `{key}`", doc.where(path), advice)
     if kind == "missing":
         message = f"missing required key `{loc[-1] if loc else '?'}`"
         return Problem(message, doc.where(path[:-1], dotted_path(path)), "add it")
@@ -349,10 +350,11 @@ def _problem(
     if len(errs) > 1:
         kinds = {e["type"] for e in errs}
         wanted = " or ".join(str(e["msg"]).removeprefix("Input should be ") for e in errs)
-        hint: str | None = (
+        hint = (
             _LOCAL_TEXT_HINT
             if kinds == {"dict_type", "string_type"}
-            else " / ".join(dict.fromkeys(_HINTS.get(k, "") for k in kinds if k in _HINTS)) or None
+            else " / ".join(dict.fromkeys(_HINTS.get(k, "") for k in kinds if k in _HINTS))
+            or "see the documented format"
         )
         return Problem(f"should be {wanted} (got {got})", doc.where(path), hint)
     msg = str(err["msg"])

@@ -1,0 +1,124 @@
+"""``outreach preview``: .eml files and an HTML gallery a reviewer opens in a browser."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass
+from email import message_from_bytes
+from email import policy as email_policy
+from pathlib import Path
+
+from .mailing import Message, PreparedCampaign
+from .workspace import Workspace
+
+SHOWN_HEADERS = (
+    "From",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "List-Id",
+)
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    out: Path
+    messages: int
+    index: Path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "x"
+
+
+def _inline_html(data: bytes) -> tuple[str, str, dict[str, str]]:
+    """The HTML with cid: faces as data: URIs (a browser cannot follow cid:), the text part
+    and the headers, read back from the composed bytes: the gallery shows what is sent."""
+    msg = message_from_bytes(data, policy=email_policy.default)
+    headers = {h: str(msg[h]) for h in SHOWN_HEADERS if msg[h] is not None}
+    html_part = msg.get_body(("html",))
+    text_part = msg.get_body(("plain",))
+    body = html_part.get_content() if html_part is not None else ""  # type: ignore[attr-defined]
+    text = text_part.get_content() if text_part is not None else ""  # type: ignore[attr-defined]
+    for part in msg.walk():
+        cid = part.get("Content-ID")
+        if cid and part.get_content_maintype() == "image":
+            raw = part.get_payload(decode=True)
+            assert isinstance(raw, bytes)
+            uri = f"data:{part.get_content_type()};base64,{base64.b64encode(raw).decode()}"
+            body = body.replace(f"cid:{cid.strip('<>')}", uri)
+    return body, text, headers
+
+
+def write_preview(
+    ws: Workspace, campaign_id: str, out: Path, sample: bool = False
+) -> PreviewResult:
+    prepared = PreparedCampaign(ws, ws.campaign(campaign_id))
+    recipients = prepared.sample() if sample else prepared.recipients
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "messages").mkdir(exist_ok=True)
+    cards: list[str] = []
+    for n, recipient in enumerate(recipients, 1):
+        message: Message = prepared.message(recipient)
+        stem = f"{n:05d}-{_slug(recipient.email)}"
+        (out / f"{stem}.eml").write_bytes(message.composed.data)
+        body, text, headers = _inline_html(message.composed.data)
+        (out / "messages" / f"{stem}.html").write_text(body, encoding="utf-8")
+        rows = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in headers.items()
+        )
+        liaison = recipient.liaison.id if recipient.liaison else "-"
+        cards.append(
+            f"""<section class="card" data-arm="{recipient.arm}" data-lang="{recipient.lang}"
+ data-liaison="{html.escape(liaison)}">
+<h2>{html.escape(message.rendered.subject)}</h2>
+<p class="tags"><span>{html.escape(liaison)}</span><span>{recipient.lang}</span>
+<span class="arm-{recipient.arm}">{recipient.arm}</span>
+<a href="{stem}.eml">{stem}.eml</a></p>
+<table class="headers">{rows}</table>
+<iframe title="{html.escape(message.rendered.subject)}" src="messages/{stem}.html"
+ loading="lazy"></iframe>
+<details><summary>Plain text</summary><pre>{html.escape(text)}</pre></details>
+</section>"""
+        )
+    title = f"Preview: {html.escape(prepared.campaign.id)}"
+    index = out / "index.html"
+    index.write_text(
+        f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 0; background: #eef0f2; color: #1f2933; }}
+header {{ padding: 16px 24px; background: #1f2933; color: #fff; }}
+main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(680px, 1fr));
+  gap: 20px; padding: 20px; }}
+.card {{ background: #fff; border-radius: 8px; padding: 12px 16px; }}
+.card h2 {{ font-size: 16px; margin: 4px 0 8px; }}
+.tags span {{ display: inline-block; background: #e4e7eb; border-radius: 4px;
+  padding: 1px 8px; margin-right: 6px; font-size: 13px; }}
+.tags .arm-service {{ background: #fde2c4; }}
+.tags .arm-liaison {{ background: #cdeccd; }}
+.headers {{ font-size: 12px; border-collapse: collapse; width: 100%; margin-bottom: 8px; }}
+.headers th {{ text-align: left; padding: 2px 8px 2px 0; white-space: nowrap; color: #52606d;
+  vertical-align: top; }}
+.headers td {{ word-break: break-all; }}
+iframe {{ width: 100%; height: 760px; border: 1px solid #cbd2d9; border-radius: 4px; }}
+pre {{ white-space: pre-wrap; font-size: 12px; }}
+</style></head>
+<body><header><h1 style="margin:0;font-size:20px">{title}</h1>
+<p style="margin:4px 0 0">{len(cards)} message(s): liaison × language × arm</p></header>
+<main>
+{"".join(cards)}
+</main></body></html>
+""",
+        encoding="utf-8",
+    )
+    return PreviewResult(out, len(cards), index)
