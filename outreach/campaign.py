@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .people import Researcher
 from .settings import LocalText, StrictModel
@@ -37,35 +37,60 @@ class Selector(StrictModel):
     def is_empty(self) -> bool:
         return not (self.faculty or self.department or self.unit or self.tags or self.language)
 
-    def _tests(self, r: Researcher) -> list[bool]:
-        tests: list[bool] = []
-        for attr in ("faculty", "department", "unit"):
-            wanted = getattr(self, attr)
-            if wanted:
-                tests.append(getattr(r, attr).casefold() in {w.casefold() for w in wanted})
-        if self.tags:
-            tests.append(bool({t.casefold() for t in r.tags} & {t.casefold() for t in self.tags}))
+    _checks: tuple[tuple[str, frozenset[str]], ...] = PrivateAttr(default=())
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Casefold the wanted values once, not once per researcher.
+        checks = [
+            (attr, frozenset(w.casefold() for w in getattr(self, attr)))
+            for attr in ("faculty", "department", "unit", "tags")
+            if getattr(self, attr)
+        ]
         if self.language:
-            tests.append((r.language or "") in self.language)
-        return tests
+            checks.append(("language", frozenset(self.language)))
+        self._checks = tuple(checks)
+
+    def checks(self) -> tuple[tuple[str, frozenset[str]], ...]:
+        """(attribute, wanted casefolded values) per key given."""
+        return self._checks
 
     def matches_all(self, r: Researcher) -> bool:
         """Include semantics: every key given must match (a list is any-of)."""
-        return all(self._tests(r))
+        return all(_tests(self._checks, r))
 
     def matches_any(self, r: Researcher) -> bool:
         """Exclude semantics: matching any one key is enough to be left out."""
-        return any(self._tests(r))
+        return any(_tests(self._checks, r))
+
+
+def _tests(checks: tuple[tuple[str, frozenset[str]], ...], r: Researcher) -> Iterator[bool]:
+    for attr, wanted in checks:
+        if attr == "tags":
+            yield any(t.casefold() in wanted for t in r.tags)
+        elif attr == "language":
+            yield (r.language or "") in wanted
+        else:
+            yield getattr(r, attr).casefold() in wanted
 
 
 class Audience(StrictModel):
     include: Selector | None = None
     exclude: Selector | None = None
 
+    def predicate(self) -> Callable[[Researcher], bool]:
+        """A function telling whether a researcher is in this audience (fast for many)."""
+        include = self.include.checks() if self.include is not None else None
+        exclude = self.exclude.checks() if self.exclude is not None else None
+
+        def selects(r: Researcher) -> bool:
+            if include is not None and not all(_tests(include, r)):
+                return False
+            return not (exclude is not None and any(_tests(exclude, r)))
+
+        return selects
+
     def selects(self, r: Researcher) -> bool:
-        if self.include is not None and not self.include.matches_all(r):
-            return False
-        return not (self.exclude is not None and self.exclude.matches_any(r))
+        return self.predicate()(r)
 
 
 class Split(StrictModel):
@@ -139,4 +164,5 @@ class Campaign(StrictModel):
 
 
 def select_audience(campaign: Campaign, researchers: Iterable[Researcher]) -> list[Researcher]:
-    return [r for r in researchers if campaign.audience.selects(r)]
+    selects = campaign.audience.predicate()
+    return [r for r in researchers if selects(r)]

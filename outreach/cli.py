@@ -16,6 +16,8 @@ from .errors import OutreachError, Problem, ValidationFailed
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
+if not out_console.is_terminal:
+    out_console = Console(highlight=False, soft_wrap=True, width=160)
 
 
 class Context:
@@ -171,3 +173,186 @@ def preview(obj: Context, campaign: str, out: Path | None, sample: bool) -> None
     target = out or ws.root / "preview" / ws.campaign(campaign).campaign.id
     result = write_preview(ws, campaign, target, sample=sample)
     out_console.print(f"Wrote {result.messages} message(s) and {result.index}")
+
+
+def _summary_table(summary: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{summary.campaign_id} via {summary.transport}")
+    table.add_column("sender")
+    statuses = sorted({s for c in summary.per_sender.values() for s in c})
+    for s in statuses:
+        table.add_column(s, justify="right")
+    for sender, counts in sorted(summary.per_sender.items()):
+        table.add_row(sender, *(str(counts.get(s, 0)) for s in statuses))
+    if summary.per_sender:
+        out_console.print(table)
+
+
+@main.command()
+@click.argument("campaigns", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Render and compose everything; send nothing.")
+@click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run.")
+@click.option(
+    "--transport",
+    type=click.Choice(["smtp", "outbox", "dry-run"]),
+    help="Override transport.kind from outreach.yaml.",
+)
+@click.option(
+    "--resend-uncertain", is_flag=True, help="Also resend messages whose fate is unknown."
+)
+@click.option(
+    "--force", is_flag=True, help="Send although the campaign was edited after sending began."
+)
+@click.option("--now", "send_now", is_flag=True, help="Send before the campaign's schedule.")
+@click.option("--due", is_flag=True, help="Send every campaign whose schedule has come (for cron).")
+@click.option("--yes", is_flag=True, help="Do not ask before a real SMTP send.")
+@click.option("--ignore-quotas", is_flag=True, hidden=True)
+@pass_ctx
+def send(
+    obj: Context,
+    campaigns: tuple[str, ...],
+    dry_run: bool,
+    limit: int | None,
+    transport: str | None,
+    resend_uncertain: bool,
+    force: bool,
+    send_now: bool,
+    due: bool,
+    yes: bool,
+    ignore_quotas: bool,
+) -> None:
+    """Send CAMPAIGN(s): resumable, never twice, within each sender's quota."""
+    from datetime import UTC, datetime
+
+    from .deliver.run import SendOptions, send_campaign
+    from .progress import SendProgress
+
+    ws = obj.load(only_campaigns=list(campaigns) or None)
+    if due:
+        now = datetime.now(UTC)
+        targets = [
+            cid
+            for cid, cf in ws.campaigns.items()
+            if cf.campaign.schedule is not None and cf.campaign.schedule <= now
+        ]
+    else:
+        if not campaigns:
+            raise click.UsageError("name a campaign (or use --due)")
+        targets = [ws.campaign(c).campaign.id for c in campaigns]
+    kind = "dry-run" if dry_run else (transport or ws.settings.transport.kind)
+    options = SendOptions(
+        transport=kind,
+        limit=limit,
+        resend_uncertain=resend_uncertain,
+        force=force,
+        now=send_now or due,
+        ignore_quotas=ignore_quotas,
+    )
+
+    def confirm(summary: Any) -> bool:
+        if kind != "smtp" or yes or not sys.stdin.isatty():
+            return True
+        pending = summary.preflight.get("sender", {})
+        out_console.print(
+            f"About to send {sum(pending.values())} message(s) of {summary.campaign_id} via SMTP:"
+        )
+        for sender, n in sorted(pending.items()):
+            out_console.print(f"  {sender}: {n}")
+        return click.confirm("Send now?", default=False)
+
+    failed = False
+    for cid in targets:
+        summary = send_campaign(ws, cid, options, SendProgress(err_console), confirm)
+        if summary.aborted == "not confirmed":
+            err_console.print("Nothing sent.")
+            sys.exit(1)
+        _summary_table(summary)
+        o = summary.outcomes
+        if kind == "dry-run":
+            out_console.print(
+                f"{cid}: dry run, {o['would_send']} message(s) rendered and composed; "
+                f"per arm: {dict(summary.per_arm)}"
+            )
+            continue
+        out_console.print(
+            f"{cid}: sent {o['sent']}, deferred {o['deferred']}, failed {o['failed']}, "
+            f"uncertain {o['uncertain']} in {summary.elapsed:.1f}s"
+            + (f" ({summary.planned_new} newly planned)" if summary.planned_new else "")
+        )
+        if summary.made_uncertain:
+            err_console.print(
+                f"{summary.made_uncertain} message(s) from an interrupted run are uncertain: "
+                "see `outreach status`; resend with --resend-uncertain"
+            )
+        if o["failed"] or o["uncertain"] or o["deferred"]:
+            failed = True
+    if not targets and due:
+        out_console.print("No campaign is due.")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("campaign", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--show",
+    type=click.Choice(["failed", "uncertain", "deferred", "skipped"]),
+    help="List those rows.",
+)
+@pass_ctx
+def status(obj: Context, campaign: str | None, as_json: bool, show: str | None) -> None:
+    """The ledger per campaign and per sender: planned, sent, deferred, failed, uncertain."""
+    from rich.table import Table
+
+    from .deliver.ledger import Ledger
+    from .store import open_store
+
+    ws = obj.load(only_campaigns=[])
+    cid = ws.campaign(campaign).campaign.id if campaign else None
+    store = open_store(ws.database_url())
+    ledger = Ledger(store)
+    rows = ledger.status(cid)
+    if show and cid:
+        listed = ledger.rows(cid, [show])
+        if as_json:
+            for r in listed:
+                click.echo(json.dumps(r, default=str, ensure_ascii=False))
+            return
+        for r in listed:
+            out_console.print(
+                f"{r['email']}\t{r['sender_id']}\t{r['server_reply'] or r['reason'] or ''}"
+            )
+        return
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    states = ["planned", "claimed", "sending", "sent", "deferred", "failed", "uncertain", "skipped"]
+    table = Table(title="ledger")
+    for col in ["campaign", "sender", "total", *states]:
+        table.add_column(col, justify="left" if col in ("campaign", "sender") else "right")
+    for r in rows:
+        table.add_row(
+            r["campaign_id"], r["sender_id"], str(r["total"]), *(str(r[s] or 0) for s in states)
+        )
+    if not rows:
+        out_console.print("The ledger is empty: nothing has been sent yet.")
+    else:
+        out_console.print(table)
+
+
+@main.group()
+def db() -> None:
+    """Database: schema migrations."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(obj: Context) -> None:
+    """Bring the database schema to this version of outreach (Alembic)."""
+    from .store import open_store, redact
+
+    ws = obj.load(only_campaigns=[])
+    store = open_store(ws.database_url(), check=False)
+    before, after = store.upgrade()
+    out_console.print(f"{redact(store.url)}: schema {before or 'none'} -> {after}")

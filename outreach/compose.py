@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email import policy as email_policy
 from email import quoprimime
@@ -21,7 +22,7 @@ from urllib.parse import quote
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ConfigError, HeaderInjection, Location
+from .errors import ConfigError, HeaderInjection, Location, OutreachError
 from .render import Rendered, photo_cid
 from .tokens import message_id
 
@@ -50,18 +51,35 @@ def safe_header_value(value: str, what: str) -> str:
 class PhotoCache:
     """Each face resized and compressed once, as a ready MIME part."""
 
-    def __init__(self, root: Path, domain: str) -> None:
+    def __init__(
+        self, root: Path, domain: str, declared: Mapping[str, Location] | None = None
+    ) -> None:
         self.root = root
         self.domain = domain
+        self.declared = dict(declared or {})  # person id -> where its `photo:` is written
         self._parts: dict[str, MIMEPart] = {}
         self._bytes: dict[str, bytes] = {}
         self._serialised: dict[str, bytes] = {}
+        self._failed: dict[str, OutreachError] = {}
 
     def jpeg(self, person_id: str, photo: str) -> bytes:
         cached = self._bytes.get(person_id)
         if cached is not None:
             return cached
+        failed = self._failed.get(person_id)
+        if failed is not None:  # a bad photo is opened once, not once per message
+            raise failed
+        try:
+            data = self._encode(person_id, photo)
+        except OutreachError as exc:
+            self._failed[person_id] = exc
+            raise
+        self._bytes[person_id] = data
+        return data
+
+    def _encode(self, person_id: str, photo: str) -> bytes:
         path = self.root / photo
+        where = self.declared.get(person_id, Location(photo, None, None, "photo"))
         try:
             with Image.open(path) as img:
                 img.load()
@@ -69,13 +87,14 @@ class PhotoCache:
         except FileNotFoundError:
             raise ConfigError(
                 f"photo of `{person_id}` not found: {photo}",
-                location=Location(photo),
+                location=where,
                 hint="the path is relative to the workspace; the face must show",
             ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            reason = str(exc).replace(str(path), photo)
             raise ConfigError(
-                f"photo of `{person_id}` cannot be read: {exc}",
-                location=Location(photo),
+                f"photo of `{person_id}` ({photo}) cannot be read: {reason}",
+                location=where,
                 hint="save it again as JPEG or PNG",
             ) from None
         background = Image.new("RGBA", face.size, (255, 255, 255, 255))
@@ -86,9 +105,7 @@ class PhotoCache:
         face = face.resize((FACE_PIXELS, FACE_PIXELS), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         face.save(out, "JPEG", quality=82, optimize=True)
-        data = out.getvalue()
-        self._bytes[person_id] = data
-        return data
+        return out.getvalue()
 
     def part(self, person_id: str, photo: str) -> MIMEPart:
         cached = self._parts.get(person_id)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .campaign import Campaign
 from .compose import Composed, Composer, PhotoCache
-from .errors import OutreachError, Problem
+from .errors import Location, OutreachError, Problem
 from .plan import Recipient, plan_recipients
 from .render import Links, Rendered, Renderer
 from .secrets import token_secret
@@ -52,14 +52,20 @@ class PreparedCampaign:
             ws.root, settings.tracking.secret_env, settings.tracking.secret_file
         )
         self.renderer = Renderer(
-            settings, ws.template_dirs(), d.liaisons, d.experts, d.service, inline_css=inline_css
+            settings,
+            ws.template_dirs(),
+            d.liaisons,
+            d.experts,
+            d.service,
+            inline_css=inline_css,
+            root=ws.root,
         )
         photo_paths = {
             p.id: p.photo for p in (*d.liaisons.values(), *d.experts.values()) if p.photo
         }
         if d.service.photo:
             photo_paths[d.service.id] = d.service.photo
-        self.photos = PhotoCache(ws.root, settings.organisation.domain)
+        self.photos = PhotoCache(ws.root, settings.organisation.domain, _photo_locations(ws))
         self.composer = Composer(
             settings.organisation.domain,
             self.photos,
@@ -93,6 +99,40 @@ class PreparedCampaign:
             key = (r.liaison.id if r.liaison else "-", r.lang, r.arm)
             seen.setdefault(key, r)
         return list(seen.values())
+
+
+def naming_recipient(exc: OutreachError, campaign_id: str, email: str) -> OutreachError:
+    """The same error, its message naming the campaign and the recipient it happened for."""
+    error = type(exc).__new__(type(exc))
+    OutreachError.__init__(
+        error,
+        f"campaign `{campaign_id}`, recipient {email}: {exc.message}",
+        location=exc.location,
+        hint=exc.hint,
+    )
+    return error
+
+
+def _photo_locations(ws: Workspace) -> dict[str, Location]:
+    """Where each person's ``photo:`` is written, so a bad photo points at its YAML line."""
+    out: dict[str, Location] = {}
+    d = ws.directory
+    for doc, people in ((d.liaison_docs, d.liaisons), (d.expert_docs, d.experts)):
+        if doc is None:
+            continue
+        data = doc.data
+        base: tuple[str, ...] = ()
+        if isinstance(data, dict) and len(data) == 1:
+            key = str(next(iter(data)))
+            base, data = (key,), data[key]
+        if not isinstance(data, list):
+            continue
+        for index, item in enumerate(data):
+            if isinstance(item, dict) and item.get("id") in people:
+                out[str(item["id"])] = doc.where((*base, index, "photo"), "photo")
+    if ws.settings_doc is not None:
+        out[d.service.id] = ws.settings_doc.where(("service", "photo"), "service.photo")
+    return out
 
 
 def render_problems(

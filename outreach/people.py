@@ -45,14 +45,46 @@ class AddressError(ValueError):
     pass
 
 
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_PLAIN_ADDRESS = re.compile(rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@([A-Za-z0-9.-]+)")
+
+
 @lru_cache(maxsize=65536)
 def normalise_address(address: str, check_deliverability: bool = False) -> str:
-    """Validate an address (syntax; DNS on request) and return its normal form."""
+    """Validate an address (syntax; DNS on request) and return its normal form.
+
+    The common case, a plain ASCII ``local@domain``, validates its domain once per distinct
+    domain (email-validator's domain checks are the costly part of 50,000 rows); anything
+    else goes through email-validator whole. Both give the same answer (property-tested).
+    """
+    address = address.strip()
+    plain = _PLAIN_ADDRESS.fullmatch(address)
+    if plain is None or len(plain.group(1)) > 64:
+        return _normalise_full(address, check_deliverability)
+    domain = _normalise_domain(plain.group(2), check_deliverability)
+    if isinstance(domain, AddressError):
+        raise AddressError(str(domain))
+    normalised = f"{plain.group(1)}@{domain}"
+    if len(normalised) > 254:
+        return _normalise_full(address, check_deliverability)
+    return normalised.lower()
+
+
+def _normalise_full(address: str, check_deliverability: bool = False) -> str:
     try:
-        result = validate_email(address.strip(), check_deliverability=check_deliverability)
+        result = validate_email(address, check_deliverability=check_deliverability)
     except EmailNotValidError as exc:
         raise AddressError(str(exc)) from None
     return result.normalized.lower()
+
+
+@lru_cache(maxsize=4096)
+def _normalise_domain(domain: str, check_deliverability: bool) -> str | AddressError:
+    try:
+        result = validate_email(f"x@{domain}", check_deliverability=check_deliverability)
+    except EmailNotValidError as exc:
+        return AddressError(str(exc))
+    return result.domain
 
 
 def localised(text: LocalText | None, lang: str, fallback: Iterable[str] = ()) -> str | None:
@@ -189,9 +221,14 @@ class Directory:
 # ----------------------------------------------------------------------------- researchers
 
 
+_TAG_SEPARATORS = {";": re.compile(r"[|,]"), ",": re.compile(r"[|;]")}
+
+
 def _split_tags(raw: str, delimiter: str) -> tuple[str, ...]:
-    seps = "|" + (";" if delimiter != ";" else ",")
-    parts = re.split(f"[{re.escape(seps)}]", raw)
+    """Tags in one cell: `|`, or whichever of `;` and `,` is not the CSV's delimiter."""
+    if not raw:
+        return ()
+    parts = _TAG_SEPARATORS.get(delimiter, _TAG_SEPARATORS[","]).split(raw)
     return tuple(t.strip() for t in parts if t.strip())
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import html
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from email import message_from_bytes
 from email import policy as email_policy
 from pathlib import Path
 
-from .mailing import Message, PreparedCampaign
+from .errors import OutreachError
+from .mailing import Message, PreparedCampaign, naming_recipient
 from .workspace import Workspace
 
 SHOWN_HEADERS = (
@@ -45,8 +48,8 @@ def _inline_html(data: bytes) -> tuple[str, str, dict[str, str]]:
     headers = {h: str(msg[h]) for h in SHOWN_HEADERS if msg[h] is not None}
     html_part = msg.get_body(("html",))
     text_part = msg.get_body(("plain",))
-    body = html_part.get_content() if html_part is not None else ""  # type: ignore[attr-defined]
-    text = text_part.get_content() if text_part is not None else ""  # type: ignore[attr-defined]
+    body = html_part.get_content() if html_part is not None else ""
+    text = text_part.get_content() if text_part is not None else ""
     for part in msg.walk():
         cid = part.get("Content-ID")
         if cid and part.get_content_maintype() == "image":
@@ -60,13 +63,38 @@ def _inline_html(data: bytes) -> tuple[str, str, dict[str, str]]:
 def write_preview(
     ws: Workspace, campaign_id: str, out: Path, sample: bool = False
 ) -> PreviewResult:
+    """Render into a staging folder and move it into ``out`` only when every message
+    rendered: an error leaves ``out`` as it was (nothing half-written)."""
     prepared = PreparedCampaign(ws, ws.campaign(campaign_id))
-    recipients = prepared.sample() if sample else prepared.recipients
+    stage = Path(tempfile.mkdtemp(prefix="outreach-preview-"))
+    try:
+        count = _write(prepared, stage, sample)
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return PreviewResult(out, count, out / "index.html")
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move the staged files into ``out`` (replacing earlier previews' files of the same name)."""
     out.mkdir(parents=True, exist_ok=True)
+    for src in sorted(stage.rglob("*")):
+        if src.is_dir():
+            continue
+        dst = out / src.relative_to(stage)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))
+
+
+def _write(prepared: PreparedCampaign, out: Path, sample: bool) -> int:
+    recipients = prepared.sample() if sample else prepared.recipients
     (out / "messages").mkdir(exist_ok=True)
     cards: list[str] = []
     for n, recipient in enumerate(recipients, 1):
-        message: Message = prepared.message(recipient)
+        try:
+            message: Message = prepared.message(recipient)
+        except OutreachError as exc:
+            raise naming_recipient(exc, prepared.campaign.id, recipient.email) from None
         stem = f"{n:05d}-{_slug(recipient.email)}"
         (out / f"{stem}.eml").write_bytes(message.composed.data)
         body, text, headers = _inline_html(message.composed.data)
@@ -121,4 +149,4 @@ pre {{ white-space: pre-wrap; font-size: 12px; }}
 """,
         encoding="utf-8",
     )
-    return PreviewResult(out, len(cards), index)
+    return len(cards)

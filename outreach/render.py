@@ -8,6 +8,7 @@ cached: rendering many recipients costs one template evaluation each, nothing mo
 
 from __future__ import annotations
 
+import difflib
 import html as htmllib
 import re
 from collections.abc import Callable, Mapping
@@ -37,6 +38,8 @@ from .yamlio import YamlDoc
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 _BABEL_LOCALES = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_GB"}
+_DATE_FORMS = ("short", "medium", "long", "full")
+_NO_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'")
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,11 @@ class Renderer:
         service: ServiceIdentity,
         *,
         inline_css: bool = True,
+        root: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.root = root
+        self.template_dirs = [Path(d) for d in template_dirs]
         self.liaisons = liaisons
         self.experts = experts
         self.service = service
@@ -152,12 +158,14 @@ class Renderer:
             auto_reload=False,
         )
         self.strings = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        date_filter, number_filter = self._filters()
         for env in (self.files, self.strings):
-            env.filters["date"] = self._format_date
-            env.filters["number"] = self._format_number
+            env.filters["date"] = date_filter
+            env.filters["number"] = number_filter
         self._compiled: dict[tuple[str, str], jinja2.Template] = {}
         self._views: dict[tuple[str, str], dict[str, Any]] = {}
         self._sources: dict[str, tuple[str, int]] = {}
+        self._texts: dict[str, str] = {}  # string template name -> its source
 
     # -- formatting -----------------------------------------------------------------------
     @staticmethod
@@ -175,6 +183,31 @@ class Renderer:
 
     def _format_number(self, value: float, lang: str = "en") -> str:
         return format_decimal(value, locale=self._locale(lang))
+
+    def _filters(self) -> tuple[Callable[..., str], Callable[..., str]]:
+        """``date`` and ``number`` filters in the message's language unless one is given:
+        ``{{ d | date }}``, ``{{ d | date("short") }}``, ``{{ d | date("long", "fi") }}``;
+        ``{{ n | number }}``, ``{{ n | number("sv") }}``."""
+        default = self.settings.default_language
+
+        @jinja2.pass_context
+        def date_filter(
+            ctx: jinja2.runtime.Context,
+            value: date | datetime | str,
+            form: str = "long",
+            lang: str | None = None,
+        ) -> str:
+            if form not in _DATE_FORMS and lang is None:  # date(lang): the older spelling
+                form, lang = "long", form
+            return self._format_date(value, lang or ctx.get("lang") or default, form)
+
+        @jinja2.pass_context
+        def number_filter(
+            ctx: jinja2.runtime.Context, value: float, lang: str | None = None
+        ) -> str:
+            return self._format_number(value, lang or ctx.get("lang") or default)
+
+        return date_filter, number_filter
 
     # -- views ----------------------------------------------------------------------------
     def person_view(
@@ -223,6 +256,7 @@ class Renderer:
         tpl = self._compiled.get(key)
         if tpl is None:
             self._sources[name] = origin
+            self._texts[name] = source
             try:
                 code = self.strings.compile(source, name=name, filename=name)
                 tpl = self.strings.template_class.from_code(
@@ -233,39 +267,126 @@ class Renderer:
             self._compiled[key] = tpl
         return tpl
 
-    def _error(self, exc: Exception, name: str, line: int | None) -> TemplateError:
-        file, first_line = self._sources.get(name, (name, 1))
+    def _display(self, filename: str) -> str:
+        """A template file as a user finds it: relative to the workspace, or the built-in."""
+        path = Path(filename)
+        for base in (self.root, BUILTIN_TEMPLATES.parent.parent):
+            if base is None:
+                continue
+            try:
+                return path.resolve().relative_to(base.resolve()).as_posix()
+            except ValueError:
+                continue
+        return filename
+
+    def _is_template(self, filename: str) -> bool:
+        if filename in self._sources:
+            return True
+        return filename.endswith(".j2") and any(
+            filename.startswith(str(d)) for d in self.template_dirs
+        )
+
+    def _where(self, exc: BaseException, tpl: jinja2.Template) -> tuple[str, int | None]:
+        """The innermost template (an included one too) and line the error comes from."""
+        if isinstance(exc, jinja2.TemplateSyntaxError):
+            return exc.filename or exc.name or tpl.filename or tpl.name or "?", exc.lineno
+        found: tuple[str, int | None] | None = None
+        tb = exc.__traceback__
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if self._is_template(filename):
+                found = (filename, tb.tb_lineno)
+            tb = tb.tb_next
+        if found is not None:
+            return found
+        line = getattr(exc, "lineno", None)
+        return tpl.filename or tpl.name or "?", line if isinstance(line, int) else None
+
+    def _source_line(self, name: str, line: int | None) -> str:
+        if not line:
+            return ""
+        source = self._texts.get(name)
+        if source is None:
+            try:
+                source = Path(name).read_text(encoding="utf-8")
+            except OSError:
+                return ""
+        lines = source.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def _undefined(
+        self, exc: jinja2.UndefinedError, name: str, line: int | None, context: dict[str, Any]
+    ) -> tuple[str, str]:
+        """Name the undefined expression (``researcher.nickname``) and what exists instead."""
+        variables = ", ".join(sorted(k for k in context if not k.startswith("_")))
+        message = exc.message or str(exc)
+        m = _NO_ATTRIBUTE.search(message)
+        if m is None:
+            return f"undefined variable: {message}", f"variables: {variables}"
+        attr = m.group(1)
+        src = self._source_line(name, line)
+        found = re.search(
+            r"([A-Za-z_][\w.]*)\s*(?:\.\s*"
+            + re.escape(attr)
+            + r"\b|\[\s*['\"]"
+            + re.escape(attr)
+            + r"['\"]\s*\])",
+            src,
+        )
+        if found is None:
+            return f"undefined variable: {message}", f"variables: {variables}"
+        expr = found.group(1)
+        value: Any = context
+        for part in expr.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if not isinstance(value, Mapping):
+            return f"undefined variable `{expr}.{attr}`", f"variables: {variables}"
+        keys = sorted(str(k) for k in value)
+        close = difflib.get_close_matches(attr, keys, n=1)
+        hint = f"did you mean `{expr}.{close[0]}`? " if close else ""
+        return (
+            f"undefined variable `{expr}.{attr}`",
+            hint + f"`{expr}` has: {', '.join(keys)}",
+        )
+
+    def _error(
+        self,
+        exc: BaseException,
+        name: str,
+        line: int | None,
+        context: dict[str, Any] | None = None,
+    ) -> TemplateError:
         if isinstance(exc, SecurityError):
             what = f"the sandbox refused it: {exc}"
             hint = "templates may only use the documented variables"
         elif isinstance(exc, jinja2.UndefinedError):
-            what = f"undefined variable: {exc.message}"
-            hint = (
-                "check the spelling; variables: researcher, sender, liaison, expert, "
-                "service, campaign, lang"
-            )
+            what, hint = self._undefined(exc, name, line, context or {})
         elif isinstance(exc, jinja2.TemplateSyntaxError):
             what = f"template syntax error: {exc.message}"
             hint = "check {{ … }} and {% … %} pairs"
         else:
             what = f"{type(exc).__name__}: {exc}"
             hint = None
-        yaml_line = first_line + (line - 1) if line else first_line
-        if file.startswith("campaigns/"):
+        if name in self._sources:
+            file, first_line = self._sources[name]
+            yaml_line = first_line + (line - 1) if line else first_line
             return TemplateError(
                 f"{name}: {what}",
                 location=Location(file, yaml_line, None, name.split(":")[-1]),
                 hint=hint,
             )
-        return TemplateError(f"{what}", location=Location(file, line, None, None), hint=hint)
+        return TemplateError(
+            f"{Path(name).name}: {what}",
+            location=Location(self._display(name), line, None, None),
+            hint=hint,
+        )
 
     def _render(self, tpl: jinja2.Template, name: str, context: dict[str, Any]) -> str:
         try:
             return tpl.render(context)
-        except (jinja2.TemplateError, SecurityError) as exc:
-            raise self._error(exc, name, _template_line(exc, tpl)) from None
         except Exception as exc:  # a sandboxed call that raised: still the template's fault
-            raise self._error(exc, name, _template_line(exc, tpl)) from None
+            where, line = self._where(exc, tpl)
+            raise self._error(exc, where, line, context) from None
 
     def text_of(
         self,
@@ -299,11 +420,7 @@ class Renderer:
             except jinja2.TemplateNotFound:
                 return None
             except jinja2.TemplateSyntaxError as exc:
-                raise TemplateError(
-                    f"template syntax error: {exc.message}",
-                    location=Location(exc.filename or name, exc.lineno),
-                    hint="check {{ … }} and {% … %} pairs",
-                ) from None
+                raise self._error(exc, exc.filename or exc.name or name, exc.lineno) from None
             self._compiled[key] = tpl
         return tpl
 
@@ -355,9 +472,14 @@ class Renderer:
         subject = self.text_of(campaign, doc, ("subject",), campaign.subject, lang, context)
         subject = " ".join(subject.split())
         if not subject:
+            # No recipient in the message: `check` groups identical errors and names them.
+            in_lang = isinstance(campaign.subject, dict) and lang in campaign.subject
             raise TemplateError(
-                f"{campaign.id}: the subject is empty for {r.email} ({lang})",
-                location=doc.where(("subject",)) if doc else Location(),
+                f"{campaign.id}: the subject is empty in `{lang}`",
+                location=doc.where(("subject", lang) if in_lang else ("subject",))
+                if doc
+                else Location(),
+                hint=f"write a `{lang}` subject, or remove it so the fallback language is used",
             )
         body_md = self.text_of(campaign, doc, ("body",), campaign.body, lang, context)
         items: list[dict[str, Any]] = []
@@ -454,21 +576,6 @@ def _is_block(doc: YamlDoc, path: tuple[str | int, ...]) -> bool:
     except (KeyError, IndexError, TypeError):
         return False
     return isinstance(value, str) and "\n" in value
-
-
-def _template_line(exc: BaseException, tpl: jinja2.Template) -> int | None:
-    """The template line Jinja's rewritten traceback points at, if any."""
-    line = getattr(exc, "lineno", None)
-    if isinstance(line, int):
-        return line
-    tb = exc.__traceback__
-    found: int | None = None
-    name = tpl.filename or tpl.name
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == name:
-            found = tb.tb_lineno
-        tb = tb.tb_next
-    return found
 
 
 def escape(text: str) -> str:

@@ -11,7 +11,7 @@
 Everything lives in a short temp dir (UNIX socket paths must stay under 108 bytes)::
 
     <tmp>/dovecot.conf   the configuration (see ``render_config``)
-    <tmp>/users          passwd-file: user:{PLAIN}password:uid:gid::home::
+    <tmp>/users/<user>   passwd-file, one per user: user:{PLAIN}password:uid:gid::home::
     <tmp>/run            base_dir (sockets, master.pid)
     <tmp>/state          state_dir
     <tmp>/dovecot.log    log_path (everything: info, auth, errors)
@@ -35,6 +35,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -223,15 +224,24 @@ class DovecotServer:
     def stop(self, cleanup: bool = False) -> None:
         """Stop the server; with ``cleanup`` also delete the temp dir (all mail)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        if proc is not None:
+            # The whole process group at once: SIGTERM to the master alone makes it wait
+            # ~1 s for its children; afterwards SIGKILL whatever is left (orphaned imap).
+            _t0 = time.monotonic()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
                 proc.wait(5)
-        if proc is not None and proc.stdout is not None:
-            proc.stdout.close()
+            except subprocess.TimeoutExpired:
+                pass
+            _dt = time.monotonic() - _t0
+            if _dt > 0.5:
+                import sys
+                print("SLOWSTOP", _dt, file=sys.__stderr__)
+                print(self.log_text()[-2000:], file=sys.__stderr__)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
         if cleanup:
             _live.discard(self)
             if self.dir is not None and not self.keep_dir:
@@ -322,6 +332,7 @@ listen = {self.host}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_verbose = yes
+auth_failure_delay = 0
 default_internal_user = {self._service_user}
 default_login_user = {self._login_user}
 first_valid_uid = {min(self._mail_uid, 500) or 1}
@@ -331,11 +342,11 @@ mailbox_list_index = yes
 {ssl}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
+  args = scheme=PLAIN username_format=%u {d}/users/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {d}/users
+  args = username_format=%u {d}/users/%u
 }}
 service imap-login {{
   inet_listener imap {{
@@ -344,6 +355,9 @@ service imap-login {{
   }}
 {imaps}{chroot}}}
 service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 {chroot}}}
 """
 
@@ -352,28 +366,30 @@ service anvil {{
             os.chown(path, self._mail_uid, self._mail_gid)
 
     def _write_users(self) -> None:
-        assert self.dir is not None
-        lines = []
         for user, password in self.users.items():
-            if ":" in user or ":" in password or "\n" in user + password:
-                raise ValueError(f"user/password may not contain ':' or newlines: {user!r}")
-            home = self.dir / "mail" / user
-            lines.append(
-                f"{user}:{{PLAIN}}{password}:{self._mail_uid}:{self._mail_gid}::{home}::\n"
-            )
-        tmp = self.dir / "users.tmp"
-        tmp.write_text("".join(lines))
+            self._write_user(user, password)
+
+    def _write_user(self, user: str, password: str) -> None:
+        # One passwd-file per user (path ``users/%u``): a user added later is a file
+        # Dovecot has never seen, so it is read at once (a changed file is re-read only
+        # when its mtime moved and at most once a second).
+        assert self.dir is not None
+        if not re.fullmatch(r"[A-Za-z0-9._@+-]+", user) or re.search(r"[:\n]", password):
+            raise ValueError(f"unsuitable test user name or password: {user!r}")
+        users = self.dir / "users"
+        users.mkdir(mode=0o755, exist_ok=True)
+        home = self.dir / "mail" / user
+        line = f"{user}:{{PLAIN}}{password}:{self._mail_uid}:{self._mail_gid}::{home}::\n"
+        tmp = users / f".{user}.tmp"
+        tmp.write_text(line)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, self.dir / "users")  # passwd-file is re-read when it changes
+        os.replace(tmp, users / user)
 
     def add_user(self, user: str, password: str = "secret") -> None:
-        """Add (or change the password of) a user while the server runs."""
+        """Add a user while the server runs (usable at once)."""
         self.users[user] = password
         if self.dir is not None:
-            self._write_users()
-            # passwd-file notices changes by mtime (1 s resolution on some filesystems)
-            now = time.time() + 2
-            os.utime(self.dir / "users", (now, now))
+            self._write_user(user, password)
 
     # ------------------------------------------------------------------ IMAP helpers
 

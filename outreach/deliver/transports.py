@@ -1,0 +1,333 @@
+"""Transports: where composed messages go. One seam for tests, --dry-run and real mail.
+
+* ``outbox``  – a Maildir in the workspace (the embedded default: nothing leaves the machine)
+* ``smtp``    – aiosmtplib, a pool of reused sessions, STARTTLS/TLS, AUTH PLAIN/LOGIN/XOAUTH2
+* ``dry-run`` – renders and composes, writes nothing, sends nothing
+
+``deliver`` calls ``before_data`` immediately before the message body goes on the wire, so
+the ledger can commit `sending` at the last safe moment; everything before that point is
+retried freely, everything after it without a server answer is `uncertain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from ..compose import Composed
+from ..errors import TransportError
+from ..secrets import password_from, token_from_command
+from ..settings import TransportSettings
+
+SENT, DEFERRED, FAILED, UNCERTAIN, RETRY = "sent", "deferred", "failed", "uncertain", "retry"
+TRANSIENT_CODES = {421, 450, 451, 452}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # sent | deferred | failed | uncertain | retry (nothing reached the server)
+    reply: str
+
+
+@dataclass(frozen=True)
+class Credentials:
+    key: str
+    username: str | None = None
+    password: str | None = None
+    oauth_token: str | None = None
+
+
+class Transport(Protocol):
+    name: str
+    throttled: bool  # True when a real mailbox's quotas apply
+
+    async def open(self) -> None: ...
+
+    async def deliver(
+        self, message: Composed, credentials: Credentials, before_data: Callable[[], None]
+    ) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+class OutboxTransport:
+    """A Maildir: inspectable with any mail client, and the quickstart's safe default."""
+
+    name = "outbox"
+    throttled = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.box: mailbox.Maildir | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.box = mailbox.Maildir(str(self.path), create=True)
+        for sub in ("tmp", "new", "cur"):  # an empty folder made by hand is fine too
+            (self.path / sub).mkdir(exist_ok=True)
+
+    async def deliver(
+        self, message: Composed, credentials: Credentials, before_data: Callable[[], None]
+    ) -> Outcome:
+        assert self.box is not None
+        before_data()
+        envelope = (
+            f"X-Envelope-From: {message.mail_from}\r\n"
+            f"X-Envelope-To: {', '.join(message.recipients)}\r\n"
+        ).encode()
+        key = self.box.add(envelope + message.data)
+        return Outcome(SENT, f"250 stored in outbox as {key}")
+
+    async def close(self) -> None:
+        self.box = None
+
+
+class DryRunTransport:
+    name = "dry-run"
+    throttled = False
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def deliver(
+        self, message: Composed, credentials: Credentials, before_data: Callable[[], None]
+    ) -> Outcome:
+        self.count += 1
+        self.bytes += len(message.data)
+        return Outcome(SENT, "dry run: not sent")
+
+    async def close(self) -> None:
+        return None
+
+
+def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
+    return f"{exc.code} {exc.message}".strip()
+
+
+class SmtpTransport:
+    """A pool of SMTP sessions per credential set, each reused for many messages."""
+
+    name = "smtp"
+    throttled = True
+
+    def __init__(self, settings: TransportSettings) -> None:
+        self.settings = settings
+        self.pools: dict[str, asyncio.Queue[aiosmtplib.SMTP | None]] = {}
+        self.opened = 0  # sessions opened, for the summary (reuse is the point)
+        self._all: list[aiosmtplib.SMTP] = []
+
+    def _tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context()
+
+    async def _connect(self, creds: Credentials) -> aiosmtplib.SMTP:
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            timeout=s.timeout,
+            use_tls=s.security == "tls",
+            start_tls=True if s.security == "starttls" else False,
+            tls_context=self._tls_context() if s.security != "none" else None,
+            local_hostname=s.helo,
+        )
+        where = f"{s.host}:{s.port}"
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPConnectError as exc:
+            raise TransportError(
+                f"cannot connect to the SMTP server {where}: {exc}",
+                hint="check transport.host, port and security in outreach.yaml",
+            ) from None
+        except (ssl.SSLError, aiosmtplib.SMTPException, OSError) as exc:
+            text = str(exc) or type(exc).__name__
+            hint = "check transport.security (none | starttls | tls) and the port"
+            if "SSL" in text or "TLS" in text or isinstance(exc, ssl.SSLError):
+                hint = "TLS failed: is the port right for `security`, and the certificate valid?"
+            raise TransportError(
+                f"cannot talk to the SMTP server {where}: {text}", hint=hint
+            ) from None
+        if creds.username:
+            try:
+                if creds.oauth_token is not None:
+                    await client.auth_xoauth2(creds.username, creds.oauth_token)
+                elif self.settings.auth == "plain":
+                    await client.auth_plain(creds.username, creds.password or "")
+                elif self.settings.auth == "login":
+                    await client.auth_login(creds.username, creds.password or "")
+                else:
+                    await client.login(creds.username, creds.password or "")
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                client.close()
+                raise TransportError(
+                    f"the SMTP server {where} refused AUTH for {creds.username}: {_reply(exc)}",
+                    hint="check the username and the password variable "
+                    "(Microsoft 365 and Google need XOAUTH2: transport.auth: xoauth2)",
+                ) from None
+            except aiosmtplib.SMTPException as exc:
+                client.close()
+                raise TransportError(
+                    f"AUTH failed on {where}: {exc}",
+                    hint="does the server offer AUTH on this port? Most need STARTTLS first",
+                ) from None
+        self.opened += 1
+        self._all.append(client)
+        return client
+
+    def _pool(self, key: str) -> asyncio.Queue[aiosmtplib.SMTP | None]:
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = asyncio.Queue()
+            for _ in range(self.settings.connections):
+                pool.put_nowait(None)  # a free slot; connected on first use
+            self.pools[key] = pool
+        return pool
+
+    async def open(self) -> None:
+        return None
+
+    async def check(self, creds: Credentials) -> None:
+        """Connect and authenticate once before anything is marked: fail early and clearly."""
+        pool = self._pool(creds.key)
+        slot = await pool.get()
+        try:
+            if slot is None:
+                slot = await self._connect(creds)
+        finally:
+            pool.put_nowait(slot)
+
+    async def deliver(
+        self, message: Composed, credentials: Credentials, before_data: Callable[[], None]
+    ) -> Outcome:
+        pool = self._pool(credentials.key)
+        client = await pool.get()
+        try:
+            for attempt in range(2):
+                if client is None or not client.is_connected:
+                    client = await self._connect(credentials)
+                try:
+                    return await self._transaction(client, message, before_data)
+                except _Reconnect:
+                    _close_quietly(client)
+                    client = None
+                    if attempt == 1:
+                        return Outcome(RETRY, "connection lost before DATA")
+            return Outcome(RETRY, "connection lost before DATA")
+        finally:
+            pool.put_nowait(client if client is not None and client.is_connected else None)
+
+    async def _transaction(
+        self, client: aiosmtplib.SMTP, message: Composed, before_data: Callable[[], None]
+    ) -> Outcome:
+        try:
+            await client.mail(message.mail_from)
+            accepted = 0
+            last_refusal: aiosmtplib.SMTPResponseException | None = None
+            for rcpt in message.recipients:
+                try:
+                    await client.rcpt(rcpt)
+                    accepted += 1
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    if rcpt == message.recipients[0]:
+                        last_refusal = exc
+                        break
+            if last_refusal is not None or not accepted:
+                await _rset(client)
+                assert last_refusal is not None
+                return _classify(last_refusal)
+        except aiosmtplib.SMTPServerDisconnected:
+            raise _Reconnect() from None
+        except aiosmtplib.SMTPTimeoutError:
+            raise _Reconnect() from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:
+                raise _Reconnect() from None
+            await _rset(client)
+            return _classify(exc)
+        before_data()
+        try:
+            response = await client.data(message.data)
+        except aiosmtplib.SMTPDataError as exc:
+            await _rset(client)
+            return _classify(exc)
+        except aiosmtplib.SMTPResponseException as exc:
+            if 400 <= exc.code < 600:
+                await _rset(client)
+                return _classify(exc)
+            return Outcome(UNCERTAIN, f"unexpected reply to DATA: {_reply(exc)}")
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            _close_quietly(client)
+            return Outcome(UNCERTAIN, f"no answer to DATA: {type(exc).__name__}: {exc}")
+        return Outcome(SENT, f"{response.code} {response.message}".strip())
+
+    async def close(self) -> None:
+        for client in self._all:
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    _close_quietly(client)
+        self._all.clear()
+
+
+class _Reconnect(Exception):
+    pass
+
+
+def _classify(exc: aiosmtplib.SMTPResponseException) -> Outcome:
+    if exc.code in TRANSIENT_CODES or 400 <= exc.code < 500:
+        return Outcome(DEFERRED, _reply(exc))
+    return Outcome(FAILED, _reply(exc))
+
+
+async def _rset(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        _close_quietly(client)
+
+
+def _close_quietly(client: aiosmtplib.SMTP) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001 - closing a broken socket must never raise
+        pass
+
+
+def credentials_for(
+    settings: TransportSettings, liaison_smtp: object | None, sender_id: str
+) -> Credentials:
+    """The shared transport login, or a liaison's own mailbox login (liaisons.yaml)."""
+    if liaison_smtp is not None:
+        username = getattr(liaison_smtp, "username", None)
+        token_cmd = getattr(liaison_smtp, "oauth_token_command", None)
+        token_env = getattr(liaison_smtp, "oauth_token_env", None)
+        token = (
+            token_from_command(token_cmd)
+            if token_cmd
+            else password_from(token_env, None, "OAuth token")
+            if token_env
+            else None
+        )
+        password = password_from(getattr(liaison_smtp, "password_env", None), None)
+        return Credentials(f"liaison:{sender_id}", username, password, token)
+    token = None
+    if settings.auth == "xoauth2" or settings.oauth_token_command or settings.oauth_token_env:
+        if settings.oauth_token_command:
+            token = token_from_command(settings.oauth_token_command)
+        else:
+            token = password_from(settings.oauth_token_env, None, "OAuth token")
+    password = None
+    if settings.username and token is None:
+        password = password_from(settings.password_env, settings.password_file)
+    return Credentials("default", settings.username, password, token)

@@ -1,0 +1,135 @@
+"""The store: SQLAlchemy Core over SQLite (embedded default) or PostgreSQL (a team).
+
+``open_store`` creates a new SQLite database on first use; any database at an older
+Alembic revision is refused with the command that fixes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from ..errors import SchemaOutdated, StoreError
+from . import schema
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _alembic_config(engine: Engine, connection: Any = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (status, report) work while a sender writes; NORMAL sync keeps each
+    # per-message commit cheap while staying durable across a process crash.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, future=True)
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, future=True, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise StoreError(
+            f"cannot use the database {redact(url)}: {exc}",
+            hint="check `database:` in outreach.yaml or $OUTREACH_DATABASE_URL "
+            "(PostgreSQL needs `pip install outreach[postgres]`)",
+        ) from None
+    return engine
+
+
+def redact(url: str) -> str:
+    """A database URL without its password, safe to print."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+@dataclass
+class Store:
+    engine: Engine
+    url: str
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def upgrade(self) -> tuple[str | None, str]:
+        before = self.current_revision()
+        with self.engine.begin() as conn:
+            command.upgrade(_alembic_config(self.engine, conn), "head")
+        return before, head_revision()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, create: bool = True, check: bool = True) -> Store:
+    """Open (and on first use create) the store; refuse an outdated schema."""
+    engine = make_engine(url)
+    store = Store(engine, url)
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+    except OperationalError as exc:
+        raise StoreError(
+            f"cannot open the database {redact(url)}: {exc.orig}",
+            hint="is the server running and the URL right? (`database:` in outreach.yaml)",
+        ) from None
+    if not tables - {"alembic_version"}:
+        if create:
+            store.upgrade()
+        return store
+    if check:
+        current = store.current_revision()
+        head = head_revision()
+        if current != head:
+            raise SchemaOutdated(
+                f"the database is at schema revision {current or 'none'}, this outreach "
+                f"needs {head}",
+                hint="run `outreach db upgrade` (back up the database first)",
+            )
+    return store
+
+
+__all__ = ["Store", "open_store", "schema", "utcnow", "head_revision"]

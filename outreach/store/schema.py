@@ -1,0 +1,173 @@
+"""The one schema (SQLAlchemy Core) shared by SQLite and PostgreSQL.
+
+Every table the tool owns is here; ``outreach forget`` walks this list.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# Ledger states. `claimed` (queued for one worker, not yet on the wire) may be handed back
+# safely after a crash; `sending` is committed right before DATA, so a `sending` row found
+# after a crash is `uncertain`: the server may or may not have it.
+PLANNED, CLAIMED, SENDING, SENT = "planned", "claimed", "sending", "sent"
+DEFERRED, FAILED, UNCERTAIN, SKIPPED = "deferred", "failed", "uncertain", "skipped"
+STATES = (PLANNED, CLAIMED, SENDING, SENT, DEFERRED, FAILED, UNCERTAIN, SKIPPED)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("title", Text, nullable=False, default=""),
+    Column("sender_mode", String(20), nullable=False),
+    Column("experiment", String(200)),
+    Column("randomised", Boolean, nullable=False, default=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("first_send_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+campaign_locks = Table(
+    "campaign_locks",
+    metadata,
+    Column("campaign_id", String(200), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("liaison_id", String(100)),
+    Column("sender_id", String(100), nullable=False),
+    Column("arm", String(20), nullable=False),
+    Column("lang", String(16), nullable=False),
+    Column("faculty", String(200)),
+    Column("department", String(200)),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("server_reply", Text),
+    Column("message_id", String(400)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", String(200)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    UniqueConstraint("campaign_id", "email", name="uq_ledger_campaign_email"),
+)
+Index("ix_ledger_status", ledger.c.campaign_id, ledger.c.status)
+Index("ix_ledger_sender_sent", ledger.c.sender_id, ledger.c.sent_at)
+Index("ix_ledger_message_id", ledger.c.message_id)
+Index("ix_ledger_email", ledger.c.email)
+
+arms = Table(
+    "arms",
+    metadata,
+    Column("experiment", String(200), primary_key=True),
+    Column("email", String(320), primary_key=True),
+    Column("arm", String(20), nullable=False),
+    Column("liaison_id", String(100)),
+    Column("assigned_at", DateTime(timezone=True), nullable=False),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email", String(320), primary_key=True),
+    Column("reason", String(40), nullable=False),  # unsubscribe | bounce_hard | manual
+    Column("source", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incoming_id", String(500), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),
+    Column("email", String(320)),
+    Column("campaign_id", String(200)),
+    Column("matched_message_id", String(400)),
+    Column("match", String(20)),  # message-id | address | none
+    Column("reason", Text),
+    Column("subject", Text),
+    Column("mailbox", String(200)),
+    Column("received_at", DateTime(timezone=True)),
+    Column("ingested_at", DateTime(timezone=True), nullable=False),
+    Column("body", Text),  # only with tracking.keep_bodies
+)
+Index("ix_responses_campaign", responses.c.campaign_id, responses.c.kind)
+Index("ix_responses_email", responses.c.email)
+
+mailbox_state = Table(
+    "mailbox_state",
+    metadata,
+    Column("source", String(500), primary_key=True),
+    Column("folder", String(200), primary_key=True),
+    Column("uidvalidity", Integer),
+    Column("last_uid", Integer, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),  # meeting | reply | inbound | call
+    Column("email", String(320), nullable=False),
+    Column("liaison_id", String(100)),
+    Column("campaign_id", String(200)),
+    Column("happened_at", DateTime(timezone=True), nullable=False),
+    Column("note", Text),
+    Column("source", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_contacts_email", contacts.c.email)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),
+    Column("liaison_id", String(100), nullable=False),
+    Column("reason", String(40)),
+    Column("valid_from", DateTime(timezone=True), nullable=False),
+    Column("valid_to", DateTime(timezone=True)),
+)
+Index("ix_assignments_email", assignments.c.email, assignments.c.valid_to)
+
+# Anonymous counts kept by `outreach forget`, so reports stay true after an erasure.
+forgotten_counts = Table(
+    "forgotten_counts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(200), nullable=False),
+    Column("liaison_id", String(100)),
+    Column("arm", String(20)),
+    Column("status", String(20), nullable=False),
+    Column("replied", Boolean, nullable=False, default=False),
+    Column("count", Integer, nullable=False, default=1),
+    Column("weight", Float, nullable=False, default=1.0),
+)
+
+PERSONAL_TABLES = (ledger, arms, suppressions, responses, contacts, assignments)
