@@ -201,8 +201,8 @@ class Ledger:
         known = self.existing_arms(experiment)
         now = utcnow()
         fresh = [
-            {"experiment": experiment, "email": e, "arm": a, "liaison_id": l, "assigned_at": now}
-            for e, (a, l) in allocation.items()
+            {"experiment": experiment, "email": e, "arm": a, "liaison_id": who, "assigned_at": now}
+            for e, (a, who) in allocation.items()
             if e not in known
         ]
         if fresh:

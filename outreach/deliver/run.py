@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from ..errors import ConfigError, TransportError, ValidationFailed
+from ..errors import ConfigError, Problem, TransportError, ValidationFailed
 from ..experiment import SERVICE
 from ..mailing import PreparedCampaign
 from ..plan import Recipient, plan_recipients
 from ..store import open_store, utcnow
-from ..workspace import Workspace
+from ..workspace import CampaignFile, Workspace
 from .ledger import Ledger, PlannedRow, Work
 from .scheduler import QuotaScheduler
 from .transports import (
@@ -107,7 +107,7 @@ def make_transport(ws: Workspace, kind: str) -> Transport:
     raise ConfigError(f"unknown transport `{kind}`", hint="use outbox, smtp or dry-run")
 
 
-def _campaign_errors(ws: Workspace, campaign_file: str) -> list:  # type: ignore[type-arg]
+def _campaign_errors(ws: Workspace, campaign_file: str) -> list[Problem]:
     """Problems that block sending this campaign: its own file, settings, people."""
     return [
         p
@@ -150,12 +150,16 @@ def send_campaign(
     if blocking:
         raise ValidationFailed(blocking)
     kind = options.transport or ws.settings.transport.kind
-    if campaign.schedule is not None and not options.now and kind != "dry-run":
-        if datetime.now(UTC) < campaign.schedule:
-            raise ConfigError(
-                f"campaign `{campaign.id}` is scheduled for {campaign.schedule.isoformat()}",
-                hint="wait (cron: `outreach send --due`), or pass --now to send it today",
-            )
+    if (
+        campaign.schedule is not None
+        and not options.now
+        and kind != "dry-run"
+        and datetime.now(UTC) < campaign.schedule
+    ):
+        raise ConfigError(
+            f"campaign `{campaign.id}` is scheduled for {campaign.schedule.isoformat()}",
+            hint="wait (cron: `outreach send --due`), or pass --now to send it today",
+        )
     summary = SendSummary(campaign.id, kind)
     transport = make_transport(ws, kind)
 
@@ -231,7 +235,7 @@ def _backoff(options: SendOptions, attempts: int) -> float:
 
 async def _send_loop(
     ws: Workspace,
-    cf,  # type: ignore[no-untyped-def]
+    cf: CampaignFile,
     recipients: list[Recipient],
     ledger: Ledger,
     transport: Transport,

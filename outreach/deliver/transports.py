@@ -12,6 +12,7 @@ retried freely, everything after it without a server answer is `uncertain`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mailbox
 import ssl
 from collections.abc import Callable
@@ -137,7 +138,7 @@ class SmtpTransport:
             port=s.port,
             timeout=s.timeout,
             use_tls=s.security == "tls",
-            start_tls=True if s.security == "starttls" else False,
+            start_tls=s.security == "starttls",
             tls_context=self._tls_context() if s.security != "none" else None,
             local_hostname=s.helo,
         )
@@ -298,10 +299,8 @@ async def _rset(client: aiosmtplib.SMTP) -> None:
 
 
 def _close_quietly(client: aiosmtplib.SMTP) -> None:
-    try:
+    with contextlib.suppress(Exception):  # closing a broken socket must never raise
         client.close()
-    except Exception:  # noqa: BLE001 - closing a broken socket must never raise
-        pass
 
 
 def credentials_for(
