@@ -211,10 +211,10 @@ def send_campaign(
 
 def _dry_run(
     ws: Workspace,
-    cf,
+    cf: CampaignFile,
     transport: Transport,
     summary: SendSummary,
-    options: SendOptions,  # type: ignore[no-untyped-def]
+    options: SendOptions,
 ) -> SendSummary:
     start = time.monotonic()
     prepared = PreparedCampaign(ws, cf)
