@@ -285,7 +285,13 @@ def send(
                 f"{summary.made_uncertain} message(s) from an interrupted run are uncertain: "
                 "see `outreach status`; resend with --resend-uncertain"
             )
-        if o["failed"] or o["uncertain"] or o["deferred"]:
+        f = summary.final
+        if f["failed"] or f["uncertain"] or f["deferred"]:
+            err_console.print(
+                f"{cid} ledger: {f['sent']} sent, {f['deferred']} deferred, {f['failed']} failed, "
+                f"{f['uncertain']} uncertain, {f['planned']} not yet sent: see `outreach status {cid}`"
+            )
+        if not summary.ok:
             failed = True
     if not targets and due:
         out_console.print("No campaign is due.")

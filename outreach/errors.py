@@ -7,6 +7,7 @@ them into messages and exit codes, never a traceback (unless ``--debug``)::
     ├── ConfigError               exit 2: settings, workspace, usage
     │   └── WorkspaceNotFound
     ├── ValidationFailed          carries many Problems (``outreach check`` reports all)
+    │   └── SettingsInvalid       exit 2: outreach.yaml unreadable or invalid
     ├── TemplateError             a template or Markdown body failed to render
     ├── HeaderInjection           CR/LF or similar in data bound for a header
     ├── StoreError                database unreachable, wrong revision, locked
@@ -109,6 +110,12 @@ class ValidationFailed(OutreachError):
 
     def __str__(self) -> str:
         return "\n".join(str(p) for p in self.problems)
+
+
+class SettingsInvalid(ValidationFailed):
+    """``outreach.yaml`` cannot be used: a configuration error, so exit 2 (DESIGN.md)."""
+
+    exit_code = 2
 
 
 class TemplateError(OutreachError):

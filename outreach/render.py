@@ -175,8 +175,9 @@ class Renderer:
     def _format_date(
         self, value: date | datetime | str, lang: str = "en", form: str = "long"
     ) -> str:
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
+        if isinstance(value, str):  # "2026-12-01" is a date, "2026-12-01T09:00+02:00" a time
+            text = value.strip()
+            value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
         if isinstance(value, datetime):
             return format_datetime(value, form, locale=self._locale(lang))
         return format_date(value, form, locale=self._locale(lang))

@@ -72,12 +72,13 @@ class SendSummary:
     aborted: str | None = None
     edits_accepted: list[str] = field(default_factory=list)
     preflight: dict[str, Counter[str]] = field(default_factory=dict)
+    final: Counter[str] = field(default_factory=Counter)  # the ledger after this run
 
     @property
     def ok(self) -> bool:
-        return not self.aborted and not (
-            self.outcomes[FAILED] or self.outcomes[UNCERTAIN] or self.outcomes[DEFERRED]
-        )
+        """True when nothing of this campaign is failed, uncertain or still deferred."""
+        counts = self.final or self.outcomes
+        return not self.aborted and not (counts[FAILED] or counts[UNCERTAIN] or counts[DEFERRED])
 
 
 class Progress(Protocol):
@@ -203,6 +204,9 @@ def send_campaign(
             summary.elapsed = time.monotonic() - start
             if isinstance(transport, SmtpTransport):
                 summary.connections_opened = transport.opened
+        for row in ledger.status(campaign.id):
+            for state in ("planned", "sent", "deferred", "failed", "uncertain", "skipped"):
+                summary.final[state] += int(row[state] or 0)
     finally:
         ledger.release_lock(campaign.id, owner)
         store.close()

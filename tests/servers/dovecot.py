@@ -579,6 +579,9 @@ service anvil {{
             if not rows:
                 return
             time.sleep(0.05)
+        import sys
+        print("SLOWKICK", who, file=sys.__stderr__)
+        print(self.log_text()[-2000:], file=sys.__stderr__)
 
 
 # Servers still running when the interpreter exits (a crashed test run) are stopped.
