@@ -73,6 +73,9 @@ class OutreachGroup(click.Group):
         except KeyboardInterrupt:
             err_console.print("interrupted; the ledger keeps what was done, rerun to continue")
             ctx.exit(130)
+        except BrokenPipeError:  # `outreach … | head`: the reader left, not an error of ours
+            sys.stderr.close()
+            ctx.exit(0)
         except Exception as exc:
             if "--debug" in sys.argv:
                 raise
@@ -289,7 +292,8 @@ def send(
         if f["failed"] or f["uncertain"] or f["deferred"]:
             err_console.print(
                 f"{cid} ledger: {f['sent']} sent, {f['deferred']} deferred, {f['failed']} failed, "
-                f"{f['uncertain']} uncertain, {f['planned']} not yet sent: see `outreach status {cid}`"
+                f"{f['uncertain']} uncertain, {f['planned']} not yet sent: "
+                f"see `outreach status {cid}`"
             )
         if not summary.ok:
             failed = True
@@ -362,3 +366,62 @@ def db_upgrade(obj: Context) -> None:
     store = open_store(ws.database_url(), check=False)
     before, after = store.upgrade()
     out_console.print(f"{redact(store.url)}: schema {before or 'none'} -> {after}")
+
+
+@main.group()
+def track() -> None:
+    """Responses: ingest mailboxes, classify and match replies, bounces, auto-replies."""
+
+
+@track.command("ingest")
+@click.argument("sources", nargs=-1)
+@click.option("--all", "all_boxes", is_flag=True, help="Every mailbox under `mailboxes:`.")
+@pass_ctx
+def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> None:
+    """Ingest SOURCES: imap://… imaps://… maildir:PATH mbox:PATH FILE.eml or - (stdin)."""
+    from .store import open_store
+    from .track.ingest import ingest_sources
+
+    ws = obj.load(only_campaigns=[])
+    specs = list(sources)
+    if all_boxes:
+        specs += [b.name for b in ws.settings.mailboxes]
+    if not specs:
+        raise click.UsageError("name a source (or --all for the mailboxes in outreach.yaml)")
+    store = open_store(ws.database_url())
+    count = [0]
+
+    def tick() -> None:
+        count[0] += 1
+        if count[0] % 5000 == 0:
+            err_console.print(f"{count[0]} messages read")
+
+    summary = ingest_sources(ws, store, specs, tick)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary.kinds.items())) or "nothing new"
+    out_console.print(
+        f"ingested {summary.new} new message(s) ({kinds}); {summary.duplicates} already known; "
+        f"{summary.suppressed} address(es) suppressed"
+    )
+    for source, key, reason in summary.unparseable[:20]:
+        err_console.print(f"unparseable: {source}#{key}: {reason}")
+    if len(summary.unparseable) > 20:
+        err_console.print(f"… and {len(summary.unparseable) - 20} more unparseable")
+    for error in summary.errors:
+        err_console.print(f"[red]error[/red]: {error}", markup=True)
+    sys.exit(1 if summary.errors or summary.unparseable else 0)
+
+
+@track.command("classify")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_ctx
+def track_classify(obj: Context, files: tuple[str, ...], as_json: bool) -> None:
+    """Explain how each message FILE would be classified and matched (stores nothing)."""
+    from .track.explain import explain_files
+
+    for result in explain_files(obj.workspace_arg, list(files)):
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False))
+        else:
+            matched = f" → {result['matched']}" if result["matched"] else ""
+            out_console.print(f"{result['file']}: {result['kind']}{matched} ({result['reason']})")

@@ -283,7 +283,9 @@ def load_researchers_csv(
                 Problem(
                     f"unknown column `{header[index]}` is ignored",
                     Location(shown, 1, None, header[index]),
-                    f"did you mean `{guess}`?" if guess else None,
+                    f"did you mean `{guess}`?"
+                    if guess
+                    else f"known columns: {', '.join(RESEARCHER_COLUMNS)}",
                     severity="warning",
                 )
             )
@@ -300,7 +302,7 @@ def load_researchers_csv(
             problems.append(
                 Problem(
                     f"cannot read the rest of the file: {exc}",
-                    Location(shown, reader.line_num + 1),
+                    Location(shown, max(reader.line_num, 1)),
                     'look for an unbalanced quote `"` from this line on',
                 )
             )
@@ -362,7 +364,9 @@ def load_researchers_yaml(
                     Problem(
                         f"unknown key `{key}`",
                         doc.where(base + (index, key)),
-                        f"did you mean `{guess}`?" if guess else None,
+                        f"did you mean `{guess}`?"
+                        if guess
+                        else f"known keys: {', '.join(RESEARCHER_COLUMNS)}",
                     )
                 )
                 continue

@@ -105,13 +105,14 @@ responses = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("incoming_id", String(500), nullable=False, unique=True),
     Column("kind", String(20), nullable=False),
-    Column("email", String(320)),
+    Column("email", String(320)),  # the researcher (the ledger's address when matched)
+    Column("from_address", String(320)),
     Column("campaign_id", String(200)),
     Column("matched_message_id", String(400)),
     Column("match", String(20)),  # message-id | address | none
     Column("reason", Text),
     Column("subject", Text),
-    Column("mailbox", String(200)),
+    Column("source", Text),
     Column("received_at", DateTime(timezone=True)),
     Column("ingested_at", DateTime(timezone=True), nullable=False),
     Column("body", Text),  # only with tracking.keep_bodies

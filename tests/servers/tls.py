@@ -19,6 +19,8 @@ from pathlib import Path
 
 __all__ = ["client_context", "make_self_signed", "server_context", "tls_available"]
 
+StrPath = str | os.PathLike[str]
+
 
 def tls_available() -> str | None:
     """None when a certificate can be made, else the reason why not."""
@@ -30,7 +32,7 @@ def tls_available() -> str | None:
     return None
 
 
-def make_self_signed(directory: str | os.PathLike[str], name: str = "localhost") -> tuple[Path, Path]:
+def make_self_signed(directory: StrPath, name: str = "localhost") -> tuple[Path, Path]:
     """Write ``cert.pem`` and ``key.pem`` into *directory*; return their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -97,12 +99,12 @@ def _make_with_openssl(cert_path: Path, key_path: Path, name: str) -> None:
     )
 
 
-def server_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> ssl.SSLContext:
+def server_context(cert_path: StrPath, key_path: StrPath) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert_path), str(key_path))
     return ctx
 
 
-def client_context(cert_path: str | os.PathLike[str]) -> ssl.SSLContext:
+def client_context(cert_path: StrPath) -> ssl.SSLContext:
     """A client context trusting only *cert_path* (hostname checks stay on)."""
     return ssl.create_default_context(cafile=str(cert_path))

@@ -1,0 +1,50 @@
+"""``outreach track classify``: the decision for each file, without storing anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import OutreachError
+from ..store import open_store
+from ..workspace import load_workspace
+from .classify import Context
+from .ingest import Matcher, classify_items, local_items, make_context
+
+
+def explain_files(workspace: str | Path | None, files: list[str]) -> Iterator[dict[str, Any]]:
+    """One dict per message, per DESIGN.md's `track classify --json` contract.
+
+    Works inside a workspace (matches against its ledger when it has one) and outside one
+    (classification only, matching by our Message-ID format).
+    """
+    ctx: Context
+    matcher: Matcher
+    try:
+        ws = load_workspace(explicit=workspace, only_campaigns=[])
+        ctx = make_context(ws)
+        store = None
+        db = ws.database_url()
+        if not db.startswith("sqlite:///") or Path(db[len("sqlite:///") :]).exists():
+            store = open_store(db, create=False)
+        matcher = Matcher(store, ws.settings.tracking.reply_window_days)
+    except OutreachError:
+        ctx = Context(domain="")
+        matcher = Matcher(None, 30)
+    for spec in files:
+        items = local_items(spec)
+        for item, _parsed, decision, match in classify_items(items, ctx, matcher):
+            shown = (
+                item.source
+                if item.key in ("stdin",) or item.source.endswith(item.key)
+                else (f"{item.source}#{item.key}")
+            )
+            yield {
+                "file": shown,
+                "kind": decision.kind,
+                "matched": match.message_id or decision.referenced,
+                "reason": decision.reason,
+                "match": match.strength,
+                "campaign": match.campaign_id,
+            }

@@ -1,0 +1,385 @@
+"""Ingest: sources → parse → classify → match → store, in batches; effects (suppression).
+
+Idempotent by the incoming Message-ID (a content hash when there is none): ingesting the
+same mailbox twice counts every message once. Only headers, kind, match and timestamps
+are stored unless ``tracking.keep_bodies`` is set.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from ..errors import ConfigError, SourceError
+from ..secrets import password_from, token_from_command
+from ..store import Store, utcnow
+from ..store.schema import SENT, ledger, mailbox_state, responses, suppressions
+from ..workspace import Workspace
+from .classify import (
+    BOUNCE_HARD,
+    BOUNCE_SOFT,
+    INBOUND,
+    REPLY,
+    UNPARSEABLE,
+    UNSUBSCRIBE,
+    Context,
+    Decision,
+    classify,
+)
+from .parse import Parsed, Unparseable, parse
+from .sources import ImapSource, ImapState, Incoming, iter_file, iter_maildir, iter_mbox, iter_stdin
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Match:
+    campaign_id: str | None
+    email: str | None
+    message_id: str | None
+    strength: str  # message-id | address | none
+
+
+@dataclass
+class Outcome:
+    """One message's fate, as ``track classify`` prints it."""
+
+    source: str
+    key: str
+    incoming_id: str | None
+    kind: str
+    reason: str
+    matched: str | None
+    match: str
+    campaign_id: str | None = None
+    email: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    kinds: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    new: int = 0
+    suppressed: int = 0
+    unparseable: list[tuple[str, str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    matched: Counter[str] = field(default_factory=Counter)
+
+
+def make_context(ws: Workspace) -> Context:
+    d = ws.directory
+    ours = {p.email for p in (*d.liaisons.values(), *d.experts.values())} | {d.service.email}
+    unsub = ws.settings.unsubscribe.mailto
+    return Context(
+        domain=ws.settings.organisation.domain,
+        our_addresses=frozenset(ours),
+        researchers=frozenset(r.email for r in d.researchers),
+        unsubscribe_address=unsub.lower() if unsub else None,
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Matcher:
+    def __init__(self, store: Store | None, window_days: int) -> None:
+        self.store = store
+        self.window = timedelta(days=window_days)
+
+    def match_batch(self, items: list[tuple[Parsed, Decision]]) -> list[Match]:
+        if self.store is None:
+            return [
+                Match(None, None, d.referenced, "message-id" if d.referenced else "none")
+                for _, d in items
+            ]
+        ids = {d.referenced for _, d in items if d.referenced}
+        by_id: dict[str, Any] = {}
+        with self.store.engine.connect() as conn:
+            if ids:
+                rows = conn.execute(
+                    select(ledger.c.message_id, ledger.c.campaign_id, ledger.c.email).where(
+                        ledger.c.message_id.in_(list(ids))
+                    )
+                )
+                by_id = {r.message_id.lower(): r for r in rows}
+            addresses = set()
+            for p, d in items:
+                if not (d.referenced and d.referenced in by_id):
+                    addresses.add((d.recipient or p.from_address or "").lower())
+            addresses.discard("")
+            by_address: dict[str, list[Any]] = {}
+            if addresses:
+                rows = conn.execute(
+                    select(
+                        ledger.c.email, ledger.c.campaign_id, ledger.c.message_id, ledger.c.sent_at
+                    ).where(ledger.c.email.in_(list(addresses)), ledger.c.status == SENT)
+                )
+                for r in rows:
+                    by_address.setdefault(r.email, []).append(r)
+        out: list[Match] = []
+        for p, d in items:
+            if d.referenced and d.referenced in by_id:
+                r = by_id[d.referenced]
+                out.append(Match(r.campaign_id, r.email, d.referenced, "message-id"))
+                continue
+            address = (d.recipient or p.from_address or "").lower()
+            when = _aware(p.date) or utcnow()
+            best: tuple[Any, datetime] | None = None
+            for r in by_address.get(address, []):
+                sent = _aware(r.sent_at)
+                if sent is None or sent > when + timedelta(hours=1):
+                    continue
+                if when - sent <= self.window and (best is None or sent > best[1]):
+                    best = (r, sent)
+            if best is not None:
+                row = best[0]
+                out.append(Match(row.campaign_id, row.email, row.message_id, "address"))
+            else:
+                out.append(Match(None, None, d.referenced, "none"))
+        return out
+
+
+def decide(data: bytes | None, error: str | None, ctx: Context) -> tuple[Parsed | None, Decision]:
+    if data is None:
+        return None, Decision(UNPARSEABLE, error or "unreadable")
+    try:
+        parsed = parse(data)
+    except Unparseable as exc:
+        return None, Decision(UNPARSEABLE, str(exc))
+    try:
+        return parsed, classify(parsed, ctx)
+    except Exception as exc:  # noqa: BLE001 - a classifier bug must not lose the message
+        return parsed, Decision(UNPARSEABLE, f"classifier failed: {type(exc).__name__}: {exc}")
+
+
+def classify_items(
+    items: Iterable[Incoming], ctx: Context, matcher: Matcher
+) -> Iterator[tuple[Incoming, Parsed | None, Decision, Match]]:
+    batch: list[tuple[Incoming, Parsed | None, Decision]] = []
+
+    def flush() -> Iterator[tuple[Incoming, Parsed | None, Decision, Match]]:
+        parsed_items = [(p, d) for _, p, d in batch if p is not None]
+        matches = iter(matcher.match_batch(parsed_items)) if parsed_items else iter(())
+        for item, p, d in batch:
+            m = next(matches) if p is not None else Match(None, None, None, "none")
+            if (
+                p is not None
+                and d.kind == REPLY
+                and m.strength == "none"
+                and matcher.store is not None
+            ) and p.from_address in ctx.researchers:
+                d = Decision(INBOUND, "a known researcher answering mail that is not in the ledger")
+            yield item, p, d, m
+        batch.clear()
+
+    for item in items:
+        parsed, decision = decide(item.data, item.error, ctx)
+        batch.append((item, parsed, decision))
+        if len(batch) >= BATCH:
+            yield from flush()
+    if batch:
+        yield from flush()
+
+
+class Ingestor:
+    def __init__(self, ws: Workspace, store: Store) -> None:
+        self.ws = ws
+        self.store = store
+        self.ctx = make_context(ws)
+        self.matcher = Matcher(store, ws.settings.tracking.reply_window_days)
+        self.keep_bodies = ws.settings.tracking.keep_bodies
+
+    def ingest(
+        self,
+        items: Iterable[Incoming],
+        summary: IngestSummary,
+        on_item: Callable[[], None] | None = None,
+    ) -> None:
+        pending: list[tuple[Incoming, Parsed | None, Decision, Match]] = []
+        for result in classify_items(items, self.ctx, self.matcher):
+            pending.append(result)
+            if on_item:
+                on_item()
+            if len(pending) >= BATCH:
+                self._store(pending, summary)
+                pending.clear()
+        if pending:
+            self._store(pending, summary)
+
+    def _store(
+        self, batch: list[tuple[Incoming, Parsed | None, Decision, Match]], summary: IngestSummary
+    ) -> None:
+        now = utcnow()
+        rows: dict[str, dict[str, Any]] = {}
+        suppress: dict[str, tuple[str, str]] = {}
+        for item, p, d, m in batch:
+            if p is None:
+                incoming = f"unparseable:{item.source}#{item.key}"
+                summary.unparseable.append((item.source, item.key, d.reason))
+            else:
+                incoming = p.incoming_id
+            if incoming in rows:
+                summary.duplicates += 1
+                continue
+            email = m.email or (d.recipient if d.kind in (BOUNCE_HARD, BOUNCE_SOFT) else None)
+            email = email or (p.from_address if p is not None else None)
+            rows[incoming] = {
+                "incoming_id": incoming[:500],
+                "kind": d.kind,
+                "email": email,
+                "from_address": p.from_address if p is not None else None,
+                "campaign_id": m.campaign_id,
+                "matched_message_id": m.message_id,
+                "match": m.strength,
+                "reason": d.reason[:1000],
+                "subject": (p.subject[:500] if p is not None else None),
+                "source": f"{item.source}#{item.key}"[:1000],
+                "received_at": _aware(p.date) if p is not None else None,
+                "ingested_at": now,
+                "body": p.text if (p is not None and self.keep_bodies) else None,
+            }
+            target = None
+            if d.kind == BOUNCE_HARD:
+                target = d.recipient or m.email
+            elif d.kind == UNSUBSCRIBE:
+                target = m.email or (p.from_address if p is not None else None)
+            if target:
+                suppress[target.lower()] = (
+                    d.kind if d.kind != BOUNCE_HARD else "bounce_hard",
+                    incoming,
+                )
+        with self.store.engine.begin() as conn:
+            existing = {
+                r.incoming_id
+                for r in conn.execute(
+                    select(responses.c.incoming_id).where(responses.c.incoming_id.in_(list(rows)))
+                )
+            }
+            fresh = [row for key, row in rows.items() if key not in existing]
+            summary.duplicates += len(existing)
+            if fresh:
+                conn.execute(insert(responses), fresh)
+            for row in fresh:
+                summary.kinds[row["kind"]] += 1
+                summary.matched[row["match"]] += 1
+            summary.new += len(fresh)
+            fresh_ids = {row["incoming_id"] for row in fresh}
+            already = {
+                r.email
+                for r in conn.execute(
+                    select(suppressions.c.email).where(suppressions.c.email.in_(list(suppress)))
+                )
+            }
+            for email, (reason, incoming) in suppress.items():
+                if email in already or incoming[:500] not in fresh_ids:
+                    continue
+                conn.execute(
+                    insert(suppressions).values(
+                        email=email, reason=reason, source=incoming[:500], created_at=now
+                    )
+                )
+                summary.suppressed += 1
+
+    # -- mailbox state for IMAP -----------------------------------------------------------
+    def imap_state(self, source: str, folder: str) -> ImapState | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                select(mailbox_state).where(
+                    mailbox_state.c.source == source, mailbox_state.c.folder == folder
+                )
+            ).first()
+        return ImapState(row.uidvalidity, row.last_uid) if row else None
+
+    def save_imap_state(self, source: str, folder: str, state: ImapState) -> None:
+        with self.store.engine.begin() as conn:
+            done = conn.execute(
+                update(mailbox_state)
+                .where(mailbox_state.c.source == source, mailbox_state.c.folder == folder)
+                .values(uidvalidity=state.uidvalidity, last_uid=state.last_uid, updated_at=utcnow())
+            ).rowcount
+            if not done:
+                conn.execute(
+                    insert(mailbox_state).values(
+                        source=source,
+                        folder=folder,
+                        uidvalidity=state.uidvalidity,
+                        last_uid=state.last_uid,
+                        updated_at=utcnow(),
+                    )
+                )
+
+
+def local_items(spec: str) -> Iterator[Incoming]:
+    if spec == "-":
+        return iter_stdin()
+    if spec.startswith("maildir:"):
+        return iter_maildir(Path(spec[len("maildir:") :]).expanduser())
+    if spec.startswith("mbox:"):
+        return iter_mbox(Path(spec[len("mbox:") :]).expanduser())
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "cur").is_dir() or (path / "new").is_dir():
+            return iter_maildir(path)
+        return (item for f in sorted(path.glob("*.eml")) for item in iter_file(f))
+    if not path.exists():
+        raise SourceError(
+            f"no such file or source: {spec}",
+            hint="use imap://… imaps://… maildir:PATH mbox:PATH FILE.eml or - (stdin)",
+        )
+    return iter_file(path)
+
+
+def imap_source_for(ws: Workspace, spec: str) -> ImapSource:
+    """An IMAP source from a URL, using `mailboxes:` settings when the URL is listed there."""
+    for box in ws.settings.mailboxes:
+        if box.url == spec or box.name == spec:
+            token = token_from_command(box.oauth_token_command) if box.oauth_token_command else None
+            password = None if token else password_from(box.password_env, None, "IMAP password")
+            return ImapSource(box.url, password, token, box.username, box.folders)
+    if not spec.startswith(("imap://", "imaps://")):
+        raise ConfigError(f"no mailbox named `{spec}` in outreach.yaml")
+    import os
+
+    password = os.environ.get("OUTREACH_IMAP_PASSWORD")
+    return ImapSource(spec, password)
+
+
+def ingest_sources(
+    ws: Workspace,
+    store: Store,
+    specs: list[str],
+    on_item: Callable[[], None] | None = None,
+) -> IngestSummary:
+    ingestor = Ingestor(ws, store)
+    summary = IngestSummary()
+    for spec in specs:
+        is_imap = spec.startswith(("imap://", "imaps://")) or any(
+            spec in (b.name, b.url) and b.url.startswith(("imap://", "imaps://"))
+            for b in ws.settings.mailboxes
+        )
+        try:
+            if is_imap:
+                source = imap_source_for(ws, spec)
+                try:
+                    for folder in source.folders:
+                        state = ingestor.imap_state(source.label, folder)
+                        for items, new_state in source.fetch_chunks(folder, state):
+                            # Stored first, then the position: a drop loses nothing.
+                            ingestor.ingest(items, summary, on_item)
+                            ingestor.save_imap_state(source.label, folder, new_state)
+                finally:
+                    source.close()
+            else:
+                ingestor.ingest(local_items(spec), summary, on_item)
+        except SourceError as exc:
+            summary.errors.append(str(exc))
+    return summary

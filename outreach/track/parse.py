@@ -1,0 +1,233 @@
+"""Parse incoming mail into plain data the classifier needs; never raise on bad input.
+
+Fast path: the email package's compat32 parser (no header objects per field), decoding
+only what classification reads: a few headers, the first text part, the DSN fields and the
+returned message's headers. Bodies beyond ``MAX_TEXT`` are never decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import message_from_bytes
+from email import policy as email_policy
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+MAX_TEXT = 20_000
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+@dataclass
+class Dsn:
+    """What an RFC 3464 delivery-status report (or a non-standard bounce) says."""
+
+    status: str | None = None
+    action: str | None = None
+    recipient: str | None = None
+    diagnostic: str | None = None
+    original_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Parsed:
+    incoming_id: str
+    has_message_id: bool
+    from_address: str
+    from_name: str
+    to: list[str]
+    subject: str
+    date: datetime | None
+    in_reply_to: list[str]
+    references: list[str]
+    headers: dict[str, str]  # lower-cased names of the headers classification reads
+    content_type: str
+    text: str  # the first text part, decoded, at most MAX_TEXT characters
+    dsn: Dsn | None = None
+    attached_ids: list[str] = field(default_factory=list)  # Message-IDs inside returned mail
+    defects: list[str] = field(default_factory=list)
+    size: int = 0
+
+
+class Unparseable(Exception):
+    pass
+
+
+_KEPT = (
+    "auto-submitted",
+    "x-autoreply",
+    "x-autorespond",
+    "x-auto-response-suppress",
+    "precedence",
+    "x-precedence",
+    "list-id",
+    "list-unsubscribe",
+    "x-failed-recipients",
+    "return-path",
+    "x-mailer",
+    "x-ms-exchange-generated-message-source",
+    "x-ms-exchange-inbox-rules-loop",
+    "content-type",
+    "thread-index",
+    "x-loop",
+    "feedback-id",
+)
+
+
+def _decode(value: object) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    if "=?" in text:
+        try:
+            return str(make_header(decode_header(text)))
+        except (LookupError, UnicodeError, ValueError, AssertionError):
+            return text
+    return text
+
+
+def _ids(value: str | None) -> list[str]:
+    return [m.lower() for m in _MSGID.findall(value or "")]
+
+
+def _payload_text(part: Message) -> str:
+    raw = part.get_payload(decode=True)
+    if not isinstance(raw, bytes):
+        payload = part.get_payload()
+        return payload if isinstance(payload, str) else ""
+    raw = raw[: MAX_TEXT * 4]
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return raw.decode(charset, errors="replace")
+    except LookupError:  # an unknown charset name: best effort, never a crash
+        return raw.decode("utf-8", errors="replace")
+
+
+_TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.S | re.I)
+
+
+def _html_text(html: str) -> str:
+    import html as htmllib
+
+    return htmllib.unescape(_TAGS.sub(" ", html))
+
+
+def _dsn_fields(block: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in re.split(r"\r?\n(?![ \t])", block):
+        if ":" in line:
+            name, _, value = line.partition(":")
+            out.setdefault(name.strip().lower(), " ".join(value.split()))
+    return out
+
+
+def parse(data: bytes) -> Parsed:
+    """Parse one message; raises Unparseable with a reason for what cannot be read."""
+    if not data or not data.strip():
+        raise Unparseable("empty message")
+    try:
+        msg = message_from_bytes(data, policy=email_policy.compat32)
+    except Exception as exc:  # noqa: BLE001 - the parser is total in theory; be sure
+        raise Unparseable(f"MIME parser failed: {exc}") from None
+    if not msg.keys():
+        raise Unparseable("no headers")
+    raw_id = msg.get("Message-ID")
+    ids = _ids(str(raw_id) if raw_id is not None else None)
+    if ids:
+        incoming_id, has_id = ids[0], True
+    else:
+        # No Message-ID: a content hash keeps ingest idempotent for this message too.
+        incoming_id, has_id = "sha256:" + hashlib.sha256(data).hexdigest()[:40], False
+    from_pairs = getaddresses([_decode(msg.get("From"))])
+    from_name, from_address = from_pairs[0] if from_pairs else ("", "")
+    tos = [
+        a.lower()
+        for _, a in getaddresses(
+            [_decode(v) for v in msg.get_all("To", []) + msg.get_all("Cc", [])]
+        )
+        if a
+    ]
+    date = None
+    if msg.get("Date"):
+        try:
+            date = parsedate_to_datetime(str(msg.get("Date")))
+        except (TypeError, ValueError, IndexError):
+            date = None
+    headers = {}
+    for name in _KEPT:
+        value = msg.get(name)
+        if value is not None:
+            headers[name] = _decode(value)
+    parsed = Parsed(
+        incoming_id=incoming_id,
+        has_message_id=has_id,
+        from_address=from_address.lower(),
+        from_name=from_name,
+        to=tos,
+        subject=" ".join(_decode(msg.get("Subject")).split()),
+        date=date,
+        in_reply_to=_ids(str(msg.get("In-Reply-To") or "")),
+        references=_ids(str(msg.get("References") or "")),
+        headers=headers,
+        content_type=msg.get_content_type(),
+        text="",
+        defects=[type(d).__name__ for d in msg.defects],
+        size=len(data),
+    )
+    texts: list[str] = []
+    html_fallback = ""
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype == "message/delivery-status":
+            parsed.dsn = _read_dsn(part, parsed.dsn)
+        elif ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+            parsed.attached_ids.extend(_returned_ids(part))
+        elif ctype == "text/plain" and not part.get_filename() and len(texts) < 2:
+            texts.append(_payload_text(part))
+        elif ctype == "text/html" and not html_fallback and not part.get_filename():
+            html_fallback = _html_text(_payload_text(part))
+    text = "\n".join(texts) if texts else html_fallback
+    parsed.text = text[:MAX_TEXT]
+    if parsed.dsn is None and msg.get_content_type() == "multipart/report":
+        parsed.dsn = Dsn()
+    return parsed
+
+
+def _read_dsn(part: Message, previous: Dsn | None) -> Dsn:
+    dsn = previous or Dsn()
+    payload = part.get_payload()
+    if isinstance(payload, list):  # the parser split the blocks into messages
+        blocks = [
+            "\n".join(f"{k}: {v}" for k, v in p.items()) for p in payload if isinstance(p, Message)
+        ]
+    else:
+        raw = part.get_payload(decode=True)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
+        blocks = re.split(r"\r?\n\r?\n", text)
+    for block in blocks:
+        fields = _dsn_fields(block)
+        if "status" in fields and dsn.status is None:
+            dsn.status = fields["status"].split()[0]
+        if "action" in fields and dsn.action is None:
+            dsn.action = fields["action"].lower()
+        for key in ("final-recipient", "original-recipient"):
+            if key in fields and dsn.recipient is None:
+                value = fields[key]
+                dsn.recipient = value.split(";", 1)[-1].strip().strip("<>").lower()
+        if "diagnostic-code" in fields and dsn.diagnostic is None:
+            dsn.diagnostic = fields["diagnostic-code"]
+    return dsn
+
+
+def _returned_ids(part: Message) -> list[str]:
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        inner = payload[0]
+        return _ids(str(inner.get("Message-ID") or ""))
+    raw = part.get_payload(decode=True)
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
+    m = re.search(r"^Message-ID:\s*(<[^>]+>)", text, re.I | re.M)
+    return [m.group(1).lower()] if m else []

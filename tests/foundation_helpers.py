@@ -1,0 +1,234 @@
+"""Shared helpers for the foundation tests: build a workspace from the example, mutate one
+thing, run the CLI (in-process or as a real process), and read its problem report.
+
+Importable from any test module (``from foundation_helpers import ...``); deliberately not a
+conftest so it stays independent of other suites' fixtures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_PARTS = ("outreach.yaml", "people", "campaigns")
+ENV_VARS = ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL")
+
+
+def copy_example(dest: Path) -> Path:
+    """A fresh copy of the repository's example workspace in ``dest`` (created)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in EXAMPLE_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under ``root`` with a hash of its content."""
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        out[rel] = "<dir>" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def edit(path: Path, old: str, new: str, count: int = 1) -> int:
+    """Replace ``old`` by ``new`` in a text file; fails loudly if ``old`` is not there.
+
+    Returns the 1-based line where the first replacement starts.
+    """
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not found in {path}"
+    line = text[: text.index(old)].count("\n") + 1
+    path.write_text(text.replace(old, new, count), encoding="utf-8")
+    return line
+
+
+def line_of(path: Path, needle: str) -> int:
+    """The 1-based line on which ``needle`` first occurs."""
+    text = path.read_text(encoding="utf-8")
+    assert needle in text, f"{needle!r} not found in {path}"
+    return text[: text.index(needle)].count("\n") + 1
+
+
+def append_line(path: Path, line: str) -> int:
+    """Append one line to a text file; returns its 1-based line number."""
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text += "\n"
+    path.write_text(text + line + "\n", encoding="utf-8")
+    return text.count("\n") + 1
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def __str__(self) -> str:  # shown by pytest when an assertion fails
+        return f"exit {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    args: Sequence[str],
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Run:
+    """Run the CLI in-process with click's CliRunner. ``cwd`` is entered and left again."""
+    from outreach.cli import main
+
+    runner = CliRunner()
+    overrides: dict[str, str | None] = {k: None for k in ENV_VARS}
+    overrides.update(env or {})
+    old = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        result = runner.invoke(main, list(args), env=overrides, catch_exceptions=True)
+    finally:
+        os.chdir(old)
+    exception = result.exception
+    if isinstance(exception, SystemExit):
+        exception = None
+    return Run(result.exit_code, result.stdout, result.stderr, exception)
+
+
+def outreach_command() -> list[str]:
+    exe = shutil.which("outreach")
+    if exe:
+        return [exe]
+    return [sys.executable, "-c", "import sys; from outreach.cli import main; sys.exit(main())"]
+
+
+def run_process(
+    args: Sequence[str],
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> Run:
+    """Run the installed ``outreach`` console script as a real process."""
+    proc = subprocess.run(
+        [*outreach_command(), *args],
+        cwd=cwd,
+        env=clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+# ----------------------------------------------------------------------------- reading output
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PROBLEM = re.compile(r"^(?:(?P<where>.*?): )?(?P<severity>error|warning): (?P<message>.*)$")
+WHERE = re.compile(
+    r"^(?P<file>[^\s:][^:]*?)(?::(?P<line>\d+)(?::(?P<column>\d+))?)?(?: field `(?P<field>.*)`)?$"
+)
+
+
+@dataclass
+class Reported:
+    severity: str
+    message: str
+    where: str | None
+    file: str | None
+    line: int | None
+    column: int | None
+    field: str | None
+    hint: str | None
+
+
+def problems(run: Run) -> list[Reported]:
+    """The problems the CLI printed, in the human format::
+
+        FILE:LINE:COL field `FIELD`: error: MESSAGE
+            hint: HINT
+    """
+    found: list[Reported] = []
+    for raw in ANSI.sub("", run.output).splitlines():
+        if raw.startswith("    hint: ") and found:
+            found[-1].hint = raw[len("    hint: ") :]
+            continue
+        m = PROBLEM.match(raw)
+        if not m:
+            continue
+        where = m.group("where")
+        w = WHERE.match(where) if where else None
+        found.append(
+            Reported(
+                severity=m.group("severity"),
+                message=m.group("message"),
+                where=where,
+                file=w.group("file") if w else None,
+                line=int(w.group("line")) if w and w.group("line") else None,
+                column=int(w.group("column")) if w and w.group("column") else None,
+                field=w.group("field") if w else None,
+                hint=None,
+            )
+        )
+    return found
+
+
+def assert_no_traceback(run: Run) -> None:
+    assert run.exception is None, f"an exception escaped: {run.exception!r}\n{run}"
+    assert "Traceback" not in run.output, str(run)
+    assert "internal error" not in run.output, str(run)
+
+
+def find_problem(
+    run: Run,
+    *,
+    contains: str,
+    file: str | None = None,
+    line: int | None = None,
+    field: str | None = None,
+    severity: str = "error",
+    hint: str | None = None,
+) -> Reported:
+    """The one reported problem matching all that is given; asserts it exists, is located
+    (file, and line unless ``line=None`` is meant) and carries a hint."""
+    candidates = [
+        p for p in problems(run) if contains.lower() in p.message.lower() and p.severity == severity
+    ]
+    assert candidates, f"no {severity} containing {contains!r}\n{run}"
+    for p in candidates:
+        if file is not None and p.file != file:
+            continue
+        if line is not None and p.line != line:
+            continue
+        if field is not None and p.field != field:
+            continue
+        assert p.hint, f"problem without a hint: {p}\n{run}"
+        if hint is not None:
+            assert hint.lower() in p.hint.lower(), f"hint {p.hint!r} lacks {hint!r}"
+        return p
+    raise AssertionError(
+        f"{severity} {contains!r} not at file={file} line={line} field={field}; "
+        f"found {[(p.file, p.line, p.field) for p in candidates]}\n{run}"
+    )
