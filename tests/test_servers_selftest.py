@@ -91,7 +91,9 @@ def test_smtp_reject_rcpt(smtp_server: SMTPTestServer) -> None:
         s.send_message(make_message(4), to_addrs=["full@uni.example"])  # times=1 used up
     assert [m.rcpt_tos for m in smtp_server.messages] == [["ok@uni.example"], ["full@uni.example"]]
     assert [a for a, _ in smtp_server.rejected_rcpts] == [
-        "gone@uni.example", "gone@uni.example", "full@uni.example"
+        "gone@uni.example",
+        "gone@uni.example",
+        "full@uni.example",
     ]
 
 
@@ -118,8 +120,9 @@ def test_smtp_drop_after_data_is_uncertain(smtp_server: SMTPTestServer) -> None:
 
 def test_smtp_drop_before_data_end(smtp_server: SMTPTestServer) -> None:
     smtp_server.drop_during_data(1, after_content=False)
-    with connect(smtp_server) as s, pytest.raises(
-        (smtplib.SMTPServerDisconnected, ConnectionError)
+    with (
+        connect(smtp_server) as s,
+        pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError)),
     ):
         s.send_message(make_message(1))
     (attempt,) = smtp_server.attempts
@@ -161,8 +164,10 @@ def test_smtp_auth_required(smtp_server: SMTPTestServer) -> None:
         s.send_message(make_message(3))
     assert [m.auth_user for m in smtp_server.messages] == ["rds", "rds"]
     assert [(a.mechanism, a.success) for a in smtp_server.auth_attempts] == [
-        ("PLAIN", False), ("LOGIN", False),  # smtplib.login() tries each mechanism
-        ("LOGIN", True), ("PLAIN", True),
+        ("PLAIN", False),
+        ("LOGIN", False),  # smtplib.login() tries each mechanism
+        ("LOGIN", True),
+        ("PLAIN", True),
     ]
 
 

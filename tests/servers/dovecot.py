@@ -278,8 +278,9 @@ class DovecotServer:
                 last_err = exc
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"dovecot did not answer on {self.host}:{self.port} ({last_err})\n"
-                           + self.diagnostics())
+        raise RuntimeError(
+            f"dovecot did not answer on {self.host}:{self.port} ({last_err})\n" + self.diagnostics()
+        )
 
     def diagnostics(self) -> str:
         """The tail of the Dovecot log and stderr, for error messages."""
@@ -317,6 +318,9 @@ class DovecotServer:
                 "  }\n"
             )
         chroot = "  chroot =\n" if self._rootless else ""
+        internal_group = ""
+        if self._rootless:
+            internal_group = f"default_internal_group = {grp.getgrgid(os.getgid()).gr_name}\n"
         return f"""\
 # throwaway test configuration written by tests/servers/dovecot.py
 base_dir = {d}/run
@@ -331,7 +335,7 @@ auth_verbose = yes
 auth_failure_delay = 0
 default_internal_user = {self._service_user}
 default_login_user = {self._login_user}
-first_valid_uid = {min(self._mail_uid, 500) or 1}
+{internal_group}first_valid_uid = {min(self._mail_uid, 500) or 1}
 first_valid_gid = {min(self._mail_gid, 500) or 1}
 mail_location = maildir:~/Maildir
 mailbox_list_index = yes
@@ -515,13 +519,13 @@ service anvil {{
             timeout=30,
         )
         if check and res.returncode != 0:
-            raise RuntimeError(f"doveadm {' '.join(args)} failed ({res.returncode}): "
-                               f"{res.stderr.strip() or res.stdout.strip()}")
+            raise RuntimeError(
+                f"doveadm {' '.join(args)} failed ({res.returncode}): "
+                f"{res.stderr.strip() or res.stdout.strip()}"
+            )
         return res
 
-    def reset_uidvalidity(
-        self, user: str, mailbox: str = "INBOX", *, renumber: bool = True
-    ) -> int:
+    def reset_uidvalidity(self, user: str, mailbox: str = "INBOX", *, renumber: bool = True) -> int:
         """Force a new UIDVALIDITY on *mailbox*; returns it.
 
         With ``renumber`` (the default, like a server whose index was rebuilt) the messages
@@ -540,8 +544,11 @@ service anvil {{
                         meta, body = item
                         fl = re.search(rb"FLAGS \(([^)]*)\)", meta)
                         date = re.search(rb'INTERNALDATE ("[^"]*")', meta)
-                        flags = [f for f in (fl.group(1).decode().split() if fl else [])
-                                 if f != "\\Recent"]
+                        flags = [
+                            f
+                            for f in (fl.group(1).decode().split() if fl else [])
+                            if f != "\\Recent"
+                        ]
                         saved.append((flags, date.group(1) if date else b"", body))
                 if saved:
                     conn.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
@@ -553,9 +560,7 @@ service anvil {{
             with self.session(user) as conn:
                 for flags, date, body in saved:
                     flag_str = "(" + " ".join(flags) + ")" if flags else None
-                    typ, data = conn.append(
-                        self._q(mailbox), flag_str, date.decode() or None, body
-                    )
+                    typ, data = conn.append(self._q(mailbox), flag_str, date.decode() or None, body)
                     if typ != "OK":
                         raise RuntimeError(f"re-APPEND failed: {data!r}")
         return new

@@ -188,12 +188,12 @@ class _TestSMTP(SMTP):
         if self.current_index in srv._drop_before:
             srv._drop_before.discard(self.current_index)
             partial = b""
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.IncompleteReadError,
-                                     asyncio.LimitOverrunError):
+            with contextlib.suppress(
+                asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError
+            ):
                 partial = await asyncio.wait_for(self._reader.readuntil(b"\r\n"), 2)
             assert self.envelope is not None
-            srv._record(self, self.envelope, self.current_index, partial,
-                        DROPPED_BEFORE_DATA, None)
+            srv._record(self, self.envelope, self.current_index, partial, DROPPED_BEFORE_DATA, None)
             await self.drop()
 
     async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
@@ -374,8 +374,15 @@ class SMTPTestServer:
     def open_connections(self) -> int:
         return len(self._open)
 
-    def _record(self, proto: _TestSMTP, env: Envelope, index: int, raw: bytes,
-                outcome: str, reply: str | None) -> None:
+    def _record(
+        self,
+        proto: _TestSMTP,
+        env: Envelope,
+        index: int,
+        raw: bytes,
+        outcome: str,
+        reply: str | None,
+    ) -> None:
         msg = ReceivedMessage(
             index=index,
             connection=proto.conn.number,
@@ -396,9 +403,11 @@ class SMTPTestServer:
                 proto.conn.messages += 1
             self._cond.notify_all()
 
-    def wait_for(self, count: int, timeout: float = 5.0, *, outcome: str | None = ACCEPTED
-                 ) -> list[ReceivedMessage]:
+    def wait_for(
+        self, count: int, timeout: float = 5.0, *, outcome: str | None = ACCEPTED
+    ) -> list[ReceivedMessage]:
         """Block until *count* messages (with *outcome*, None = any) arrived; return them."""
+
         def matching() -> list[ReceivedMessage]:
             return [m for m in self.attempts if outcome is None or m.outcome == outcome]
 
@@ -409,21 +418,33 @@ class SMTPTestServer:
 
     # ------------------------------------------------------------------ faults
 
-    def fail_nth(self, n: int | Iterable[int], code: int = 451,
-                 text: str = "4.3.0 Temporary failure, try again later") -> None:
+    def fail_nth(
+        self,
+        n: int | Iterable[int],
+        code: int = 451,
+        text: str = "4.3.0 Temporary failure, try again later",
+    ) -> None:
         """Answer the *n*-th message's final "." with ``code text`` (not stored)."""
         for i in [n] if isinstance(n, int) else n:
             self._data_failures[i] = f"{code} {text}"
 
-    def reject_rcpt(self, address: str, code: int = 550,
-                    text: str = "5.1.1 Recipient address rejected: user unknown",
-                    times: int | None = None) -> None:
+    def reject_rcpt(
+        self,
+        address: str,
+        code: int = 550,
+        text: str = "5.1.1 Recipient address rejected: user unknown",
+        times: int | None = None,
+    ) -> None:
         """Refuse RCPT TO *address* (case-insensitive), always or the next *times* times."""
         self._rcpt_rules[address.lower()] = [f"{code} {text}", times]
 
-    def reject_sender(self, address: str, code: int = 553,
-                      text: str = "5.7.1 Sender address rejected: not owned by user",
-                      times: int | None = None) -> None:
+    def reject_sender(
+        self,
+        address: str,
+        code: int = 553,
+        text: str = "5.7.1 Sender address rejected: not owned by user",
+        times: int | None = None,
+    ) -> None:
         """Refuse MAIL FROM *address*, always or the next *times* times."""
         self._sender_rules[address.lower()] = [f"{code} {text}", times]
 
@@ -445,13 +466,18 @@ class SMTPTestServer:
         """Require AUTH (PLAIN/LOGIN, allowed without TLS); may be called for several users."""
         self._credentials[username] = password
 
-    def refuse_auth(self, code: int = 535,
-                    text: str = "5.7.8 Authentication credentials invalid") -> None:
+    def refuse_auth(
+        self, code: int = 535, text: str = "5.7.8 Authentication credentials invalid"
+    ) -> None:
         """Advertise and require AUTH but refuse every attempt."""
         self._refuse_auth = f"{code} {text}"
 
-    def busy(self, times: int = 1, code: int = 421,
-             text: str = "4.3.2 Service not available, closing channel") -> None:
+    def busy(
+        self,
+        times: int = 1,
+        code: int = 421,
+        text: str = "4.3.2 Service not available, closing channel",
+    ) -> None:
         """Greet the next *times* connections with ``code text`` and close them."""
         self._busy_reply = f"{code} {self.hostname} {text}"
         self._busy = times
@@ -521,8 +547,14 @@ class SMTPTestServer:
                 self.rejected_senders.append((address, reply))
         return reply
 
-    def _authenticate(self, server: _TestSMTP, session: Session, envelope: Envelope,
-                      mechanism: str, auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self,
+        server: _TestSMTP,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: Any,
+    ) -> AuthResult:
         if isinstance(auth_data, LoginPassword):
             user = auth_data.login.decode(errors="replace")
             password = auth_data.password.decode(errors="replace")

@@ -1,0 +1,193 @@
+"""Contacts outside email: meetings, calls, replies and inbound requests logged by hand.
+
+They feed coverage (who has been met) and the familiarity curve (earlier contacts with the
+same liaison). A CSV import is all-or-nothing: every row is checked, every problem listed,
+and nothing is written unless all rows are good.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from .errors import Location, Problem, ValidationFailed
+from .people import AddressError, normalise_address
+from .store import Store, utcnow
+from .store.schema import contacts
+from .workspace import Workspace
+
+KINDS = ("meeting", "call", "reply", "inbound", "visit")
+
+
+@dataclass(frozen=True)
+class Contact:
+    kind: str
+    email: str
+    liaison_id: str | None
+    happened_at: datetime
+    note: str | None = None
+    campaign_id: str | None = None
+
+
+def parse_when(value: str | None) -> datetime:
+    if not value:
+        return utcnow()
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            d = date.fromisoformat(text)
+            return datetime.combine(d, time(12, 0), tzinfo=UTC)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"`{value}` is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def validate_contact(
+    ws: Workspace,
+    kind: str,
+    email: str,
+    liaison: str | None,
+    when: str | None,
+    note: str | None,
+    where: Location,
+) -> tuple[Contact | None, list[Problem]]:
+    problems: list[Problem] = []
+    if kind not in KINDS:
+        problems.append(Problem(f"unknown kind `{kind}`", where, f"use one of: {', '.join(KINDS)}"))
+    try:
+        address = normalise_address(email)
+    except AddressError as exc:
+        return None, problems + [Problem(f"invalid address `{email}`: {exc}", where)]
+    known = {r.email for r in ws.researchers}
+    if address not in known:
+        problems.append(
+            Problem(
+                f"{address} is not a researcher in people/",
+                where,
+                "add them to people/researchers.csv first, or check the spelling",
+            )
+        )
+    owner = liaison
+    if liaison is not None and liaison not in ws.directory.liaisons:
+        problems.append(
+            Problem(
+                f"unknown liaison `{liaison}`",
+                where,
+                f"known liaisons: {', '.join(sorted(ws.directory.liaisons))}",
+            )
+        )
+    if owner is None and address in known:
+        from .assign import SegmentIndex
+
+        researcher = next(r for r in ws.researchers if r.email == address)
+        owner = SegmentIndex(ws.directory.liaisons.values()).owner(researcher).liaison_id
+    try:
+        happened = parse_when(when)
+    except ValueError as exc:
+        problems.append(Problem(str(exc), where))
+        happened = utcnow()
+    if happened > utcnow() + timedelta(minutes=5):
+        problems.append(
+            Problem(
+                f"{happened.date().isoformat()} is in the future",
+                where,
+                "log what has happened; plan meetings in your calendar",
+            )
+        )
+    if problems:
+        return None, problems
+    return Contact(kind, address, owner, happened, note or None), []
+
+
+def record(store: Store, items: list[Contact], source: str) -> int:
+    now = utcnow()
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(contacts),
+            [
+                {
+                    "kind": c.kind,
+                    "email": c.email,
+                    "liaison_id": c.liaison_id,
+                    "campaign_id": c.campaign_id,
+                    "happened_at": c.happened_at,
+                    "note": c.note,
+                    "source": source,
+                    "created_at": now,
+                }
+                for c in items
+            ],
+        )
+    return len(items)
+
+
+def log_one(
+    ws: Workspace,
+    store: Store,
+    kind: str,
+    email: str,
+    liaison: str | None = None,
+    when: str | None = None,
+    note: str | None = None,
+) -> Contact:
+    contact, problems = validate_contact(
+        ws, kind, email, liaison, when, note, Location(field="email")
+    )
+    if contact is None:
+        raise ValidationFailed(problems)
+    record(store, [contact], "cli")
+    return contact
+
+
+def log_csv(ws: Workspace, store: Store, path: Path, default_kind: str | None = None) -> int:
+    """Columns: email, liaison (optional), date, note (optional), kind (optional)."""
+    shown = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ValidationFailed([Problem(f"cannot read: {exc.strerror}", Location(shown))]) from None
+    except UnicodeDecodeError:
+        raise ValidationFailed(
+            [Problem("not UTF-8", Location(shown), "save the file as CSV UTF-8")]
+        ) from None
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    if "email" not in fields:
+        raise ValidationFailed(
+            [
+                Problem(
+                    "missing column `email`", Location(shown, 1), "header: email,liaison,date,note"
+                )
+            ]
+        )
+    problems: list[Problem] = []
+    good: list[Contact] = []
+    for row in reader:
+        line = reader.line_num
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        if not any(row.values()):
+            continue
+        kind = row.get("kind") or default_kind or "meeting"
+        contact, more = validate_contact(
+            ws,
+            kind,
+            row.get("email", ""),
+            row.get("liaison") or None,
+            row.get("date") or row.get("when") or None,
+            row.get("note") or None,
+            Location(shown, line),
+        )
+        problems += more
+        if contact is not None:
+            good.append(contact)
+    if problems:
+        raise ValidationFailed(problems)
+    return record(store, good, shown)
