@@ -7,9 +7,9 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .people import Researcher
 from .settings import LocalText, StrictModel
@@ -37,10 +37,8 @@ class Selector(StrictModel):
     def is_empty(self) -> bool:
         return not (self.faculty or self.department or self.unit or self.tags or self.language)
 
-    _checks: tuple[tuple[str, frozenset[str]], ...] = PrivateAttr(default=())
-
-    def model_post_init(self, context: Any, /) -> None:
-        # Casefold the wanted values once, not once per researcher.
+    def checks(self) -> tuple[tuple[str, frozenset[str]], ...]:
+        """(attribute, wanted values casefolded) for each key given; compute once, test many."""
         checks = [
             (attr, frozenset(w.casefold() for w in getattr(self, attr)))
             for attr in ("faculty", "department", "unit", "tags")
@@ -48,19 +46,15 @@ class Selector(StrictModel):
         ]
         if self.language:
             checks.append(("language", frozenset(self.language)))
-        self._checks = tuple(checks)
-
-    def checks(self) -> tuple[tuple[str, frozenset[str]], ...]:
-        """(attribute, wanted casefolded values) per key given."""
-        return self._checks
+        return tuple(checks)
 
     def matches_all(self, r: Researcher) -> bool:
         """Include semantics: every key given must match (a list is any-of)."""
-        return all(_tests(self._checks, r))
+        return all(_tests(self.checks(), r))
 
     def matches_any(self, r: Researcher) -> bool:
         """Exclude semantics: matching any one key is enough to be left out."""
-        return any(_tests(self._checks, r))
+        return any(_tests(self.checks(), r))
 
 
 def _tests(checks: tuple[tuple[str, frozenset[str]], ...], r: Researcher) -> Iterator[bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Callable
@@ -10,14 +11,15 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import OutreachError, Problem, ValidationFailed
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out_console = Console(highlight=False, soft_wrap=True, markup=False)
 if not out_console.is_terminal:
-    out_console = Console(highlight=False, soft_wrap=True, width=160)
+    out_console = Console(highlight=False, soft_wrap=True, width=160, markup=False)
 
 
 class Context:
@@ -35,14 +37,18 @@ class Context:
 def print_problems(problems: list[Problem]) -> None:
     for p in problems:
         style = "red" if p.severity == "error" else "yellow"
-        where = str(p.location)
+        where = escape(str(p.location))
         prefix = f"{where}: " if where else ""
-        hint = f"\n    hint: {p.hint}" if p.hint else ""
+        hint = f"\n    hint: {escape(p.hint)}" if p.hint else ""
         err_console.print(
-            f"{prefix}[{style}]{p.severity}[/{style}]: {p.message}{hint}",
+            f"{prefix}[{style}]{p.severity}[/{style}]: {escape(p.message)}{hint}",
             markup=True,
             highlight=False,
         )
+
+
+def _debug(ctx: click.Context) -> bool:
+    return "--debug" in sys.argv or bool(getattr(ctx.obj, "debug", False))
 
 
 class OutreachGroup(click.Group):
@@ -52,21 +58,22 @@ class OutreachGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ValidationFailed as exc:
-            if "--debug" in sys.argv:
+            if _debug(ctx):
                 raise
             print_problems(exc.problems)
             n = len([p for p in exc.problems if p.severity == "error"])
             err_console.print(f"{n} error(s); nothing was changed.")
             ctx.exit(exc.exit_code)
         except OutreachError as exc:
-            if "--debug" in sys.argv:
+            if _debug(ctx):
                 raise
-            where = str(exc.location)
+            where = escape(str(exc.location))
             err_console.print(
-                f"[red]error[/red]: {where + ': ' if where else ''}{exc.message}", markup=True
+                f"[red]error[/red]: {where + ': ' if where else ''}{escape(exc.message)}",
+                markup=True,
             )
             if exc.hint:
-                err_console.print(f"    hint: {exc.hint}")
+                err_console.print(f"    hint: {escape(exc.hint)}", markup=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -77,10 +84,11 @@ class OutreachGroup(click.Group):
             sys.stderr.close()
             ctx.exit(0)
         except Exception as exc:
-            if "--debug" in sys.argv:
+            if _debug(ctx):
                 raise
             err_console.print(
-                f"[red]internal error[/red]: {type(exc).__name__}: {exc}", markup=True
+                f"[red]internal error[/red]: {type(exc).__name__}: {escape(str(exc))}",
+                markup=True,
             )
             err_console.print("    hint: rerun with --debug for details, and report it")
             ctx.exit(1)
@@ -211,6 +219,7 @@ def _summary_table(summary: Any) -> None:
 @click.option("--due", is_flag=True, help="Send every campaign whose schedule has come (for cron).")
 @click.option("--yes", is_flag=True, help="Do not ask before a real SMTP send.")
 @click.option("--ignore-quotas", is_flag=True, hidden=True)
+@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=120.0, hidden=True)
 @pass_ctx
 def send(
     obj: Context,
@@ -224,6 +233,7 @@ def send(
     due: bool,
     yes: bool,
     ignore_quotas: bool,
+    lease_seconds: float,
 ) -> None:
     """Send CAMPAIGN(s): resumable, never twice, within each sender's quota."""
     from datetime import UTC, datetime
@@ -251,6 +261,7 @@ def send(
         force=force,
         now=send_now or due,
         ignore_quotas=ignore_quotas,
+        lease_seconds=lease_seconds,
     )
 
     def confirm(summary: Any) -> bool:
@@ -270,6 +281,11 @@ def send(
         if summary.aborted == "not confirmed":
             err_console.print("Nothing sent.")
             sys.exit(1)
+        if summary.edits_accepted:
+            err_console.print(
+                f"{cid} was edited after sending began (--force): "
+                + "; ".join(summary.edits_accepted[:8])
+            )
         _summary_table(summary)
         o = summary.outcomes
         if kind == "dry-run":
@@ -318,6 +334,8 @@ def status(obj: Context, campaign: str | None, as_json: bool, show: str | None) 
     from .deliver.ledger import Ledger
     from .store import open_store
 
+    if show and not campaign:
+        raise click.UsageError("--show needs a CAMPAIGN")
     ws = obj.load(only_campaigns=[])
     cid = ws.campaign(campaign).campaign.id if campaign else None
     store = open_store(ws.database_url())
@@ -363,7 +381,7 @@ def db_upgrade(obj: Context) -> None:
     from .store import open_store, redact
 
     ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url(), check=False)
+    store = open_store(ws.database_url(), create=False, check=False)
     before, after = store.upgrade()
     out_console.print(f"{redact(store.url)}: schema {before or 'none'} -> {after}")
 
@@ -466,3 +484,67 @@ def log_cmd(
         f"logged {contact.kind} with {contact.email} ({contact.liaison_id or 'no liaison'}) "
         f"on {contact.happened_at.date().isoformat()}"
     )
+
+
+@main.command()
+@click.option("--campaign", help="Only this campaign.")
+@click.option("--experiment", help="Only campaigns of this experiment.")
+@click.option("--year", type=int, help="Only messages sent in this year.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "html"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE.")
+@click.option(
+    "--lift",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Lift (as a fraction) the power calculation aims to detect.",
+)
+@pass_ctx
+def report(
+    obj: Context,
+    campaign: str | None,
+    experiment: str | None,
+    year: int | None,
+    fmt: str,
+    out: Path | None,
+    lift: float,
+) -> None:
+    """Reply rates per arm, liaison, faculty, campaign…: familiar face versus service address."""
+    from .report.build import build_report
+    from .report.formats import print_table, to_csv, to_html, to_json
+    from .report.query import Filters
+    from .store import open_store
+
+    ws = obj.load(only_campaigns=[])
+    store = open_store(ws.database_url())
+    cid = ws.campaign(campaign).campaign.id if campaign else None
+    data = build_report(
+        store, ws.settings.tracking.reply_window_days, Filters(cid, experiment, year), lift
+    )
+    if fmt == "table" and out is None:
+        print_table(data, out_console)
+        return
+    text = (
+        to_json(data)
+        if fmt == "json"
+        else to_csv(data)
+        if fmt == "csv"
+        else to_html(data, f"Reply report: {ws.settings.organisation.name}")
+        if fmt == "html"
+        else None
+    )
+    if text is None:  # table to a file
+        buffer = Console(file=io.StringIO(), width=160)
+        print_table(data, buffer)
+        text = buffer.file.getvalue()  # type: ignore[attr-defined]
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        out_console.print(f"wrote {out}")
+    else:
+        click.echo(text)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .campaign import Campaign
 from .compose import Composed, Composer, PhotoCache
-from .errors import Location, OutreachError, Problem
+from .errors import Location, OutreachError, Problem, ValidationFailed
 from .plan import Recipient, plan_recipients
 from .render import Links, Rendered, Renderer
 from .secrets import token_secret
@@ -35,6 +35,7 @@ class PreparedCampaign:
         *,
         inline_css: bool = True,
         recipients: list[Recipient] | None = None,
+        create_secret: bool = True,
     ) -> None:
         self.ws = ws
         self.file = cf
@@ -49,7 +50,10 @@ class PreparedCampaign:
             )
         )
         self.secret = token_secret(
-            ws.root, settings.tracking.secret_env, settings.tracking.secret_file
+            ws.root,
+            settings.tracking.secret_env,
+            settings.tracking.secret_file,
+            create=create_secret,
         )
         self.renderer = Renderer(
             settings,
@@ -103,6 +107,8 @@ class PreparedCampaign:
 
 def naming_recipient(exc: OutreachError, campaign_id: str, email: str) -> OutreachError:
     """The same error, its message naming the campaign and the recipient it happened for."""
+    if isinstance(exc, ValidationFailed):  # carries its own problems; nothing to add
+        return exc
     error = type(exc).__new__(type(exc))
     OutreachError.__init__(
         error,
@@ -140,7 +146,7 @@ def render_problems(
 ) -> tuple[int, list[Problem]]:
     """Render and compose every recipient; group identical errors, naming recipients."""
     try:
-        prepared = PreparedCampaign(ws, cf)
+        prepared = PreparedCampaign(ws, cf, create_secret=False)
     except OutreachError as exc:
         return 0, [Problem(exc.message, exc.location, exc.hint)]
     groups: dict[tuple[str, str], list[str]] = {}

@@ -65,7 +65,7 @@ def write_preview(
 ) -> PreviewResult:
     """Render into a staging folder and move it into ``out`` only when every message
     rendered: an error leaves ``out`` as it was (nothing half-written)."""
-    prepared = PreparedCampaign(ws, ws.campaign(campaign_id))
+    prepared = PreparedCampaign(ws, ws.campaign(campaign_id), create_secret=False)
     stage = Path(tempfile.mkdtemp(prefix="outreach-preview-"))
     try:
         count = _write(prepared, stage, sample)

@@ -11,9 +11,12 @@ from pathlib import Path
 from .errors import ConfigError
 
 DEFAULT_SECRET_FILE = ".outreach/secret"
+_EPHEMERAL = _secrets.token_urlsafe(32).encode()
 
 
-def token_secret(root: Path, secret_env: str, secret_file: str | None) -> bytes:
+def token_secret(
+    root: Path, secret_env: str, secret_file: str | None, *, create: bool = True
+) -> bytes:
     """The HMAC key behind Message-ID tokens.
 
     Order: the named environment variable, the named file, else a random key made once
@@ -35,6 +38,10 @@ def token_secret(root: Path, secret_env: str, secret_file: str | None) -> bytes:
             f"tracking.secret_file {secret_file} does not exist",
             hint=f"create it, or set ${secret_env}",
         )
+    if not create:
+        # check and preview must not write into the workspace: a key for this process only
+        # (their Message-IDs are examples; `send` makes and keeps the real key).
+        return _EPHEMERAL
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -45,6 +45,11 @@ class TransportSettings(StrictModel):
     timeout: float = Field(30.0, gt=0)
     outbox: str = "outbox"
     helo: str | None = None
+    ca_file: str | None = Field(
+        None,
+        description="PEM file of certificates to trust for TLS/STARTTLS instead of the "
+        "system's (a private CA); relative to the workspace",
+    )
 
 
 class Limits(StrictModel):

@@ -14,7 +14,14 @@ from pydantic import ValidationError
 
 from .assign import SegmentIndex
 from .campaign import Campaign, select_audience
-from .errors import ConfigError, Location, Problem, ValidationFailed, WorkspaceNotFound
+from .errors import (
+    ConfigError,
+    Location,
+    Problem,
+    SettingsInvalid,
+    ValidationFailed,
+    WorkspaceNotFound,
+)
 from .people import (
     AddressError,
     Directory,
@@ -144,7 +151,13 @@ def load_settings(root: Path) -> tuple[Settings | None, YamlDoc | None, list[Pro
     try:
         normalise_address(settings.service.email)
     except AddressError as exc:
-        problems.append(Problem(f"invalid service address: {exc}", doc.where(("service", "email"))))
+        problems.append(
+            Problem(
+                f"invalid service address: {exc}",
+                doc.where(("service", "email")),
+                "the faceless sender address, e.g. rds@uni.example",
+            )
+        )
     return settings, doc, problems
 
 
@@ -162,7 +175,7 @@ def load_workspace(
     root = find_root(start, explicit)
     settings, settings_doc, problems = load_settings(root)
     if settings is None:
-        raise ValidationFailed(problems)
+        raise SettingsInvalid(problems)
     directory, more = load_directory(root, settings, check_deliverability)
     problems += more
     campaigns, more = load_campaigns(root, settings)

@@ -167,8 +167,8 @@ class Reported:
 def problems(run: Run) -> list[Reported]:
     """The problems the CLI printed, in the human format::
 
-        FILE:LINE:COL field `FIELD`: error: MESSAGE
-            hint: HINT
+    FILE:LINE:COL field `FIELD`: error: MESSAGE
+        hint: HINT
     """
     found: list[Reported] = []
     for raw in ANSI.sub("", run.output).splitlines():

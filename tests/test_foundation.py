@@ -15,6 +15,8 @@ import yaml
 
 try:
     from foundation_helpers import (
+        REPO,
+        Run,
         append_line,
         assert_no_traceback,
         copy_example,
@@ -26,9 +28,10 @@ try:
         run_process,
         snapshot,
     )
-    from foundation_helpers import REPO, Run
 except ImportError:  # tests/ made a package
     from tests.foundation_helpers import (
+        REPO,
+        Run,
         append_line,
         assert_no_traceback,
         copy_example,
@@ -40,7 +43,6 @@ except ImportError:  # tests/ made a package
         run_process,
         snapshot,
     )
-    from tests.foundation_helpers import REPO, Run
 
 CSV = "people/researchers.csv"
 LIAISONS = "people/liaisons.yaml"
@@ -217,7 +219,7 @@ def test_python_tag_is_refused(ws: Path, file: str) -> None:
     marker = ws / "PWNED"
     tag = f'!!python/object/apply:os.system ["touch {marker}"]'
     if file == LIAISONS:
-        line = edit(ws / file, "  phone: \"+358 29 123 4501\"", f"  phone: {tag}")
+        line = edit(ws / file, '  phone: "+358 29 123 4501"', f"  phone: {tag}")
     else:
         line = append_line(ws / file, f"extra: {tag}")
     run = check(ws)
@@ -293,7 +295,14 @@ def test_misspelt_key_in_settings(ws: Path) -> None:
 @pytest.mark.parametrize(
     ("file", "old", "new", "field", "contains", "hint"),
     [
-        (SPLIT, "service_share: 0.5", "service_share: half", "split.service_share", "number", "0.5"),
+        (
+            SPLIT,
+            "service_share: 0.5",
+            "service_share: half",
+            "split.service_share",
+            "number",
+            "0.5",
+        ),
         (RDM, "cc_expert: false", "cc_expert: maybe", "introduce.cc_expert", "boolean", "true"),
         (LIAISONS, "    - {faculty: Medicine}", "    - Medicine", "[0].segments[0]", "", "mapping"),
         (RDM, "sender: liaison", "sender: liason", "sender", "'split'", "did you mean `liaison`"),
@@ -318,12 +327,6 @@ def test_wrong_type_in_settings(ws: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workspace.load_workspace raises ValidationFailed (exit 1) for an unusable "
-    "outreach.yaml; it should raise errors.SettingsInvalid (exit 2, a configuration error). "
-    "Remove this marker once it does.",
-)
 @pytest.mark.parametrize(
     ("old", "new"),
     [
@@ -360,17 +363,7 @@ def test_duplicate_researcher_address_case_insensitive(ws: Path) -> None:
         (CSV, "ahmed.white@uni.example,", "ahmed white@uni.example,", "email"),
         (LIAISONS, "aino.virtanen@uni.example", "aino.virtanen@@uni.example", "[0].email"),
         (EXPERTS, "mikko.laaksonen@uni.example", "mikko.laaksonen@", "[0].email"),
-        pytest.param(
-            SETTINGS,
-            "email: rds@uni.example",
-            "email: rds-at-uni.example",
-            "service.email",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="workspace.load_settings reports an invalid service address without a "
-                "hint; remove this marker once it has one",
-            ),
-        ),
+        (SETTINGS, "email: rds@uni.example", "email: rds-at-uni.example", "service.email"),
     ],
 )
 def test_invalid_address(ws: Path, file: str, old: str, new: str, field: str) -> None:
@@ -409,7 +402,9 @@ def test_liaison_with_empty_segment_list(ws: Path) -> None:
 
 @pytest.mark.parametrize("claim", ["{faculty: Medicine}", "{faculty: medicine}"])
 def test_two_liaisons_claim_one_segment(ws: Path, claim: str) -> None:
-    edit(ws / LIAISONS, "    - {faculty: Science}\n", f"    - {{faculty: Science}}\n    - {claim}\n")
+    edit(
+        ws / LIAISONS, "    - {faculty: Science}\n", f"    - {{faculty: Science}}\n    - {claim}\n"
+    )
     run = check(ws)
     assert run.code == 1, run
     p = find_problem(run, contains="is claimed by", file=LIAISONS, hint="one familiar face")
@@ -478,14 +473,6 @@ def test_csv_with_markup_like_column_name(ws: Path) -> None:
     find_problem(run, contains="unknown column `[/x]`", file=CSV, line=1, severity="warning")
 
 
-# The markup test fails today: cli.print_problems passes messages to rich with markup=True.
-test_csv_with_markup_like_column_name = pytest.mark.xfail(
-    strict=True,
-    reason="cli.py prints problem text as rich markup: escape message, location and hint "
-    "(rich.markup.escape) in print_problems and the error handlers; remove this marker then",
-)(test_csv_with_markup_like_column_name)
-
-
 def test_expert_that_does_not_exist(ws: Path) -> None:
     line = edit(ws / RDM, "expert: mikko", "expert: mikkko")
     run = check(ws)
@@ -531,7 +518,11 @@ def test_all_problems_reported_in_one_run(ws: Path) -> None:
     bad_row = append_line(ws / CSV, "not-an-address,Nobody,Nobody,Medicine,,,en,")
     subjekt = edit(ws / RDM, "subject:", "subjekt:")
     template = edit(ws / SPLIT, "template: newsletter", "template: nosuch")
-    edit(ws / LIAISONS, "    - {faculty: Science}\n", "    - {faculty: Science}\n    - {faculty: Medicine}\n")
+    edit(
+        ws / LIAISONS,
+        "    - {faculty: Science}\n",
+        "    - {faculty: Science}\n    - {faculty: Medicine}\n",
+    )
     liaison_addr = edit(ws / LIAISONS, "lars.ekstrom@uni.example", "lars.ekstrom@")
     run = check(ws)
     assert run.code == 1, run

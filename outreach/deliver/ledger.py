@@ -11,7 +11,7 @@ several workers share the campaign by claiming rows with FOR UPDATE SKIP LOCKED.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -170,16 +170,18 @@ class Ledger:
             f"campaign `{campaign_id}` is being sent by {holder.owner if holder else 'another run'}"
             f" (lock held until {holder.expires_at if holder else '?'})",
             hint="wait for it to finish; nothing is sent twice. A crashed sender's lock "
-            "expires by itself within two minutes",
+            f"expires by itself within {ttl:g} seconds",
         )
 
-    def renew_lock(self, campaign_id: str, owner: str, ttl: float = 120.0) -> None:
+    def renew_lock(self, campaign_id: str, owner: str, ttl: float = 120.0) -> bool:
+        """Extend our lock; False when it is no longer ours (expired and taken over)."""
         with self.engine.begin() as conn:
-            conn.execute(
+            renewed = conn.execute(
                 update(campaign_locks)
                 .where(campaign_locks.c.campaign_id == campaign_id, campaign_locks.c.owner == owner)
                 .values(expires_at=utcnow() + timedelta(seconds=ttl))
-            )
+            ).rowcount
+            return bool(renewed)
 
     def release_lock(self, campaign_id: str, owner: str) -> None:
         with self.engine.begin() as conn:
@@ -303,8 +305,14 @@ class Ledger:
         resend_uncertain: bool = False,
         lease_seconds: float = 120.0,
         now: datetime | None = None,
+        sender_id: str | None = None,
+        exclude: Collection[int] = (),
     ) -> list[Work]:
-        """Claim up to ``limit`` due rows for ``worker`` (SKIP LOCKED where supported)."""
+        """Claim up to ``limit`` due rows for ``worker`` (SKIP LOCKED where supported).
+
+        ``sender_id`` claims one sender's rows only (so every sender's queue stays stocked and
+        senders interleave); ``exclude`` leaves out rows this run has given up on.
+        """
         now = now or utcnow()
         states = [PLANNED, DEFERRED] + ([UNCERTAIN] if resend_uncertain else [])
         due = and_(
@@ -312,6 +320,10 @@ class Ledger:
             ledger.c.status.in_(states),
             or_(ledger.c.next_attempt_at.is_(None), ledger.c.next_attempt_at <= now),
         )
+        if sender_id is not None:
+            due = and_(due, ledger.c.sender_id == sender_id)
+        if exclude:
+            due = and_(due, ledger.c.id.notin_(list(exclude)))
         query = select(ledger.c.id).where(due).order_by(ledger.c.id).limit(limit)
         if self.store.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -341,14 +353,16 @@ class Ledger:
             )
             return [Work(r.id, r.email, r.sender_id, r.attempts, r.status) for r in rows]
 
-    def next_due(self, campaign_id: str) -> datetime | None:
+    def next_due(self, campaign_id: str, exclude: Collection[int] = ()) -> datetime | None:
+        """When the earliest deferred row (not in ``exclude``) may be retried."""
+        query = select(func.min(ledger.c.next_attempt_at)).where(
+            ledger.c.campaign_id == campaign_id, ledger.c.status == DEFERRED
+        )
+        if exclude:
+            query = query.where(ledger.c.id.notin_(list(exclude)))
         with self.engine.connect() as conn:
-            value: datetime | None = conn.execute(
-                select(func.min(ledger.c.next_attempt_at)).where(
-                    ledger.c.campaign_id == campaign_id, ledger.c.status == DEFERRED
-                )
-            ).scalar_one()
-            return value
+            value: datetime | None = conn.execute(query).scalar_one()
+            return None if value is None else _aware(value)
 
     def renew_claims(self, worker: str, lease_seconds: float = 120.0) -> None:
         with self.engine.begin() as conn:
@@ -364,8 +378,18 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(update(ledger).where(ledger.c.id == row_id).values(**values))
 
-    def mark_sending(self, row_id: int, message_id: str) -> None:
-        self._set(row_id, status=SENDING, message_id=message_id)
+    def mark_sending(self, row_id: int, message_id: str, worker: str | None = None) -> bool:
+        """Commit `sending` right before DATA. With ``worker``, only while the row is still
+        this worker's claim: False means another run took it over (a lost lock), and the
+        message must not go out."""
+        query = update(ledger).where(ledger.c.id == row_id)
+        if worker is not None:
+            query = query.where(ledger.c.claimed_by == worker, ledger.c.status == CLAIMED)
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                query.values(status=SENDING, message_id=message_id, updated_at=utcnow())
+            ).rowcount
+        return bool(done)
 
     def mark_sent(self, row_id: int, reply: str, message_id: str) -> None:
         now = utcnow()
@@ -402,9 +426,23 @@ class Ledger:
     def mark_skipped(self, row_id: int, reason: str) -> None:
         self._set(row_id, status=SKIPPED, reason=reason, claimed_by=None, lease_until=None)
 
-    def release(self, row_id: int) -> None:
-        """Hand a claimed row back untouched (nothing reached the server)."""
-        self._set(row_id, status=PLANNED, claimed_by=None, lease_until=None)
+    def release(self, row_id: int, worker: str | None = None) -> bool:
+        """Hand a claimed row back untouched (nothing reached the server).
+
+        Only a `claimed` row is handed back: a row already `sending` may be on the server.
+        """
+        query = update(ledger).where(ledger.c.id == row_id, ledger.c.status == CLAIMED)
+        if worker is not None:
+            query = query.where(ledger.c.claimed_by == worker)
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                query.values(status=PLANNED, claimed_by=None, lease_until=None, updated_at=utcnow())
+            ).rowcount
+        return bool(done)
+
+    def reassign(self, row_id: int, sender_id: str, liaison_id: str | None) -> None:
+        """The recipient's sender changed since planning (liaisons.yaml edited): record it."""
+        self._set(row_id, sender_id=sender_id, liaison_id=liaison_id)
 
     # -- quotas across processes ----------------------------------------------------------
     def sent_since(self, sender_ids: Iterable[str], since: datetime) -> dict[str, list[datetime]]:

@@ -7,6 +7,7 @@ quotas too — the mailmerge lesson.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from ..errors import ConfigError, Problem, TransportError, ValidationFailed
+from ..errors import CampaignLocked, ConfigError, Problem, ValidationFailed
 from ..experiment import SERVICE
 from ..mailing import PreparedCampaign
 from ..plan import Recipient, plan_recipients
@@ -104,7 +105,7 @@ def make_transport(ws: Workspace, kind: str) -> Transport:
     if kind == "dry-run":
         return DryRunTransport()
     if kind == "smtp":
-        return SmtpTransport(ws.settings.transport)
+        return SmtpTransport(ws.settings.transport, ws.root)
     raise ConfigError(f"unknown transport `{kind}`", hint="use outbox, smtp or dry-run")
 
 
@@ -190,16 +191,34 @@ def send_campaign(
         rows = planned_rows(recipients, ledger.suppressed())
         summary.planned_new = ledger.plan(campaign.id, rows)
         summary.recovered, summary.made_uncertain = ledger.recover(campaign.id)
-        pending = Counter(r.sender_id for r in rows if not r.skip_reason)
+        # What this run will try: the ledger's unsent rows (not the whole audience).
+        todo = ("planned", "deferred") + (("uncertain",) if options.resend_uncertain else ())
+        pending = Counter(
+            {r["sender_id"]: sum(int(r[k] or 0) for k in todo) for r in ledger.status(campaign.id)}
+        )
+        pending = +pending  # drop senders with nothing to do
         summary.preflight = {"sender": pending}
-        if confirm is not None and not confirm(summary):
+        if pending and confirm is not None and not confirm(summary):
             summary.aborted = "not confirmed"
             return summary
+        ledger.renew_lock(campaign.id, owner, options.lease_seconds)
         start = time.monotonic()
         try:
-            asyncio.run(
-                _send_loop(ws, cf, recipients, ledger, transport, owner, options, summary, progress)
-            )
+            if pending:  # a rerun with nothing left does not even connect
+                asyncio.run(
+                    _send_loop(
+                        ws,
+                        cf,
+                        recipients,
+                        ledger,
+                        transport,
+                        owner,
+                        options,
+                        summary,
+                        progress,
+                        dict(pending),
+                    )
+                )
         finally:
             summary.elapsed = time.monotonic() - start
             if isinstance(transport, SmtpTransport):
@@ -234,7 +253,12 @@ def _dry_run(
 
 
 def _backoff(options: SendOptions, attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` tries in this run: base, 2·base, 4·base…"""
     return float(min(options.backoff_cap, options.backoff_base * (2 ** max(0, attempts - 1))))
+
+
+class _ClaimLost(Exception):
+    """Our claim on a row was taken over (our lock expired): the message must not go out."""
 
 
 async def _send_loop(
@@ -247,6 +271,7 @@ async def _send_loop(
     options: SendOptions,
     summary: SendSummary,
     progress: Progress,
+    pending: dict[str, int],
 ) -> None:
     campaign = cf.campaign
     by_email = {r.email: r for r in recipients}
@@ -266,147 +291,224 @@ async def _send_loop(
             credentials[sender_id] = c
         return c
 
+    total = sum(pending.values())
+    if options.limit is not None:
+        total = min(total, options.limit)
     await transport.open()
+    heartbeat: asyncio.Task[None] | None = None
     try:
         if isinstance(transport, SmtpTransport):
-            # Fail on a wrong host, port, TLS or password before anything is claimed.
-            for key_sender in {r.sender_id for r in recipients}:
-                c = creds(key_sender)
-                if c.key == "default" and any(
-                    x.key == "default" for x in credentials.values() if x is not c
-                ):
-                    continue
-                await transport.check(c)
+            # Fail on a wrong host, port, TLS or password before anything is claimed:
+            # once per set of credentials (the shared login, or each liaison's own).
+            checked: set[str] = set()
+            for sender in sorted(pending):
+                c = creds(sender)
+                if c.key not in checked:
+                    checked.add(c.key)
+                    await transport.check(c)
         throttled = transport.throttled and not options.ignore_quotas
         sched = QuotaScheduler(
             settings.limits.per_sender_per_minute, settings.limits.per_sender_per_day
         )
         if throttled:
+            # Sends of earlier runs and other campaigns count against each mailbox's quota.
             wall_now = time.time()
-            senders = {r.sender_id for r in recipients}
-            history = ledger.sent_since(senders, utcnow() - timedelta(days=1))
+            history = ledger.sent_since(pending, utcnow() - timedelta(days=1))
             mono_now = time.monotonic()
             for sender, times in history.items():
                 sched.preload(sender, [mono_now - (wall_now - t.timestamp()) for t in times])
-        queues: dict[str, deque[Work]] = {}
+        senders = sorted(pending)
+        queues: dict[str, deque[Work]] = {s: deque() for s in senders}
+        exhausted: dict[str, bool] = {s: False for s in senders}
+        per_sender_batch = max(10, options.batch // max(1, len(senders)))
+        tries: Counter[int] = Counter()  # attempts of each row in this run
+        parked: set[int] = set()  # rows deferred max_attempts times in this run: left for later
         total_claimed = 0
         started = time.monotonic()
-        last_renew = started
+        last_refresh = started
         semaphore = asyncio.Semaphore(
             settings.transport.connections if isinstance(transport, SmtpTransport) else 1
         )
         inflight: set[asyncio.Task[None]] = set()
         fatal: list[BaseException] = []
+        wake = asyncio.Event()
         budget_end = started + options.retry_budget
-        exhausted = False
-        progress_started = False
+
+        async def keep_lock() -> None:
+            """Renew the campaign lock and our claims while the run lasts."""
+            while True:
+                await asyncio.sleep(options.lease_seconds / 4)
+                if not ledger.renew_lock(campaign.id, owner, options.lease_seconds):
+                    fatal.append(
+                        CampaignLocked(
+                            f"lost the lock on campaign `{campaign.id}`: another run took it "
+                            "over; stopping (nothing is sent twice)",
+                            hint="keep one `outreach send` per campaign at a time",
+                        )
+                    )
+                    wake.set()
+                    return
+                ledger.renew_claims(owner, options.lease_seconds)
+
+        heartbeat = asyncio.create_task(keep_lock())
+
+        def record(work: Work, recipient: Recipient, status: str) -> None:
+            summary.outcomes[status] += 1
+            summary.per_sender.setdefault(work.sender_id, Counter())[status] += 1
+            if status == SENT:
+                summary.per_arm[recipient.arm] += 1
+            progress.advance(work.sender_id, status)
 
         async def send_one(work: Work, recipient: Recipient) -> None:
+            on_wire = False
             try:
                 message = prepared.message(recipient)
 
                 def before_data() -> None:
-                    ledger.mark_sending(work.id, message.composed.message_id)
+                    nonlocal on_wire
+                    if not ledger.mark_sending(work.id, message.composed.message_id, owner):
+                        raise _ClaimLost()
+                    on_wire = True
 
                 outcome = await transport.deliver(
                     message.composed, creds(work.sender_id), before_data
                 )
-                if outcome.status == SENT:
-                    ledger.mark_sent(work.id, outcome.reply, message.composed.message_id)
-                elif outcome.status == DEFERRED:
-                    attempts = work.attempts
-                    retry_at = utcnow() + timedelta(seconds=_backoff(options, attempts))
-                    ledger.mark_deferred(work.id, outcome.reply, retry_at)
-                elif outcome.status == FAILED:
-                    ledger.mark_failed(work.id, outcome.reply)
-                elif outcome.status == UNCERTAIN:
-                    ledger.mark_uncertain(work.id, outcome.reply)
-                else:  # RETRY: never reached the server; hand back for a later attempt
-                    ledger.mark_deferred(
-                        work.id, outcome.reply, utcnow() + timedelta(seconds=options.backoff_base)
-                    )
-                status = outcome.status if outcome.status != RETRY else DEFERRED
-                summary.outcomes[status] += 1
-                summary.per_sender.setdefault(work.sender_id, Counter())[status] += 1
+                status = outcome.status
                 if status == SENT:
-                    summary.per_arm[recipient.arm] += 1
-                progress.advance(work.sender_id, status)
-            except TransportError as exc:
-                ledger.release(work.id)
-                fatal.append(exc)
+                    ledger.mark_sent(work.id, outcome.reply, message.composed.message_id)
+                elif status in (DEFERRED, RETRY):
+                    # 4xx, or the connection was lost before DATA: try again after a backoff.
+                    retry_at = utcnow() + timedelta(seconds=_backoff(options, tries[work.id]))
+                    ledger.mark_deferred(work.id, outcome.reply, retry_at)
+                    if tries[work.id] >= options.max_attempts:
+                        parked.add(work.id)
+                    status = DEFERRED
+                elif status == FAILED:
+                    ledger.mark_failed(work.id, outcome.reply)
+                else:
+                    ledger.mark_uncertain(work.id, outcome.reply)
+                record(work, recipient, status)
+            except _ClaimLost:
+                fatal.append(
+                    CampaignLocked(
+                        f"campaign `{campaign.id}`: another run took over this run's rows "
+                        "(its lock had expired); stopping, nothing is sent twice",
+                        hint="keep one `outreach send` per campaign at a time",
+                    )
+                )
             except BaseException as exc:
-                ledger.release(work.id) if not isinstance(exc, asyncio.CancelledError) else None
+                # Nothing on the wire yet: hand the row back. On the wire: its fate is unknown.
+                if not isinstance(exc, asyncio.CancelledError):
+                    if on_wire:
+                        ledger.mark_uncertain(work.id, f"{type(exc).__name__}: {exc}")
+                        record(work, recipient, UNCERTAIN)
+                    else:
+                        ledger.release(work.id, owner)
                 fatal.append(exc)
-                raise
+                if not isinstance(exc, Exception):
+                    raise
             finally:
                 semaphore.release()
+                wake.set()
 
-        while not fatal:
-            now = time.monotonic()
-            if now - last_renew > options.lease_seconds / 4:
-                ledger.renew_lock(campaign.id, owner, options.lease_seconds)
-                ledger.renew_claims(owner, options.lease_seconds)
-                last_renew = now
-            queued = sum(len(q) for q in queues.values())
-            room = None if options.limit is None else options.limit - total_claimed
-            if queued < options.batch // 2 and not exhausted and (room is None or room > 0):
-                claim_n = options.batch if room is None else min(options.batch, room)
+        def refill(room: int | None) -> int:
+            """Keep each sender's queue stocked, so every sender can send as its quota frees."""
+            claimed_now = 0
+            for sender in senders:
+                if room is not None and room - claimed_now <= 0:
+                    break
+                q = queues[sender]
+                if exhausted[sender] or len(q) >= per_sender_batch // 2:
+                    continue
+                n = per_sender_batch - len(q)
+                if room is not None:
+                    n = min(n, room - claimed_now)
                 claimed = ledger.claim(
                     campaign.id,
                     owner,
-                    claim_n,
+                    n,
                     resend_uncertain=options.resend_uncertain,
                     lease_seconds=options.lease_seconds,
+                    sender_id=sender,
+                    exclude=parked,
                 )
+                if len(claimed) < n:
+                    exhausted[sender] = True
+                claimed_now += len(claimed)
                 for work in claimed:
-                    if work.email not in by_email:
-                        # No longer in the audience (moved, opted out by tag): skip, record why.
+                    recipient = by_email.get(work.email)
+                    if recipient is None:
+                        # No longer in the audience (moved, opted out by tag): skip, say why.
                         ledger.mark_skipped(work.id, "no longer in the campaign's audience")
                         summary.outcomes["skipped"] += 1
                         continue
-                    if work.sender_id != by_email[work.email].sender_id:
-                        work = Work(work.id, work.email, work.sender_id, work.attempts, work.status)
-                    queues.setdefault(work.sender_id, deque()).append(work)
-                total_claimed += len(claimed)
-                if not claimed:
-                    exhausted = True
-                elif not progress_started:
-                    pass
-                queued = sum(len(q) for q in queues.values())
-            if not progress_started:
-                progress.start(queued, {s: len(q) for s, q in queues.items()})
-                progress_started = True
+                    if work.sender_id != recipient.sender_id:
+                        # Reassigned since planning (liaisons.yaml edited): the ledger follows.
+                        ledger.reassign(
+                            work.id,
+                            recipient.sender_id,
+                            recipient.liaison.id if recipient.liaison else None,
+                        )
+                        work = Work(
+                            work.id, work.email, recipient.sender_id, work.attempts, work.status
+                        )
+                        if work.sender_id not in queues:
+                            senders.append(work.sender_id)
+                            queues[work.sender_id] = deque()
+                            exhausted[work.sender_id] = True
+                    queues[work.sender_id].append(work)
+            return claimed_now
+
+        progress.start(total, {s: n for s, n in pending.items() if n})
+        while not fatal:
+            now = time.monotonic()
+            if now - last_refresh >= 1.0:
+                # Deferred rows fall due again: let every sender look for work once a second.
+                for sender in senders:
+                    exhausted[sender] = False
+                last_refresh = now
+            room = None if options.limit is None else options.limit - total_claimed
+            total_claimed += refill(room)
+            queued = sum(len(q) for q in queues.values())
             if queued == 0:
                 if inflight:
-                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-                    inflight = {t for t in inflight if not t.done()}
-                    exhausted = False
+                    wake.clear()
+                    await wake.wait()
+                    for sender in senders:
+                        exhausted[sender] = False
                     continue
-                due = ledger.next_due(campaign.id)
-                if due is None or (room is not None and room <= 0):
+                if room is not None and room <= 0:
                     break
-                wait = (due.replace(tzinfo=due.tzinfo or UTC) - utcnow()).total_seconds()
+                due = ledger.next_due(campaign.id, exclude=parked)
+                if due is None:
+                    if all(exhausted.values()):
+                        break
+                    continue
+                wait = (due - utcnow()).total_seconds()
                 if time.monotonic() + max(0.0, wait) > budget_end:
                     break
-                await asyncio.sleep(max(0.05, min(wait, 5.0)))
-                exhausted = False
+                await asyncio.sleep(max(0.02, min(wait, 1.0)))
+                for sender in senders:
+                    exhausted[sender] = False
                 continue
-            # Pick the sender whose quota frees soonest: interleaves senders.
-            best_sender, best_time = None, float("inf")
-            for sender, q in queues.items():
-                if q:
+            # The sender whose quota frees soonest goes next: senders interleave.
+            best_sender, best_time = "", float("inf")
+            for sender in senders:
+                if queues[sender]:
                     t = sched.next_free(sender, now) if throttled else now
                     if t < best_time:
                         best_sender, best_time = sender, t
-            assert best_sender is not None
             if best_time > now:
-                await asyncio.sleep(min(best_time - now, 1.0))
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), min(best_time - now, 1.0))
                 continue
             await semaphore.acquire()
             if fatal:
                 semaphore.release()
                 break
             work = queues[best_sender].popleft()
+            tries[work.id] += 1
             if throttled:
                 sched.record(best_sender, time.monotonic())
             task = asyncio.create_task(send_one(work, by_email[work.email]))
@@ -417,14 +519,16 @@ async def _send_loop(
         # Anything still queued locally goes back to `planned` for the next run.
         for q in queues.values():
             for work in q:
-                ledger.release(work.id)
+                ledger.release(work.id, owner)
         if fatal:
             exc = fatal[0]
             summary.aborted = str(exc)
-            if isinstance(exc, TransportError):
-                raise exc
             raise exc
     finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         await transport.close()
         progress.finish()
 

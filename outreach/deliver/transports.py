@@ -122,14 +122,27 @@ class SmtpTransport:
     name = "smtp"
     throttled = True
 
-    def __init__(self, settings: TransportSettings) -> None:
+    def __init__(self, settings: TransportSettings, root: Path | None = None) -> None:
         self.settings = settings
+        self.root = root  # the workspace: a relative transport.ca_file is found there
         self.pools: dict[str, asyncio.Queue[aiosmtplib.SMTP | None]] = {}
         self.opened = 0  # sessions opened, for the summary (reuse is the point)
         self._all: list[aiosmtplib.SMTP] = []
 
     def _tls_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context()
+        ca_file = self.settings.ca_file
+        if not ca_file:
+            return ssl.create_default_context()
+        path = Path(ca_file).expanduser()
+        if not path.is_absolute() and self.root is not None:
+            path = self.root / path
+        try:
+            return ssl.create_default_context(cafile=str(path))
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(
+                f"cannot read transport.ca_file {ca_file}: {exc}",
+                hint="give the path of a PEM file with the certificate(s) to trust",
+            ) from None
 
     async def _connect(self, creds: Credentials) -> aiosmtplib.SMTP:
         s = self.settings
@@ -145,10 +158,23 @@ class SmtpTransport:
         where = f"{s.host}:{s.port}"
         try:
             await client.connect()
-        except aiosmtplib.SMTPConnectError as exc:
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            if 400 <= exc.code < 500:  # "421 busy": the server is there, try again later
+                raise _Busy(_reply(exc)) from None
             raise TransportError(
-                f"cannot connect to the SMTP server {where}: {exc}",
-                hint="check transport.host, port and security in outreach.yaml",
+                f"the SMTP server {where} refused the connection: {_reply(exc)}",
+                hint="check transport.host and port in outreach.yaml",
+            ) from None
+        except aiosmtplib.SMTPConnectError as exc:
+            text = str(exc)
+            hint = "check transport.host, port and security in outreach.yaml"
+            if "SSL" in text or "TLS" in text or isinstance(exc.__cause__, ssl.SSLError):
+                hint = (
+                    "TLS failed: with `security: tls` the port must speak TLS at once (465); "
+                    "use `security: starttls` for 587 or `none` for a plain relay"
+                )
+            raise TransportError(
+                f"cannot connect to the SMTP server {where}: {text}", hint=hint
             ) from None
         except (ssl.SSLError, aiosmtplib.SMTPException, OSError) as exc:
             text = str(exc) or type(exc).__name__
@@ -198,12 +224,18 @@ class SmtpTransport:
         return None
 
     async def check(self, creds: Credentials) -> None:
-        """Connect and authenticate once before anything is marked: fail early and clearly."""
+        """Connect and authenticate once before anything is marked: fail early and clearly.
+
+        A server that answers "421 busy" is there and speaks SMTP: not a configuration
+        error, so the check passes and the messages are deferred and retried instead.
+        """
         pool = self._pool(creds.key)
         slot = await pool.get()
         try:
             if slot is None:
                 slot = await self._connect(creds)
+        except _Busy:
+            pass
         finally:
             pool.put_nowait(slot)
 
@@ -215,7 +247,11 @@ class SmtpTransport:
         try:
             for attempt in range(2):
                 if client is None or not client.is_connected:
-                    client = await self._connect(credentials)
+                    try:
+                        client = await self._connect(credentials)
+                    except _Busy as exc:
+                        client = None
+                        return Outcome(RETRY, f"server busy: {exc}")
                 try:
                     return await self._transaction(client, message, before_data)
                 except _Reconnect:
@@ -231,7 +267,19 @@ class SmtpTransport:
         self, client: aiosmtplib.SMTP, message: Composed, before_data: Callable[[], None]
     ) -> Outcome:
         try:
-            await client.mail(message.mail_from)
+            try:
+                await client.mail(message.mail_from)
+            except aiosmtplib.SMTPSenderRefused as exc:
+                if exc.code >= 500 or exc.code == 530:
+                    # Every message from this sender would fail alike: a set-up problem
+                    # (AUTH needed, SendAs rights missing), not this recipient's fate.
+                    await _rset(client)
+                    raise TransportError(
+                        f"the SMTP server refuses mail from {message.mail_from}: {_reply(exc)}",
+                        hint="check transport.username / password_env (AUTH required?) and "
+                        "that the login may send as this address (SendAs rights)",
+                    ) from None
+                raise
             accepted = 0
             last_refusal: aiosmtplib.SMTPResponseException | None = None
             for rcpt in message.recipients:
@@ -239,6 +287,12 @@ class SmtpTransport:
                     await client.rcpt(rcpt)
                     accepted += 1
                 except aiosmtplib.SMTPRecipientRefused as exc:
+                    if exc.code == 530:
+                        await _rset(client)
+                        raise TransportError(
+                            f"the SMTP server requires AUTH: {_reply(exc)}",
+                            hint="set transport.username and password_env in outreach.yaml",
+                        ) from None
                     if rcpt == message.recipients[0]:
                         last_refusal = exc
                         break
@@ -255,7 +309,11 @@ class SmtpTransport:
                 raise _Reconnect() from None
             await _rset(client)
             return _classify(exc)
-        before_data()
+        try:
+            before_data()
+        except BaseException:
+            await _rset(client)  # leave the pooled session clean; nothing was sent
+            raise
         try:
             response = await client.data(message.data)
         except aiosmtplib.SMTPDataError as exc:
@@ -283,6 +341,10 @@ class SmtpTransport:
 
 class _Reconnect(Exception):
     pass
+
+
+class _Busy(Exception):
+    """The server greeted with 4xx (busy): transient, the message is deferred."""
 
 
 def _classify(exc: aiosmtplib.SMTPResponseException) -> Outcome:

@@ -1,0 +1,297 @@
+"""Report formats: terminal table (rich), CSV, JSON, and one self-contained HTML file
+whose charts are inline SVG drawn with matplotlib (no network requests, no scripts)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+SECTIONS = (
+    ("arms", "Per arm"),
+    ("liaisons", "Per liaison"),
+    ("faculties", "Per faculty"),
+    ("departments", "Per department"),
+    ("languages", "Per language"),
+    ("campaigns", "Per campaign"),
+    ("experiments", "Per experiment"),
+    ("years", "Per year and arm"),
+)
+COLUMNS = (
+    "sent",
+    "delivered",
+    "replied",
+    "rate",
+    "ci95",
+    "bounce_hard",
+    "auto_reply",
+    "unsubscribe",
+)
+
+
+def pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _rows(report: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    if key == "arms":
+        return [{"id": arm, **figures} for arm, figures in report["arms"].items()]
+    return list(report[key])
+
+
+def _label(row: dict[str, Any]) -> str:
+    label = str(row.get("id", row.get("year", "")) or "-")
+    if "arm" in row and row.get("arm"):
+        label += f" / {row['arm']}"
+    return label
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, ensure_ascii=False, indent=2)
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "section",
+            "key",
+            "arm",
+            *[c for c in COLUMNS if c != "ci95"],
+            "ci95_low",
+            "ci95_high",
+            "median_hours_to_reply",
+        ]
+    )
+    for key, _title in SECTIONS:
+        for row in _rows(report, key):
+            writer.writerow(
+                [
+                    key,
+                    row.get("id", row.get("year")),
+                    row.get("arm", ""),
+                    *[row.get(c) for c in COLUMNS if c != "ci95"],
+                    row["ci95"][0],
+                    row["ci95"][1],
+                    row.get("median_hours_to_reply"),
+                ]
+            )
+    d = report["difference"]
+    writer.writerow(
+        [
+            "difference",
+            "liaison-service",
+            "",
+            "",
+            "",
+            "",
+            d["estimate"],
+            "",
+            "",
+            "",
+            d["ci95"][0],
+            d["ci95"][1],
+            "",
+        ]
+    )
+    return out.getvalue()
+
+
+def print_table(report: dict[str, Any], console: Console) -> None:
+    d = report["difference"]
+    console.print(
+        f"[bold]Personal liaison vs service address[/bold] ({d['label']}): "
+        f"difference {d['estimate'] * 100:+.1f} points, 95% CI "
+        f"[{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}], Fisher p = {d['p_value']:.3g}"
+        + (
+            f"; CMH across liaisons p = {d['stratified']['p_value']:.3g}"
+            if d["stratified"]["strata"] > 1
+            else ""
+        ),
+        markup=True,
+    )
+    for key, title in SECTIONS:
+        rows = _rows(report, key)
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        table.add_column("")
+        for c in COLUMNS:
+            table.add_column(c.replace("_", " "), justify="right")
+        for row in rows:
+            table.add_row(
+                _label(row),
+                *[
+                    pct(row[c])
+                    if c == "rate"
+                    else f"{pct(row[c][0])}–{pct(row[c][1])}"
+                    if c == "ci95"
+                    else str(row[c])
+                    for c in COLUMNS
+                ],
+            )
+        console.print(table)
+    if report["familiarity"]:
+        table = Table(
+            title="Familiarity: reply rate by earlier contacts with the same liaison",
+            title_justify="left",
+        )
+        for c in ("earlier contacts", "delivered", "replied", "rate", "95% CI"):
+            table.add_column(c, justify="right")
+        for row in report["familiarity"]:
+            n = f"{row['earlier_contacts']}{'+' if row['capped'] else ''}"
+            table.add_row(
+                n,
+                str(row["delivered"]),
+                str(row["replied"]),
+                pct(row["rate"]),
+                f"{pct(row['ci95'][0])}–{pct(row['ci95'][1])}",
+            )
+        console.print(table)
+    for note in report["notes"]:
+        console.print(f"note: {note}")
+
+
+# -- HTML --------------------------------------------------------------------------------
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _rate_chart(rows: list[dict[str, Any]], title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
+    labels = [_label(r) for r in rows]
+    rates = [r["rate"] * 100 for r in rows]
+    lows = [max(0.0, (r["rate"] - r["ci95"][0]) * 100) for r in rows]
+    highs = [max(0.0, (r["ci95"][1] - r["rate"]) * 100) for r in rows]
+    colours = [
+        "#2f6f4f"
+        if r.get("arm", r.get("id")) == "liaison"
+        else "#c0692b"
+        if r.get("arm", r.get("id")) == "service"
+        else "#3b6ea8"
+        for r in rows
+    ]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(3, len(rows)) + 1))
+    y = list(range(len(rows)))
+    ax.barh(y, rates, xerr=[lows, highs], color=colours, capsize=3, ecolor="#333333")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("reply rate, % of delivered (95% Wilson interval)")
+    ax.set_title(title, loc="left")
+    ax.set_xlim(0, max([100.0 * r["ci95"][1] for r in rows] + [5.0]) * 1.1)
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(fig)
+
+
+def _familiarity_chart(rows: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["earlier_contacts"] for r in rows]
+    ys = [r["rate"] * 100 for r in rows]
+    lo = [r["ci95"][0] * 100 for r in rows]
+    hi = [r["ci95"][1] * 100 for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.fill_between(xs, lo, hi, color="#2f6f4f", alpha=0.2, label="95% interval")
+    ax.plot(xs, ys, marker="o", color="#2f6f4f", label="reply rate")
+    ax.set_xticks(xs, [f"{x}+" if r["capped"] else str(x) for x, r in zip(xs, rows, strict=True)])
+    ax.set_xlabel("earlier contacts with the same liaison (mail and meetings)")
+    ax.set_ylabel("reply rate, %")
+    ax.set_title("Familiarity curve", loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    return _svg(fig)
+
+
+def _html_table(rows: list[dict[str, Any]]) -> str:
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in ("", *COLUMNS))
+    body = []
+    for row in rows:
+        cells = [f"<th scope='row'>{html.escape(_label(row))}</th>"]
+        for c in COLUMNS:
+            if c == "rate":
+                value = pct(row[c])
+            elif c == "ci95":
+                value = f"{pct(row[c][0])}–{pct(row[c][1])}"
+            else:
+                value = str(row[c])
+            cells.append(f"<td>{html.escape(value)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
+    d = report["difference"]
+    arm_rows = _rows(report, "arms")
+    charts = [_rate_chart(arm_rows, "Reply rate per arm")]
+    if report["liaisons_by_arm"]:
+        charts.append(_rate_chart(report["liaisons_by_arm"], "Reply rate per liaison and arm"))
+    if report["familiarity"]:
+        charts.append(_familiarity_chart(report["familiarity"]))
+    sections = []
+    for key, section_title in SECTIONS:
+        rows = _rows(report, key)
+        if rows:
+            sections.append(f"<h2>{html.escape(section_title)}</h2>{_html_table(rows)}")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"])
+    strat = d["stratified"]
+    headline = (
+        "Personal liaison minus service address: "
+        f"<strong>{d['estimate'] * 100:+.1f} points</strong> "
+        f"(95% CI {d['ci95'][0] * 100:+.1f} to {d['ci95'][1] * 100:+.1f}; Fisher exact p = "
+        f"{d['p_value']:.3g}"
+        + (
+            f"; Cochran–Mantel–Haenszel across {strat['strata']} liaisons "
+            f"p = {strat['p_value']:.3g}"
+            if strat["strata"] > 1
+            else ""
+        )
+        + ")."
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, Segoe UI, Arial, sans-serif; margin: 0 auto;
+  max-width: 980px; padding: 24px; color: #1f2933; }}
+h1 {{ font-size: 24px; }} h2 {{ font-size: 18px; margin-top: 28px; }}
+.label {{ display: inline-block; padding: 2px 10px; border-radius: 12px; font-size: 13px;
+  background: {"#cdeccd" if d["randomised"] else "#fde2c4"}; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
+th, td {{ padding: 4px 8px; border-bottom: 1px solid #e4e7eb; text-align: right; }}
+th[scope=row], thead th:first-child {{ text-align: left; }}
+.charts svg {{ max-width: 100%; height: auto; display: block; margin: 12px 0; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p><span class="label">{html.escape(d["label"])}</span></p>
+<p>{headline}</p>
+<ul class="notes">{notes}</ul>
+<div class="charts">{"".join(charts)}</div>
+{"".join(sections)}
+<p style="color:#616e7c;font-size:12px">Reply rate = researchers with at least one reply within
+{report["window_days"]} days ÷ delivered (sent minus hard bounces). Auto-replies and bounces are
+never replies.</p>
+</body></html>
+"""
