@@ -149,12 +149,23 @@ def log_csv(ws: Workspace, store: Store, path: Path, default_kind: str | None = 
     """Columns: email, liaison (optional), date, note (optional), kind (optional)."""
     shown = str(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ValidationFailed([Problem(f"cannot read: {exc.strerror}", Location(shown))]) from None
-    except UnicodeDecodeError:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ValidationFailed(
-            [Problem("not UTF-8", Location(shown), "save the file as CSV UTF-8")]
+            [
+                Problem(
+                    f"not UTF-8: byte 0x{raw[exc.start]:02x} cannot be read "
+                    "(Excel's plain `CSV` saves Windows-1252)",
+                    Location(shown, line, column),
+                    "save the file as `CSV UTF-8`",
+                )
+            ]
         ) from None
     first = text.split("\n", 1)[0]
     delimiter = ";" if first.count(";") > first.count(",") else ","

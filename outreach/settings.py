@@ -71,6 +71,11 @@ class Mailbox(StrictModel):
     password_env: str | None = None
     oauth_token_command: str | None = None
     folders: list[str] = ["INBOX"]
+    ca_file: str | None = Field(
+        None,
+        description="PEM file of certificates to trust for imaps:// instead of the system's "
+        "(a private CA or a self-signed server); relative to the workspace",
+    )
 
 
 class Unsubscribe(StrictModel):

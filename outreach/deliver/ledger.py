@@ -34,6 +34,7 @@ from ..store.schema import (
     arms,
     campaign_locks,
     campaigns,
+    contacts,
     ledger,
     suppressions,
 )
@@ -238,11 +239,14 @@ class Ledger:
                     select(ledger.c.email).where(ledger.c.campaign_id == campaign_id)
                 )
             }
+            todo = [r for r in rows if r.email not in have]
+            prior = _prior_contacts(conn, todo)
             fresh = [
                 {
                     "campaign_id": campaign_id,
                     "email": r.email,
                     "liaison_id": r.liaison_id,
+                    "prior_contacts": prior.get((r.email, r.liaison_id), 0),
                     "sender_id": r.sender_id,
                     "arm": r.arm,
                     "lang": r.lang,
@@ -254,8 +258,7 @@ class Ledger:
                     "created_at": now,
                     "updated_at": now,
                 }
-                for r in rows
-                if r.email not in have
+                for r in todo
             ]
             if fresh:
                 conn.execute(insert(ledger), fresh)
@@ -484,6 +487,34 @@ class Ledger:
                 .order_by(ledger.c.id)
             )
             return [dict(r._mapping) for r in result]
+
+
+def _prior_contacts(conn: Any, rows: Sequence[PlannedRow]) -> dict[tuple[str, str | None], int]:
+    """Earlier personal mail and meetings per (researcher, liaison): familiarity so far."""
+    out: dict[tuple[str, str | None], int] = {}
+    emails = [r.email for r in rows if r.liaison_id]
+    for i in range(0, len(emails), 500):
+        chunk = emails[i : i + 500]
+        mail = conn.execute(
+            select(ledger.c.email, ledger.c.liaison_id, func.count())
+            .where(
+                ledger.c.email.in_(chunk),
+                ledger.c.status == SENT,
+                ledger.c.arm == "liaison",
+            )
+            .group_by(ledger.c.email, ledger.c.liaison_id)
+        )
+        met = conn.execute(
+            select(contacts.c.email, contacts.c.liaison_id, func.count())
+            .where(
+                contacts.c.email.in_(chunk),
+                contacts.c.kind.in_(["meeting", "call", "visit"]),
+            )
+            .group_by(contacts.c.email, contacts.c.liaison_id)
+        )
+        for email, liaison_id, n in (*mail, *met):
+            out[(email, liaison_id)] = out.get((email, liaison_id), 0) + int(n)
+    return out
 
 
 def _aware(value: datetime) -> datetime:

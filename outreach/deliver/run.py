@@ -331,7 +331,6 @@ async def _send_loop(
         )
         inflight: set[asyncio.Task[None]] = set()
         fatal: list[BaseException] = []
-        wake = asyncio.Event()
         budget_end = started + options.retry_budget
 
         async def keep_lock() -> None:
@@ -346,7 +345,6 @@ async def _send_loop(
                             hint="keep one `outreach send` per campaign at a time",
                         )
                     )
-                    wake.set()
                     return
                 ledger.renew_claims(owner, options.lease_seconds)
 
@@ -409,20 +407,21 @@ async def _send_loop(
                     raise
             finally:
                 semaphore.release()
-                wake.set()
 
         def refill(room: int | None) -> int:
             """Keep each sender's queue stocked, so every sender can send as its quota frees."""
             claimed_now = 0
-            for sender in senders:
+            hungry = [
+                s for s in senders if not exhausted[s] and len(queues[s]) < per_sender_batch // 2
+            ]
+            for i, sender in enumerate(hungry):
                 if room is not None and room - claimed_now <= 0:
                     break
                 q = queues[sender]
-                if exhausted[sender] or len(q) >= per_sender_batch // 2:
-                    continue
                 n = per_sender_batch - len(q)
-                if room is not None:
-                    n = min(n, room - claimed_now)
+                if room is not None:  # share what --limit leaves fairly among the senders
+                    left = room - claimed_now
+                    n = min(n, -(-left // (len(hungry) - i)))
                 claimed = ledger.claim(
                     campaign.id,
                     owner,
@@ -472,8 +471,11 @@ async def _send_loop(
             queued = sum(len(q) for q in queues.values())
             if queued == 0:
                 if inflight:
-                    wake.clear()
-                    await wake.wait()
+                    live = [t for t in inflight if not t.done()]
+                    if live:
+                        await asyncio.wait(live, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    else:
+                        await asyncio.sleep(0)  # let the done-callbacks run
                     for sender in senders:
                         exhausted[sender] = False
                     continue
@@ -499,9 +501,7 @@ async def _send_loop(
                     if t < best_time:
                         best_sender, best_time = sender, t
             if best_time > now:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(best_time - now, 1.0))
+                await asyncio.sleep(min(best_time - now, 1.0))
                 continue
             await semaphore.acquire()
             if fatal:

@@ -186,6 +186,9 @@ class SmtpTransport:
             ) from None
         if creds.username:
             try:
+                if client.is_ehlo_or_helo_needed:
+                    # auth_plain/auth_login/auth_xoauth2, unlike login(), do not greet first
+                    await client.ehlo()
                 if creds.oauth_token is not None:
                     await client.auth_xoauth2(creds.username, creds.oauth_token)
                 elif self.settings.auth == "plain":

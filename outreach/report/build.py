@@ -11,7 +11,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..store import Store
-from .query import Filters, cube, familiarity, inbound, medians
+from .query import (
+    FAMILIARITY_CAP,
+    KEYS,
+    Filters,
+    base,
+    campaign_meta,
+    delta,
+    inbound,
+    reply_delays,
+)
 from .stats import cmh, fisher_p, newcombe, rate, sample_size_per_arm, wilson
 
 LIAISON, SERVICE = "liaison", "service"
@@ -37,6 +46,59 @@ def _rollup(rows: Iterable[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...],
     return out
 
 
+def _merge(
+    base_rows: list[dict[str, Any]],
+    delta_rows: list[dict[str, Any]],
+    meta: dict[str, dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[int, dict[str, int]]]:
+    """Join the two aggregated queries on their keys; attach campaign facts; derive
+    delivered. Returns cube rows and the familiarity buckets."""
+    deltas = {tuple(r[k] for k in KEYS): r for r in delta_rows}
+    rows = []
+    curve: dict[int, dict[str, int]] = {
+        b: {"sent": 0, "delivered": 0, "replied": 0} for b in range(FAMILIARITY_CAP + 1)
+    }
+    for b_row in base_rows:
+        key = tuple(b_row[k] for k in KEYS)
+        d = deltas.get(key, {})
+        row: dict[str, Any] = {k: (b_row[k] if b_row[k] is not None else "") for k in KEYS}
+        facts = meta.get(b_row["campaign_id"], {})
+        row["experiment"] = facts.get("experiment", "")
+        row["randomised"] = facts.get("randomised", 0)
+        row["year"] = facts.get("year")
+        row["sent"] = int(b_row["sent"] or 0)
+        for c in ("bounce_hard", "replied", "bounce_soft", "auto_reply", "unsubscribe"):
+            row[c] = int(d.get(c) or 0)
+        row["delivered"] = row["sent"] - row["bounce_hard"]
+        rows.append(row)
+        for b in range(FAMILIARITY_CAP + 1):
+            sent = int(b_row[f"sent_f{b}"] or 0)
+            curve[b]["sent"] += sent
+            curve[b]["delivered"] += sent - int(d.get(f"hard_f{b}") or 0)
+            curve[b]["replied"] += int(d.get(f"replied_f{b}") or 0)
+    return rows, curve
+
+
+def _medians(histogram: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Median seconds to first reply per ``key`` from hourly buckets (interpolated
+    within the bucket that holds the middle reply)."""
+    groups: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for row in histogram:
+        groups[str(row[key])][int(row["hours"])] += int(row["n"])
+    out = {}
+    for k, buckets in groups.items():
+        total = sum(buckets.values())
+        half = total / 2
+        seen = 0
+        for hour in sorted(buckets):
+            n = buckets[hour]
+            if seen + n >= half:
+                out[k] = (hour + (half - seen) / n) * 3600.0
+                break
+            seen += n
+    return out
+
+
 def build_report(
     store: Store,
     window_days: int,
@@ -47,12 +109,15 @@ def build_report(
     window = window_days * 86400.0
     dialect = store.dialect
     with store.engine.connect() as conn:
-        rows = cube(conn, dialect, filters, window)
-        arm_medians = medians(conn, dialect, filters, window, "arm")
-        liaison_medians = medians(conn, dialect, filters, window, "liaison_id")
-        curve = familiarity(conn, dialect, filters, window)
+        base_rows = base(conn, filters)
+        delta_rows = delta(conn, dialect, filters, window)
+        meta = campaign_meta(conn, filters)
+        histogram = reply_delays(conn, dialect, filters, window)
         inbound_rows = inbound(conn, dialect, filters)
-
+    rows, buckets = _merge(base_rows, delta_rows, meta)
+    arm_medians = _medians(histogram, "arm")
+    liaison_medians = _medians(histogram, "liaison_id")
+    curve = [{"prior": b, **counts} for b, counts in sorted(buckets.items()) if counts["sent"] > 0]
     by_arm = _rollup(rows, "arm")
     arms = {
         arm: _figures(by_arm.get((arm,), dict.fromkeys(COUNTS, 0)), arm_medians.get(arm))
@@ -144,7 +209,7 @@ def build_report(
         familiarity_curve.append(
             {
                 "earlier_contacts": int(row["prior"]),
-                "capped": int(row["prior"]) >= 5,
+                "capped": int(row["prior"]) >= FAMILIARITY_CAP,
                 "sent": int(row["sent"] or 0),
                 "delivered": delivered,
                 "replied": replied,
@@ -154,7 +219,7 @@ def build_report(
         )
     inbound_table = []
     for row in inbound_rows:
-        years = max(float(row["years"] or 0.0), 1 / 12)
+        years = max(float(row["days"] or 0.0) / 365.25, 1 / 12)
         researchers = int(row["researchers"] or 0)
         inbound_table.append(
             {

@@ -34,6 +34,10 @@ COLUMNS = (
 )
 
 
+def pvalue(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3g}"
+
+
 def pct(x: float) -> str:
     return f"{x * 100:.1f}%"
 
@@ -108,9 +112,9 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     console.print(
         f"[bold]Personal liaison vs service address[/bold] ({d['label']}): "
         f"difference {d['estimate'] * 100:+.1f} points, 95% CI "
-        f"[{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}], Fisher p = {d['p_value']:.3g}"
+        f"[{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}], Fisher p {pvalue(d['p_value'])}"
         + (
-            f"; CMH across liaisons p = {d['stratified']['p_value']:.3g}"
+            f"; CMH across liaisons p {pvalue(d['stratified']['p_value'])}"
             if d["stratified"]["strata"] > 1
             else ""
         ),
@@ -259,11 +263,11 @@ def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
     headline = (
         "Personal liaison minus service address: "
         f"<strong>{d['estimate'] * 100:+.1f} points</strong> "
-        f"(95% CI {d['ci95'][0] * 100:+.1f} to {d['ci95'][1] * 100:+.1f}; Fisher exact p = "
-        f"{d['p_value']:.3g}"
+        f"(95% CI {d['ci95'][0] * 100:+.1f} to {d['ci95'][1] * 100:+.1f}; Fisher exact p "
+        f"{pvalue(d['p_value'])}"
         + (
             f"; Cochran–Mantel–Haenszel across {strat['strata']} liaisons "
-            f"p = {strat['p_value']:.3g}"
+            f"p {pvalue(strat['p_value'])}"
             if strat["strata"] > 1
             else ""
         )

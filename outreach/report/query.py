@@ -1,27 +1,29 @@
-"""Report aggregation in SQL (SQLite and PostgreSQL): one pass builds a cube of counts per
-(arm, liaison, faculty, department, language, campaign, experiment, year); every table of
-the report is a roll-up of that cube. Medians and the familiarity curve use window
-functions. Python only ever sees aggregated rows."""
+"""Report aggregation in SQL, shaped so SQLite never sorts a million rows.
+
+* ``base``: ledger rows per (campaign, arm, liaison, language, faculty, department) — a
+  GROUP BY that streams the covering index ``ix_ledger_report`` — with the familiarity
+  buckets as conditional sums (no extra grouping).
+* ``delta``: the same keys for the rows that have responses: responses are aggregated per
+  (campaign, researcher) first (index order), then joined to their ledger row.
+* ``medians``: time to first reply per arm and per liaison with window functions over the
+  replied rows only.
+
+Python merges these aggregated rows (hundreds, not millions). The SQL runs unchanged on
+PostgreSQL except for date arithmetic.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-CUBE_DIMS = (
-    "arm",
-    "liaison_id",
-    "faculty",
-    "department",
-    "lang",
-    "campaign_id",
-    "experiment",
-    "randomised",
-    "year",
-)
+KEYS = ("campaign_id", "arm", "liaison_id", "lang", "faculty", "department")
+FAMILIARITY_CAP = 5
+_BUCKETS = range(FAMILIARITY_CAP + 1)
 
 
 @dataclass(frozen=True)
@@ -31,31 +33,31 @@ class Filters:
     year: int | None = None
 
 
-def _dialect_parts(dialect: str) -> tuple[str, str]:
+def _delay(dialect: str) -> str:
     if dialect == "postgresql":
-        return (
-            "CAST(EXTRACT(YEAR FROM s.sent_at) AS INTEGER)",
-            "EXTRACT(EPOCH FROM (r.first_reply - s.sent_at))",
-        )
-    return (
-        "CAST(strftime('%Y', s.sent_at) AS INTEGER)",
-        "(julianday(r.first_reply) - julianday(s.sent_at)) * 86400.0",
-    )
+        return "EXTRACT(EPOCH FROM (r.first_reply - l.sent_at))"
+    return "(julianday(r.first_reply) - julianday(l.sent_at)) * 86400.0"
 
 
-def outcomes_sql(dialect: str, filters: Filters) -> tuple[str, dict[str, Any]]:
-    """A CTE named `outcomes`: one row per sent message with its fate."""
-    year, delay = _dialect_parts(dialect)
-    where = ["l.status = 'sent'"]
+def _where(filters: Filters, alias: str = "l") -> tuple[str, dict[str, Any]]:
+    where = [f"{alias}.status = 'sent'"]
     params: dict[str, Any] = {}
     if filters.campaign:
-        where.append("l.campaign_id = :campaign")
+        where.append(f"{alias}.campaign_id = :campaign")
         params["campaign"] = filters.campaign
     if filters.experiment:
-        where.append("c.experiment = :experiment")
+        where.append(
+            f"{alias}.campaign_id IN (SELECT id FROM campaigns WHERE experiment = :experiment)"
+        )
         params["experiment"] = filters.experiment
-    sql = f"""
-WITH resp AS (
+    if filters.year:
+        where.append(f"{alias}.sent_at >= :year_start AND {alias}.sent_at < :year_end")
+        params["year_start"] = datetime(filters.year, 1, 1, tzinfo=UTC)
+        params["year_end"] = datetime(filters.year + 1, 1, 1, tzinfo=UTC)
+    return " AND ".join(where), params
+
+
+_RESPONSES = """r AS (
     SELECT campaign_id, email,
            MIN(CASE WHEN kind = 'reply' THEN COALESCE(received_at, ingested_at) END) AS first_reply,
            MAX(CASE WHEN kind = 'bounce_hard' THEN 1 ELSE 0 END) AS hard,
@@ -65,130 +67,121 @@ WITH resp AS (
     FROM responses
     WHERE campaign_id IS NOT NULL
     GROUP BY campaign_id, email
-),
-sent AS (
-    SELECT l.campaign_id, l.email, l.arm, l.liaison_id, l.faculty, l.department, l.lang,
-           l.sent_at, c.experiment, c.randomised
-    FROM ledger l LEFT JOIN campaigns c ON c.id = l.campaign_id
-    WHERE {" AND ".join(where)}
-),
-outcomes AS (
-    SELECT s.campaign_id, s.email, s.arm, COALESCE(s.liaison_id, '') AS liaison_id,
-           COALESCE(s.faculty, '') AS faculty, COALESCE(s.department, '') AS department,
-           s.lang, COALESCE(s.experiment, '') AS experiment,
-           CASE WHEN s.randomised THEN 1 ELSE 0 END AS randomised,
-           {year} AS year, s.sent_at,
-           CASE WHEN COALESCE(r.hard, 0) = 1 THEN 0 ELSE 1 END AS delivered,
-           CASE WHEN COALESCE(r.hard, 0) = 0 AND r.first_reply IS NOT NULL
-                     AND {delay} <= :window THEN 1 ELSE 0 END AS replied,
-           CASE WHEN COALESCE(r.hard, 0) = 0 AND r.first_reply IS NOT NULL
-                     AND {delay} <= :window THEN {delay} END AS delay,
-           COALESCE(r.hard, 0) AS hard, COALESCE(r.soft, 0) AS soft,
-           COALESCE(r.auto, 0) AS auto, COALESCE(r.unsub, 0) AS unsub
-    FROM sent s LEFT JOIN resp r ON r.campaign_id = s.campaign_id AND r.email = s.email
 )"""
-    return sql, params
 
 
-def cube(
+def _bucket(column: str) -> str:
+    return f"CASE WHEN {column} >= {FAMILIARITY_CAP} THEN {FAMILIARITY_CAP} ELSE {column} END"
+
+
+def base(conn: Connection, filters: Filters) -> list[dict[str, Any]]:
+    where, params = _where(filters)
+    keys = ", ".join(f"l.{k}" for k in KEYS)
+    fam = ", ".join(
+        f"SUM(CASE WHEN l.arm = 'liaison' AND {_bucket('l.prior_contacts')} = {b} "
+        f"THEN 1 ELSE 0 END) AS sent_f{b}"
+        for b in _BUCKETS
+    )
+    sql = f"SELECT {keys}, COUNT(*) AS sent, {fam} FROM ledger l WHERE {where} GROUP BY {keys}"
+    return [dict(row._mapping) for row in conn.execute(text(sql), params)]
+
+
+def delta(
     conn: Connection, dialect: str, filters: Filters, window_seconds: float
 ) -> list[dict[str, Any]]:
-    base, params = outcomes_sql(dialect, filters)
-    dims = ", ".join(CUBE_DIMS)
-    year_filter = "WHERE year = :year" if filters.year else ""
-    if filters.year:
-        params["year"] = filters.year
-    sql = f"""{base}
-SELECT {dims}, COUNT(*) AS sent, SUM(delivered) AS delivered, SUM(replied) AS replied,
-       SUM(hard) AS bounce_hard, SUM(soft) AS bounce_soft, SUM(auto) AS auto_reply,
-       SUM(unsub) AS unsubscribe
-FROM outcomes {year_filter}
-GROUP BY {dims}"""
+    where, params = _where(filters)
     params["window"] = window_seconds
-    return [dict(r._mapping) for r in conn.execute(text(sql), params)]
+    keys = ", ".join(f"l.{k}" for k in KEYS)
+    replied = (
+        f"CASE WHEN r.hard = 0 AND r.first_reply IS NOT NULL "
+        f"AND {_delay(dialect)} <= :window THEN 1 ELSE 0 END"
+    )
+    fam = []
+    for b in _BUCKETS:
+        personal = f"l.arm = 'liaison' AND {_bucket('l.prior_contacts')} = {b}"
+        fam.append(f"SUM(CASE WHEN {personal} THEN r.hard ELSE 0 END) AS hard_f{b}")
+        fam.append(f"SUM(CASE WHEN {personal} THEN {replied} ELSE 0 END) AS replied_f{b}")
+    # CROSS JOIN fixes the join order in SQLite (responses outer, ledger probed by key);
+    # PostgreSQL treats it as an inner join with the condition in WHERE.
+    sql = f"""WITH {_RESPONSES}
+SELECT {keys}, SUM(r.hard) AS bounce_hard, SUM({replied}) AS replied,
+       SUM(r.soft) AS bounce_soft, SUM(r.auto) AS auto_reply, SUM(r.unsub) AS unsubscribe,
+       {", ".join(fam)}
+FROM r CROSS JOIN ledger l
+WHERE l.campaign_id = r.campaign_id AND l.email = r.email AND {where}
+GROUP BY {keys}"""
+    return [dict(row._mapping) for row in conn.execute(text(sql), params)]
 
 
-def medians(
-    conn: Connection, dialect: str, filters: Filters, window_seconds: float, dim: str
-) -> dict[str, float]:
-    """Median time to first reply (seconds) per value of ``dim``, by window functions."""
-    base, params = outcomes_sql(dialect, filters)
-    params["window"] = window_seconds
-    year_filter = "AND year = :year" if filters.year else ""
-    if filters.year:
-        params["year"] = filters.year
-    sql = f"""{base},
-ranked AS (
-    SELECT {dim} AS k, delay,
-           ROW_NUMBER() OVER (PARTITION BY {dim} ORDER BY delay) AS rn,
-           COUNT(*) OVER (PARTITION BY {dim}) AS cnt
-    FROM outcomes WHERE replied = 1 {year_filter}
-)
-SELECT k, AVG(delay) AS median FROM ranked
-WHERE rn IN ((cnt + 1) / 2, (cnt + 2) / 2)
-GROUP BY k"""
-    return {str(r.k): float(r.median) for r in conn.execute(text(sql), params)}
+def campaign_meta(conn: Connection, filters: Filters) -> dict[str, dict[str, Any]]:
+    """Experiment, randomisation and the year sending began, per campaign (index seeks)."""
+    sql = """SELECT c.id AS campaign_id, c.experiment, c.randomised,
+       (SELECT MIN(l.sent_at) FROM ledger l
+        WHERE l.campaign_id = c.id AND l.status = 'sent') AS first_sent
+FROM campaigns c"""
+    out = {}
+    for row in conn.execute(text(sql)):
+        first = row.first_sent
+        if isinstance(first, str):
+            first = datetime.fromisoformat(first)
+        out[row.campaign_id] = {
+            "year": first.year if first is not None else None,
+            "experiment": row.experiment or "",
+            "randomised": 1 if row.randomised else 0,
+        }
+    return out
 
 
-def familiarity(
-    conn: Connection, dialect: str, filters: Filters, window_seconds: float, cap: int = 5
+def reply_delays(
+    conn: Connection, dialect: str, filters: Filters, window_seconds: float
 ) -> list[dict[str, Any]]:
-    """Reply rate of personal-arm mail by the number of earlier contacts (mail + meetings)
-    the researcher had with the same liaison."""
-    base, params = outcomes_sql(dialect, filters)
+    """Replied messages per (arm, liaison, whole hours to the first reply): a histogram
+    from which medians are read without sorting every reply in SQL."""
+    where, params = _where(filters)
     params["window"] = window_seconds
-    params["cap"] = cap
-    sql = f"""{base},
-events AS (
-    SELECT email, liaison_id, sent_at AS t, 1 AS is_mail, delivered, replied
-    FROM outcomes WHERE arm = 'liaison'
-    UNION ALL
-    SELECT email, COALESCE(liaison_id, '') AS liaison_id, happened_at AS t, 0 AS is_mail,
-           0 AS delivered, 0 AS replied
-    FROM contacts WHERE kind IN ('meeting', 'call', 'visit')
-),
-counted AS (
-    SELECT is_mail, delivered, replied,
-           COUNT(*) OVER (PARTITION BY email, liaison_id ORDER BY t, is_mail
-                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prior
-    FROM events
-)
-SELECT CASE WHEN prior >= :cap THEN :cap ELSE prior END AS prior,
-       SUM(delivered) AS delivered, SUM(replied) AS replied, COUNT(*) AS sent
-FROM counted WHERE is_mail = 1
-GROUP BY CASE WHEN prior >= :cap THEN :cap ELSE prior END
-ORDER BY 1"""
-    return [dict(r._mapping) for r in conn.execute(text(sql), params)]
+    delay = _delay(dialect)
+    sql = f"""WITH {_RESPONSES}
+SELECT l.arm, COALESCE(l.liaison_id, '') AS liaison_id,
+       CAST(FLOOR({delay} / 3600.0) AS INTEGER) AS hours, COUNT(*) AS n
+FROM r CROSS JOIN ledger l
+WHERE l.campaign_id = r.campaign_id AND l.email = r.email AND {where}
+  AND r.hard = 0 AND r.first_reply IS NOT NULL AND {delay} <= :window
+GROUP BY l.arm, COALESCE(l.liaison_id, ''), CAST(FLOOR({delay} / 3600.0) AS INTEGER)"""
+    return [dict(row._mapping) for row in conn.execute(text(sql), params)]
 
 
 def inbound(conn: Connection, dialect: str, filters: Filters) -> list[dict[str, Any]]:
-    """Inbound contacts (responses of kind inbound + logged inbound) per arm, with the
-    researchers and the years they were observed, for a per-researcher-year rate."""
-    years = (
-        "(julianday(MAX(t)) - julianday(MIN(t))) / 365.25"
-        if dialect != "postgresql"
-        else "EXTRACT(EPOCH FROM (MAX(t) - MIN(t))) / 31557600.0"
+    """Inbound contacts (ingested and logged) per arm, with the researchers and the years
+    observed, for a rate per researcher-year. A researcher's arm is the one of their mail
+    (personal if they ever had personal mail in the selection); only contacts after their
+    first mail count."""
+    where, params = _where(filters)
+    days = (
+        "EXTRACT(EPOCH FROM (CURRENT_TIMESTAMP - MIN(first_sent))) / 86400.0"
+        if dialect == "postgresql"
+        else "julianday('now') - julianday(MIN(first_sent))"
     )
-    where = "WHERE l.status = 'sent'"
-    params: dict[str, Any] = {}
-    if filters.campaign:
-        where += " AND l.campaign_id = :campaign"
-        params["campaign"] = filters.campaign
+    # No WHERE on the scan: the conditions sit inside the aggregates so SQLite streams
+    # the covering index on (email, status, arm, sent_at) instead of sorting.
     sql = f"""
-WITH arm_of AS (
-    SELECT l.email, MIN(l.arm) AS arm, MIN(l.sent_at) AS first_sent
-    FROM ledger l {where} GROUP BY l.email
+WITH per AS (
+    SELECT l.email,
+           MIN(CASE WHEN {where} THEN l.arm END) AS arm,
+           MIN(CASE WHEN {where} THEN l.sent_at END) AS first_sent
+    FROM ledger l GROUP BY l.email
 ),
 ev AS (
     SELECT email, COALESCE(received_at, ingested_at) AS t FROM responses WHERE kind = 'inbound'
     UNION ALL
     SELECT email, happened_at AS t FROM contacts WHERE kind = 'inbound'
 ),
-span AS (SELECT {years} AS years FROM (
-    SELECT sent_at AS t FROM ledger WHERE status = 'sent'
-    UNION ALL SELECT t FROM ev) AS x)
-SELECT a.arm, COUNT(DISTINCT a.email) AS researchers, COUNT(ev.t) AS inbound,
-       (SELECT years FROM span) AS years
-FROM arm_of a LEFT JOIN ev ON ev.email = a.email AND ev.t >= a.first_sent
-GROUP BY a.arm"""
-    return [dict(r._mapping) for r in conn.execute(text(sql), params)]
+hits AS (
+    SELECT p.arm, COUNT(*) AS n FROM ev JOIN per p ON p.email = ev.email
+    WHERE p.arm IS NOT NULL AND ev.t >= p.first_sent GROUP BY p.arm
+)
+SELECT per.arm, COUNT(*) AS researchers, {days} AS days,
+       COALESCE(MAX(hits.n), 0) AS inbound
+FROM per LEFT JOIN hits ON hits.arm = per.arm
+WHERE per.arm IS NOT NULL
+GROUP BY per.arm"""
+    return [dict(row._mapping) for row in conn.execute(text(sql), params)]

@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -50,6 +51,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Reports read a million rows: keep pages and sorts in memory.
+    cursor.execute("PRAGMA cache_size=-131072")
+    cursor.execute("PRAGMA temp_store=MEMORY")
+    cursor.execute("PRAGMA mmap_size=1073741824")
     cursor.close()
 
 
@@ -96,8 +101,16 @@ class Store:
 
     def upgrade(self) -> tuple[str | None, str]:
         before = self.current_revision()
-        with self.engine.begin() as conn:
-            command.upgrade(_alembic_config(self.engine, conn), "head")
+        try:
+            with self.engine.begin() as conn:
+                command.upgrade(_alembic_config(self.engine, conn), "head")
+        except CommandError as exc:
+            raise StoreError(
+                f"cannot upgrade the database {redact(self.url)} from schema revision "
+                f"{before or 'none'}: {exc}",
+                hint="this revision is unknown to this outreach: was the database made by a "
+                "newer version? Use that version, or restore a backup",
+            ) from None
         return before, head_revision()
 
     def close(self) -> None:

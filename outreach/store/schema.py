@@ -62,6 +62,9 @@ ledger = Table(
     Column("lang", String(16), nullable=False),
     Column("faculty", String(200)),
     Column("department", String(200)),
+    # earlier contacts (personal mail, meetings) with the same liaison when planned:
+    # the x-axis of the familiarity curve, fixed at send time
+    Column("prior_contacts", Integer, nullable=False, default=0),
     Column("status", String(20), nullable=False),
     Column("reason", Text),
     Column("server_reply", Text),
@@ -75,10 +78,22 @@ ledger = Table(
     Column("sent_at", DateTime(timezone=True)),
     UniqueConstraint("campaign_id", "email", name="uq_ledger_campaign_email"),
 )
-Index("ix_ledger_status", ledger.c.campaign_id, ledger.c.status)
+Index("ix_ledger_status", ledger.c.campaign_id, ledger.c.status, ledger.c.sent_at)
 Index("ix_ledger_sender_sent", ledger.c.sender_id, ledger.c.sent_at)
 Index("ix_ledger_message_id", ledger.c.message_id)
-Index("ix_ledger_email", ledger.c.email)
+Index("ix_ledger_email", ledger.c.email, ledger.c.status, ledger.c.arm, ledger.c.sent_at)
+# Covering index in report order: the report's GROUP BY streams it instead of sorting.
+Index(
+    "ix_ledger_report",
+    ledger.c.status,
+    ledger.c.campaign_id,
+    ledger.c.arm,
+    ledger.c.liaison_id,
+    ledger.c.lang,
+    ledger.c.faculty,
+    ledger.c.department,
+    ledger.c.prior_contacts,
+)
 
 arms = Table(
     "arms",
@@ -117,7 +132,14 @@ responses = Table(
     Column("ingested_at", DateTime(timezone=True), nullable=False),
     Column("body", Text),  # only with tracking.keep_bodies
 )
-Index("ix_responses_campaign", responses.c.campaign_id, responses.c.kind)
+Index(
+    "ix_responses_match",
+    responses.c.campaign_id,
+    responses.c.email,
+    responses.c.kind,
+    responses.c.received_at,
+    responses.c.ingested_at,
+)
 Index("ix_responses_email", responses.c.email)
 
 mailbox_state = Table(
@@ -143,7 +165,7 @@ contacts = Table(
     Column("source", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
-Index("ix_contacts_email", contacts.c.email)
+Index("ix_contacts_email", contacts.c.email, contacts.c.liaison_id, contacts.c.happened_at)
 
 assignments = Table(
     "assignments",

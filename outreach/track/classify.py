@@ -148,6 +148,20 @@ def _referenced_in_body(p: Parsed, ctx: Context) -> str | None:
     return found[0] if found else None
 
 
+# The List-Unsubscribe mailto: link carries `unsubscribe TOKEN.CAMPAIGN` as its subject
+# (compose.py), so a request sent from another address still names the recipient.
+_SUBJECT_TOKEN = re.compile(r"(?<![a-z0-9])([a-z2-7]{26})\.([a-z0-9][a-z0-9._-]*[a-z0-9])", re.I)
+
+
+def _referenced_by_token(p: Parsed, ctx: Context) -> str | None:
+    if not ctx.domain:
+        return None
+    m = _SUBJECT_TOKEN.search(p.subject)
+    if m is None:
+        return None
+    return f"<{m.group(1).lower()}.{m.group(2).lower()}@{ctx.domain.lower()}>"
+
+
 def _is_bounce(p: Parsed) -> tuple[bool, str]:
     if p.dsn is not None:
         return True, "delivery status notification (RFC 3464)"
@@ -272,7 +286,8 @@ def classify(p: Parsed, ctx: Context) -> Decision:
     precedence = (p.headers.get("precedence") or "").strip().lower()
     unsub = _unsubscribe(p, fresh, ctx) if concerns_us else None
     if unsub:
-        return Decision(UNSUBSCRIBE, unsub, referenced or _referenced_in_body(p, ctx))
+        ref = referenced or _referenced_by_token(p, ctx) or _referenced_in_body(p, ctx)
+        return Decision(UNSUBSCRIBE, unsub, ref)
     if referenced:
         return Decision(REPLY, "In-Reply-To/References name one of our messages", referenced)
     if precedence in ("bulk", "junk", "list") or "list-id" in p.headers:

@@ -7,12 +7,15 @@ are stored unless ``tracking.keep_bodies`` is set.
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from sqlalchemy import insert, select, update
 
@@ -33,7 +36,16 @@ from .classify import (
     classify,
 )
 from .parse import Parsed, Unparseable, parse
-from .sources import ImapSource, ImapState, Incoming, iter_file, iter_maildir, iter_mbox, iter_stdin
+from .sources import (
+    ImapSource,
+    ImapState,
+    Incoming,
+    describe,
+    iter_file,
+    iter_maildir,
+    iter_mbox,
+    iter_stdin,
+)
 
 BATCH = 500
 
@@ -155,6 +167,8 @@ def decide(data: bytes | None, error: str | None, ctx: Context) -> tuple[Parsed 
         parsed = parse(data)
     except Unparseable as exc:
         return None, Decision(UNPARSEABLE, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a parser bug must not lose the message
+        return None, Decision(UNPARSEABLE, f"parser failed: {type(exc).__name__}: {exc}")
     try:
         return parsed, classify(parsed, ctx)
     except Exception as exc:  # noqa: BLE001 - a classifier bug must not lose the message
@@ -338,19 +352,57 @@ def local_items(spec: str) -> Iterator[Incoming]:
     return iter_file(path)
 
 
+def _ssl_context(ws: Workspace, ca_file: str | None) -> ssl.SSLContext | None:
+    if not ca_file:
+        return None
+    path = Path(ca_file).expanduser()
+    if not path.is_absolute():
+        path = ws.root / path
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot read the mailbox ca_file {ca_file}: {exc}",
+            hint="give the path of a PEM file with the certificate(s) to trust",
+        ) from None
+
+
 def imap_source_for(ws: Workspace, spec: str) -> ImapSource:
     """An IMAP source from a URL, using `mailboxes:` settings when the URL is listed there."""
     for box in ws.settings.mailboxes:
         if box.url == spec or box.name == spec:
             token = token_from_command(box.oauth_token_command) if box.oauth_token_command else None
             password = None if token else password_from(box.password_env, None, "IMAP password")
-            return ImapSource(box.url, password, token, box.username, box.folders)
+            return ImapSource(
+                box.url,
+                password,
+                token,
+                box.username,
+                box.folders,
+                ssl_context=_ssl_context(ws, box.ca_file),
+            )
     if not spec.startswith(("imap://", "imaps://")):
         raise ConfigError(f"no mailbox named `{spec}` in outreach.yaml")
-    import os
-
     password = os.environ.get("OUTREACH_IMAP_PASSWORD")
+    if password is None and urlparse(spec).password is None:
+        raise ConfigError(
+            f"no password for {describe(spec)}",
+            hint="export OUTREACH_IMAP_PASSWORD=…, or list the mailbox under `mailboxes:` "
+            "in outreach.yaml with its password_env",
+        )
     return ImapSource(spec, password)
+
+
+def _local_spec(ws: Workspace, spec: str) -> str:
+    """A `mailboxes:` name with a maildir:/mbox: URL → that URL (relative to the workspace)."""
+    for box in ws.settings.mailboxes:
+        if box.name == spec and not box.url.startswith(("imap://", "imaps://")):
+            for prefix in ("maildir:", "mbox:"):
+                if box.url.startswith(prefix):
+                    path = Path(box.url[len(prefix) :]).expanduser()
+                    return prefix + str(path if path.is_absolute() else ws.root / path)
+            return box.url
+    return spec
 
 
 def ingest_sources(
@@ -358,7 +410,11 @@ def ingest_sources(
     store: Store,
     specs: list[str],
     on_item: Callable[[], None] | None = None,
+    imap_batch: int | None = None,
 ) -> IngestSummary:
+    """Ingest every source; a source that fails is reported in ``summary.errors`` and the
+    others still run. ``imap_batch`` sets how many messages one IMAP FETCH asks for (the
+    position is saved after each)."""
     ingestor = Ingestor(ws, store)
     summary = IngestSummary()
     for spec in specs:
@@ -369,6 +425,8 @@ def ingest_sources(
         try:
             if is_imap:
                 source = imap_source_for(ws, spec)
+                if imap_batch:
+                    source.batch = imap_batch
                 try:
                     for folder in source.folders:
                         state = ingestor.imap_state(source.label, folder)
@@ -379,7 +437,7 @@ def ingest_sources(
                 finally:
                     source.close()
             else:
-                ingestor.ingest(local_items(spec), summary, on_item)
+                ingestor.ingest(local_items(_local_spec(ws, spec)), summary, on_item)
         except SourceError as exc:
             summary.errors.append(str(exc))
     return summary

@@ -18,6 +18,10 @@ from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
 MAX_TEXT = 20_000
+# What classification reads (headers, the first text part, a DSN's status part, the returned
+# headers) sits at the start of a message; attachments follow. A larger message is parsed
+# from its first MAX_PARSE bytes only, which keeps a 50 MB reply as cheap as a small one.
+MAX_PARSE = 1 << 20
 _MSGID = re.compile(r"<[^<>\s]+>")
 
 
@@ -77,16 +81,34 @@ _KEPT = (
 )
 
 
+def _unescape_8bit(text: str) -> str:
+    """Raw 8-bit header bytes (surrogate-escaped by the parser): UTF-8 if they are, else
+    Windows-1252, the two encodings such headers come in."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
 def _decode(value: object) -> str:
     if value is None:
         return ""
-    text = str(value)
+    text = _unescape_8bit(value if isinstance(value, str) else str(value))
     if "=?" in text:
         try:
             return str(make_header(decode_header(text)))
         except (LookupError, UnicodeError, ValueError, AssertionError):
             return text
     return text
+
+
+_ESSENTIAL = ("date", "subject", "message-id", "to", "sender", "return-path", "received")
 
 
 def _ids(value: str | None) -> list[str]:
@@ -99,10 +121,11 @@ def _payload_text(part: Message) -> str:
         payload = part.get_payload()
         return payload if isinstance(payload, str) else ""
     raw = raw[: MAX_TEXT * 4]
-    charset = part.get_content_charset() or "utf-8"
     try:
+        charset = part.get_content_charset() or "utf-8"
         return raw.decode(charset, errors="replace")
-    except LookupError:  # an unknown charset name: best effort, never a crash
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        # an unknown or unusable charset name: best effort, never a crash
         return raw.decode("utf-8", errors="replace")
 
 
@@ -128,55 +151,68 @@ def parse(data: bytes) -> Parsed:
     """Parse one message; raises Unparseable with a reason for what cannot be read."""
     if not data or not data.strip():
         raise Unparseable("empty message")
+    head = data[:MAX_PARSE] if len(data) > MAX_PARSE else data
     try:
-        msg = message_from_bytes(data, policy=email_policy.compat32)
+        msg = message_from_bytes(head, policy=email_policy.compat32)
     except Exception as exc:  # noqa: BLE001 - the parser is total in theory; be sure
-        raise Unparseable(f"MIME parser failed: {exc}") from None
-    if not msg.keys():
+        raise Unparseable(f"MIME parser failed: {type(exc).__name__}: {exc}") from None
+    # One pass over the raw header fields (compat32 keeps them as the parser found them).
+    first: dict[str, str] = {}
+    recipients: list[str] = []
+    for name, value in msg.raw_items():
+        key = name.lower()
+        text = value if isinstance(value, str) else str(value)
+        if key in ("to", "cc"):
+            recipients.append(text)
+        first.setdefault(key, text)
+    if not first:
         raise Unparseable("no headers")
-    raw_id = msg.get("Message-ID")
-    ids = _ids(str(raw_id) if raw_id is not None else None)
+    if "from" not in first and not any(k in first for k in _ESSENTIAL):
+        raise Unparseable("no mail headers (no From, Date, Subject or Message-ID)")
+    ids = _ids(first.get("message-id"))
     if ids:
         incoming_id, has_id = ids[0], True
     else:
         # No Message-ID: a content hash keeps ingest idempotent for this message too.
         incoming_id, has_id = "sha256:" + hashlib.sha256(data).hexdigest()[:40], False
-    from_pairs = getaddresses([_decode(msg.get("From"))])
+    from_pairs = getaddresses([_decode(first.get("from"))])
     from_name, from_address = from_pairs[0] if from_pairs else ("", "")
-    tos = [
-        a.lower()
-        for _, a in getaddresses(
-            [_decode(v) for v in msg.get_all("To", []) + msg.get_all("Cc", [])]
-        )
-        if a
-    ]
+    tos = [a.lower() for _, a in getaddresses([_decode(v) for v in recipients]) if a]
     date = None
-    if msg.get("Date"):
+    if first.get("date"):
         try:
-            date = parsedate_to_datetime(str(msg.get("Date")))
-        except (TypeError, ValueError, IndexError):
+            date = parsedate_to_datetime(first["date"])
+        except (TypeError, ValueError, IndexError, OverflowError):
             date = None
-    headers = {}
-    for name in _KEPT:
-        value = msg.get(name)
-        if value is not None:
-            headers[name] = _decode(value)
+    headers = {name: _decode(first[name]) for name in _KEPT if name in first}
+    defects = [type(d).__name__ for d in msg.defects]
+    if head is not data:
+        defects.append(f"parsed the first {MAX_PARSE >> 20} MB of {len(data) >> 20} MB")
     parsed = Parsed(
         incoming_id=incoming_id,
         has_message_id=has_id,
         from_address=from_address.lower(),
         from_name=from_name,
         to=tos,
-        subject=" ".join(_decode(msg.get("Subject")).split()),
+        subject=" ".join(_decode(first.get("subject")).split()),
         date=date,
-        in_reply_to=_ids(str(msg.get("In-Reply-To") or "")),
-        references=_ids(str(msg.get("References") or "")),
+        in_reply_to=_ids(first.get("in-reply-to")),
+        references=_ids(first.get("references")),
         headers=headers,
         content_type=msg.get_content_type(),
         text="",
-        defects=[type(d).__name__ for d in msg.defects],
+        defects=defects,
         size=len(data),
     )
+    try:
+        _read_parts(msg, parsed)
+    except Exception as exc:  # noqa: BLE001 - whatever the body does, the headers stand
+        # A damaged body does not hide what the headers say: keep them, note the damage.
+        parsed.defects.append(f"body unreadable: {type(exc).__name__}")
+    return parsed
+
+
+def _read_parts(msg: Message, parsed: Parsed) -> None:
     texts: list[str] = []
     html_fallback = ""
     for part in msg.walk():
@@ -193,7 +229,6 @@ def parse(data: bytes) -> Parsed:
     parsed.text = text[:MAX_TEXT]
     if parsed.dsn is None and msg.get_content_type() == "multipart/report":
         parsed.dsn = Dsn()
-    return parsed
 
 
 def _read_dsn(part: Message, previous: Dsn | None) -> Dsn:
@@ -209,7 +244,7 @@ def _read_dsn(part: Message, previous: Dsn | None) -> Dsn:
         blocks = re.split(r"\r?\n\r?\n", text)
     for block in blocks:
         fields = _dsn_fields(block)
-        if "status" in fields and dsn.status is None:
+        if fields.get("status") and dsn.status is None:
             dsn.status = fields["status"].split()[0]
         if "action" in fields and dsn.action is None:
             dsn.action = fields["action"].lower()

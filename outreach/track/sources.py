@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import mmap
 import re
 import ssl
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ..errors import ConfigError, SourceError
+from .parse import MAX_PARSE
 
 MAX_MESSAGE_BYTES = 60 * 1024 * 1024
 
@@ -70,29 +72,60 @@ def iter_maildir(path: Path) -> Iterator[Incoming]:
             yield from iter_file(entry)
 
 
-_FROM_LINE = re.compile(rb"^From ", re.M)
+# A separator is a `From ` line that looks like one: `From SENDER DATE` with a time and a
+# year (asctime, as every mbox writer puts it). Body lines that merely start with "From "
+# (mboxo never escapes them) do not split a message.
+_FROM_LINE = re.compile(rb"^From \S*[ \t]+[^\n]*?\d{1,2}:\d\d(?::\d\d)?[^\n]*?\d{4}[ \t\r]*$", re.M)
+_ESCAPED_FROM = re.compile(rb"^>(>*From )", re.M)
 
 
 def iter_mbox(path: Path) -> Iterator[Incoming]:
     """mbox read by hand (not mailbox.mbox) so a truncated or damaged file still yields
-    every complete message and reports the damaged tail instead of failing the whole file."""
+    every complete message and reports the damaged tail instead of failing the whole file.
+
+    The file is memory-mapped, so a large mbox is not read into memory at once."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
-    if data and not data.startswith(b"From "):
-        raise SourceError(f"{path} is not an mbox file (it must start with a `From ` line)")
-    starts = [m.start() for m in _FROM_LINE.finditer(data)]
-    for n, start in enumerate(starts):
-        end = starts[n + 1] if n + 1 < len(starts) else len(data)
-        chunk = data[start:end]
-        body = chunk.split(b"\n", 1)[1] if b"\n" in chunk else b""
-        # mboxrd: un-escape ">From " lines
-        body = re.sub(rb"^>(>*From )", rb"\1", body, flags=re.M)
-        if not body.strip():
-            yield Incoming(str(path), f"#{n + 1}", None, "empty or truncated message")
-            continue
-        yield Incoming(str(path), f"#{n + 1}", body)
+        with path.open("rb") as f:
+            if path.stat().st_size == 0:
+                return
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        if not data[:5] == b"From ":
+            raise SourceError(
+                f"{path} is not an mbox file (it must start with a `From ` line)",
+                hint="for a folder of .eml files or a Maildir, name the folder instead",
+            )
+        starts = [m.start() for m in _FROM_LINE.finditer(data)]
+        if not starts or starts[0] != 0:
+            starts.insert(0, 0)
+        size = len(data)
+        for n, start in enumerate(starts):
+            end = starts[n + 1] if n + 1 < len(starts) else size
+            chunk = data[start:end]
+            newline = chunk.find(b"\n")
+            body = chunk[newline + 1 :] if newline >= 0 else b""
+            body = _ESCAPED_FROM.sub(rb"\1", body)  # mboxrd: un-escape ">From " lines
+            if body.endswith(b"\n\n"):
+                body = body[:-1]  # the blank line mbox puts between messages
+            elif body.endswith(b"\r\n\r\n"):
+                body = body[:-2]
+            key = f"#{n + 1}"
+            if not body.strip():
+                yield Incoming(str(path), key, None, "empty or truncated message")
+            elif end == size and not body.endswith(b"\n") and not _has_body(body):
+                yield Incoming(
+                    str(path), key, None, "truncated: the file ends inside the message's headers"
+                )
+            else:
+                yield Incoming(str(path), key, body)
+    finally:
+        data.close()
+
+
+def _has_body(message: bytes) -> bool:
+    return b"\n\n" in message or b"\n\r\n" in message
 
 
 def iter_stdin() -> Iterator[Incoming]:
@@ -136,16 +169,31 @@ class ImapSource:
 
     @property
     def label(self) -> str:
-        return describe(self.url)
+        """Where the state is kept: scheme, user, host, port and path (never the password).
+
+        The user is part of it, so two liaisons' mailboxes on one server keep apart."""
+        scheme = "imaps" if self.secure else "imap"
+        user = f"{self.username}@" if self.username else ""
+        path = urlparse(self.url).path
+        return f"{scheme}://{user}{self.host}:{self.port}{path}"
 
     def connect(self) -> imaplib.IMAP4:
         try:
             if self.secure:
+                # imaplib's own default context does not verify the certificate: never rely on it
+                context = self.ssl_context or ssl.create_default_context()
                 conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-                    self.host, self.port, ssl_context=self.ssl_context, timeout=self.timeout
+                    self.host, self.port, ssl_context=context, timeout=self.timeout
                 )
             else:
                 conn = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
+        except ssl.SSLCertVerificationError as exc:
+            raise SourceError(
+                f"cannot connect to {self.label}: the server's certificate is not trusted "
+                f"({exc.verify_message})",
+                hint="for a private CA or a self-signed server, list the mailbox under "
+                "`mailboxes:` with `ca_file: PEM` in outreach.yaml",
+            ) from None
         except (OSError, ssl.SSLError, imaplib.IMAP4.error) as exc:
             raise SourceError(
                 f"cannot connect to {self.label}: {exc}",
@@ -161,11 +209,15 @@ class ImapSource:
                 conn.authenticate("XOAUTH2", lambda _: auth.encode())
             else:
                 conn.login(self.username, self.password or "")
+        except imaplib.IMAP4.abort as exc:
+            raise SourceError(f"{self.label}: connection lost during login: {exc}") from None
         except imaplib.IMAP4.error as exc:
             raise SourceError(
-                f"{self.label} refused login for {self.username}: {exc}",
+                f"{self.label} refused login for {self.username}: {_text(exc)}",
                 hint="check the username and the password variable (never put it in YAML)",
             ) from None
+        except OSError as exc:
+            raise SourceError(f"{self.label}: connection lost during login: {exc}") from None
         self.conn = conn
         return conn
 
@@ -194,7 +246,11 @@ class ImapSource:
             )
             for i in range(0, len(uids), self.batch):
                 chunk = uids[i : i + self.batch]
-                typ, rows = conn.uid("FETCH", ",".join(map(str, chunk)), "(UID BODY.PEEK[])")
+                # Only the first MAX_PARSE bytes of each (all that parse() reads): a folder of
+                # large attachments costs no more memory than one of short replies.
+                typ, rows = conn.uid(
+                    "FETCH", ",".join(map(str, chunk)), f"(UID BODY.PEEK[]<0.{MAX_PARSE}>)"
+                )
                 if typ != "OK":
                     raise SourceError(f"{self.label}: FETCH failed in {folder}")
                 got: dict[int, bytes] = {}
@@ -214,9 +270,21 @@ class ImapSource:
         except (TimeoutError, OSError, imaplib.IMAP4.abort, ssl.SSLError) as exc:
             self.conn = None
             raise SourceError(
-                f"{self.label}: connection lost while reading {folder}: {exc}",
+                f"{self.label}: connection lost while reading {folder}: "
+                f"{_text(exc) or type(exc).__name__}",
                 hint="rerun: ingest continues after the last message stored",
             ) from None
+        except imaplib.IMAP4.error as exc:  # a BAD answer: the server refused a command
+            raise SourceError(
+                f"{self.label}: the server refused a command in {folder}: {exc}",
+                hint="rerun: ingest continues after the last message stored",
+            ) from None
+
+
+def _text(exc: Exception) -> str:
+    """imaplib puts the server's bytes in its exceptions: show them as text."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
 
 
 def _quote(folder: str) -> str:
