@@ -548,3 +548,16 @@ def report(
         out_console.print(f"wrote {out}")
     else:
         click.echo(text)
+
+
+def _register(module_name: str) -> None:
+    """Commands that live in their own modules (territories, privacy) register here."""
+    import importlib
+
+    module = importlib.import_module(f".{module_name}", __package__)
+    for command in getattr(module, "COMMANDS", []):
+        main.add_command(command)
+
+
+for _module in ("cli_territory", "cli_privacy"):
+    _register(_module)
