@@ -84,7 +84,8 @@ _UNSUB = re.compile(
     r"\b(unsubscribe|remove me|take me off|opt[- ]?out|stop (sending|emailing)|"
     r"peru(a|n)? (tämä |minun )?tilau(s|ksen|kseni)|peruuta tilaus|poista minut|en halua (enää )?(näitä|viestejä)|"
     r"avsluta (min |mina )?prenumeration(en)?|avregistrera|ta bort mig|sluta skicka|"
-    r"abmelden|abbestellen|désabonner|désinscri)",
+    r"abmelden|abbestellen|austragen|désabonner|désinscri|"
+    r"retirer de (votre|la|cette) liste|avanmäl)",
     re.I,
 )
 _NEGATION = re.compile(
@@ -108,16 +109,32 @@ _QUOTE_START = re.compile(
 _INLINE_QUOTE = re.compile(
     r"\bOn [^\n]{0,160}? wrote:|-----\s*Original Message\s*-----|\bFrom: [^\n]{0,160}? Sent: "
     r"|\bLähettäjä: |\bFrån: [^\n]{0,160}? Skickat: |\bVon: [^\n]{0,160}? Gesendet: "
-    r"|[^\n]{0,80}\bkirjoitti:|[^\n]{0,80}\bskrev:|\bAm [^\n]{0,120}? schrieb",
+    r"|\bAm [^\n]{0,120}? schrieb",
     re.I,
 )
+# "… kirjoitti:" / "… skrev:" attributions: the quote starts up to 80 characters before the
+# word on its line. Searched for the word itself and the start worked out, because a
+# pattern with a leading `[^\n]{0,80}` is tried at every position of the text (slow).
+_INLINE_ATTRIBUTION = re.compile(r"\b(?:kirjoitti|skrev):", re.I)
+
+
+def _inline_quote_start(text: str) -> int | None:
+    starts = []
+    m = _INLINE_QUOTE.search(text)
+    if m is not None:
+        starts.append(m.start())
+    k = _INLINE_ATTRIBUTION.search(text)
+    if k is not None:
+        line_start = text.rfind("\n", 0, k.start()) + 1
+        starts.append(max(line_start, k.start() - 80))
+    return min(starts) if starts else None
 
 
 def fresh_text(text: str) -> str:
     """The part of a message its author wrote now: above the quote or the forwarded block."""
-    inline = _INLINE_QUOTE.search(text)
-    if inline is not None:
-        text = text[: inline.start()]
+    start = _inline_quote_start(text)
+    if start is not None:
+        text = text[:start]
     lines = []
     for line in text.splitlines():
         if _QUOTE_START.match(line.strip()):
@@ -130,13 +147,17 @@ def our_ids(ids: Iterable[str], domain: str) -> list[str]:
     out = []
     for mid in ids:
         parsed = parse_message_id(mid)
-        if parsed and mid.lower().rstrip(">").endswith("@" + domain.lower()):
+        # outside a workspace (no domain) the token format alone says it is ours
+        if parsed and (not domain or mid.lower().rstrip(">").endswith("@" + domain.lower())):
             out.append(mid.lower())
     return out
 
 
-def _referenced(p: Parsed, ctx: Context) -> str | None:
-    for candidates in (p.in_reply_to, p.references[::-1], p.attached_ids):
+def _referenced(p: Parsed, ctx: Context, attached: bool = False) -> str | None:
+    """Our Message-ID this message answers. Returned (attached) messages count only for
+    bounces: a researcher forwarding our newsletter with a question is not replying."""
+    sources = [p.in_reply_to, p.references[::-1]] + ([p.attached_ids] if attached else [])
+    for candidates in sources:
         found = our_ids(candidates, ctx.domain)
         if found:
             return found[0]
@@ -251,12 +272,22 @@ def _human_signals(text: str) -> bool:
     )
 
 
+_BARE_STOP = re.compile(
+    r"^\W*(stop|unsubscribe|remove|lopeta|peru|sluta|avsluta|stopp|abmelden|arrêter|arrêt)\W*$",
+    re.I,
+)
+
+
 def _unsubscribe(p: Parsed, fresh: str, ctx: Context) -> str | None:
     if ctx.unsubscribe_address and ctx.unsubscribe_address in p.to:
         return f"sent to the unsubscribe address {ctx.unsubscribe_address}"
     if re.match(r"^\s*(unsubscribe|peru tilaus|avsluta prenumeration)\b", p.subject, re.I):
         return f"subject `{p.subject[:40]}`"
     text = fresh[:800]
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    first_paragraph = text.strip().split("\n\n", 1)[0]
+    if _BARE_STOP.match(first_line) and len(first_paragraph.split()) <= 3:
+        return f"a one-word opt-out: `{first_line.strip()[:20]}`"
     for m in _UNSUB.finditer(text):
         before = text[max(0, m.start() - 40) : m.start()]
         if _NEGATION.search(before):
@@ -270,7 +301,7 @@ def classify(p: Parsed, ctx: Context) -> Decision:
     is_bounce, why = _is_bounce(p)
     if is_bounce:
         kind, detail, recipient = _bounce_kind(p)
-        ref = referenced or _referenced_in_body(p, ctx)
+        ref = _referenced(p, ctx, attached=True) or _referenced_in_body(p, ctx)
         return Decision(kind, f"{why}; {detail}", ref, recipient)
     fresh = fresh_text(p.text)
     known = p.from_address in ctx.researchers
@@ -292,6 +323,8 @@ def classify(p: Parsed, ctx: Context) -> Decision:
         return Decision(REPLY, "In-Reply-To/References name one of our messages", referenced)
     if precedence in ("bulk", "junk", "list") or "list-id" in p.headers:
         return Decision(UNRELATED, f"bulk or list mail ({precedence or 'List-Id'})")
+    if known and (p.in_reply_to or p.references):
+        return Decision(INBOUND, "a known researcher continuing a thread that is not ours")
     if known and _REPLY_SUBJECT.match(p.subject):
         return Decision(REPLY, "a known researcher answering (Re: subject), no message reference")
     if known:

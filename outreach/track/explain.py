@@ -23,15 +23,20 @@ def explain_files(workspace: str | Path | None, files: list[str]) -> Iterator[di
     matcher: Matcher
     try:
         ws = load_workspace(explicit=workspace, only_campaigns=[])
+    except OutreachError:
+        ctx = Context(domain="")  # no workspace: classification by our Message-ID format
+        matcher = Matcher(None, 30)
+    else:
         ctx = make_context(ws)
+        window, domain = ws.settings.tracking.reply_window_days, ws.settings.organisation.domain
         store = None
         db = ws.database_url()
         if not db.startswith("sqlite:///") or Path(db[len("sqlite:///") :]).exists():
-            store = open_store(db, create=False)
-        matcher = Matcher(store, ws.settings.tracking.reply_window_days)
-    except OutreachError:
-        ctx = Context(domain="")
-        matcher = Matcher(None, 30)
+            try:
+                store = open_store(db, create=False)
+            except OutreachError:
+                store = None  # an unreachable or outdated database: classify without it
+        matcher = Matcher(store, window, domain)
     for spec in files:
         items = local_items(spec)
         for item, _parsed, decision, match in classify_items(items, ctx, matcher):

@@ -7,6 +7,7 @@ are stored unless ``tracking.keep_bodies`` is set.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 from collections import Counter
@@ -96,6 +97,18 @@ def make_context(ws: Workspace) -> Context:
     )
 
 
+def _text(value: str | None, limit: int | None) -> str | None:
+    """Text any database accepts: no NUL (PostgreSQL refuses it), no lone surrogates
+    (not encodable), at most ``limit`` characters (the column's size)."""
+    if value is None:
+        return None
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return value[:limit] if limit is not None else value
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -103,9 +116,19 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class Matcher:
-    def __init__(self, store: Store | None, window_days: int) -> None:
+    def __init__(self, store: Store | None, window_days: int, domain: str | None = None) -> None:
         self.store = store
         self.window = timedelta(days=window_days)
+        # Message-IDs are compared in lower case, the ledger keeps them as sent: with a
+        # domain written `Uni.Example` in outreach.yaml both spellings must be looked up.
+        self.domain = domain if domain and domain != domain.lower() else None
+
+    def _spellings(self, ids: set[str]) -> list[str]:
+        if self.domain is None:
+            return list(ids)
+        tail = "@" + self.domain.lower() + ">"
+        extra = {i[: -len(tail)] + "@" + self.domain + ">" for i in ids if i.endswith(tail)}
+        return list(ids | extra)
 
     def match_batch(self, items: list[tuple[Parsed, Decision]]) -> list[Match]:
         if self.store is None:
@@ -119,7 +142,7 @@ class Matcher:
             if ids:
                 rows = conn.execute(
                     select(ledger.c.message_id, ledger.c.campaign_id, ledger.c.email).where(
-                        ledger.c.message_id.in_(list(ids))
+                        ledger.c.message_id.in_(self._spellings(ids))
                     )
                 )
                 by_id = {r.message_id.lower(): r for r in rows}
@@ -195,11 +218,18 @@ def classify_items(
             yield item, p, d, m
         batch.clear()
 
-    for item in items:
-        parsed, decision = decide(item.data, item.error, ctx)
-        batch.append((item, parsed, decision))
-        if len(batch) >= BATCH:
+    try:
+        for item in items:
+            parsed, decision = decide(item.data, item.error, ctx)
+            batch.append((item, parsed, decision))
+            if len(batch) >= BATCH:
+                yield from flush()
+    except SourceError:
+        # the source broke off (a folder vanished, a connection dropped): what was read
+        # before still goes out, then the error
+        if batch:
             yield from flush()
+        raise
     if batch:
         yield from flush()
 
@@ -209,7 +239,9 @@ class Ingestor:
         self.ws = ws
         self.store = store
         self.ctx = make_context(ws)
-        self.matcher = Matcher(store, ws.settings.tracking.reply_window_days)
+        self.matcher = Matcher(
+            store, ws.settings.tracking.reply_window_days, ws.settings.organisation.domain
+        )
         self.keep_bodies = ws.settings.tracking.keep_bodies
 
     def ingest(
@@ -219,13 +251,18 @@ class Ingestor:
         on_item: Callable[[], None] | None = None,
     ) -> None:
         pending: list[tuple[Incoming, Parsed | None, Decision, Match]] = []
-        for result in classify_items(items, self.ctx, self.matcher):
-            pending.append(result)
-            if on_item:
-                on_item()
-            if len(pending) >= BATCH:
+        try:
+            for result in classify_items(items, self.ctx, self.matcher):
+                pending.append(result)
+                if on_item:
+                    on_item()
+                if len(pending) >= BATCH:
+                    self._store(pending, summary)
+                    pending.clear()
+        except SourceError:
+            if pending:  # keep what was read before the source failed
                 self._store(pending, summary)
-                pending.clear()
+            raise
         if pending:
             self._store(pending, summary)
 
@@ -237,35 +274,44 @@ class Ingestor:
         suppress: dict[str, tuple[str, str]] = {}
         for item, p, d, m in batch:
             if p is None:
-                incoming = f"unparseable:{item.source}#{item.key}"
                 summary.unparseable.append((item.source, item.key, d.reason))
+                # by content when there is any (stdin, renamed Maildir files), else by place
+                incoming = (
+                    "unparseable:sha256:" + hashlib.sha256(item.data).hexdigest()[:40]
+                    if item.data
+                    else f"unparseable:{item.source}#{item.key}"
+                )
             else:
                 incoming = p.incoming_id
+            # the key is what the column keeps, so a rerun recognises every row it stored
+            incoming = _text(incoming, 500) or "?"
             if incoming in rows:
                 summary.duplicates += 1
                 continue
             email = m.email or (d.recipient if d.kind in (BOUNCE_HARD, BOUNCE_SOFT) else None)
             email = email or (p.from_address if p is not None else None)
             rows[incoming] = {
-                "incoming_id": incoming[:500],
+                "incoming_id": incoming,
                 "kind": d.kind,
-                "email": email,
-                "from_address": p.from_address if p is not None else None,
+                "email": _text(email, 320),
+                "from_address": _text(p.from_address, 320) if p is not None else None,
                 "campaign_id": m.campaign_id,
-                "matched_message_id": m.message_id,
+                "matched_message_id": _text(m.message_id, 400),
                 "match": m.strength,
-                "reason": d.reason[:1000],
-                "subject": (p.subject[:500] if p is not None else None),
-                "source": f"{item.source}#{item.key}"[:1000],
+                "reason": _text(d.reason, 1000),
+                "subject": _text(p.subject, 500) if p is not None else None,
+                "source": _text(f"{item.source}#{item.key}", 1000),
                 "received_at": _aware(p.date) if p is not None else None,
                 "ingested_at": now,
-                "body": p.text if (p is not None and self.keep_bodies) else None,
+                "body": _text(p.text, None) if (p is not None and self.keep_bodies) else None,
             }
             target = None
             if d.kind == BOUNCE_HARD:
-                target = d.recipient or m.email
+                # the address our message went to (the DSN may name a rewritten alias)
+                target = m.email or d.recipient
             elif d.kind == UNSUBSCRIBE:
                 target = m.email or (p.from_address if p is not None else None)
+            target = _text(target, 320)
             if target:
                 suppress[target.lower()] = (
                     d.kind if d.kind != BOUNCE_HARD else "bounce_hard",
@@ -293,15 +339,14 @@ class Ingestor:
                     select(suppressions.c.email).where(suppressions.c.email.in_(list(suppress)))
                 )
             }
-            for email, (reason, incoming) in suppress.items():
-                if email in already or incoming[:500] not in fresh_ids:
-                    continue
-                conn.execute(
-                    insert(suppressions).values(
-                        email=email, reason=reason, source=incoming[:500], created_at=now
-                    )
-                )
-                summary.suppressed += 1
+            new_suppressions = [
+                {"email": email, "reason": reason, "source": incoming, "created_at": now}
+                for email, (reason, incoming) in suppress.items()
+                if email not in already and incoming in fresh_ids
+            ]
+            if new_suppressions:
+                conn.execute(insert(suppressions), new_suppressions)
+            summary.suppressed += len(new_suppressions)
 
     # -- mailbox state for IMAP -----------------------------------------------------------
     def imap_state(self, source: str, folder: str) -> ImapState | None:

@@ -17,6 +17,8 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
+from .mime import fast_tree
+
 MAX_TEXT = 20_000
 # What classification reads (headers, the first text part, a DSN's status part, the returned
 # headers) sits at the start of a message; attachments follow. A larger message is parsed
@@ -103,12 +105,40 @@ def _decode(value: object) -> str:
     if "=?" in text:
         try:
             return str(make_header(decode_header(text)))
-        except (LookupError, UnicodeError, ValueError, AssertionError):
+        except Exception:  # noqa: BLE001 - HeaderParseError, LookupError, …: keep the raw text
             return text
     return text
 
 
 _ESSENTIAL = ("date", "subject", "message-id", "to", "sender", "return-path", "received")
+
+
+_ATOM = r"[^\s\"<>()\[\],;:@\\.]+"
+_SPEC = _ATOM + r"(?:\." + _ATOM + r")*@" + _ATOM + r"(?:\." + _ATOM + r")*"
+_SIMPLE = re.compile(r"\s*(?:([^\"<>()\[\],;:@\\.]*?)\s*<(" + _SPEC + r")>|(" + _SPEC + r"))\s*\Z")
+
+
+def _addresses(values: list[str]) -> list[tuple[str, str]]:
+    """getaddresses() for the usual shapes (`Name <a@b>`, `a@b`), by one regex each; the
+    email package's parser for the rest (quotes, comments, groups, routes)."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        if not value.strip():
+            continue
+        simple = []
+        for element in value.split(","):
+            m = _SIMPLE.match(element)
+            if m is None:
+                break
+            if m.group(3) is not None:
+                simple.append(("", m.group(3)))
+            else:
+                simple.append((" ".join(m.group(1).split()), m.group(2)))
+        else:
+            out.extend(simple)
+            continue
+        out.extend(getaddresses([value]))
+    return out
 
 
 def _ids(value: str | None) -> list[str]:
@@ -153,7 +183,8 @@ def parse(data: bytes) -> Parsed:
         raise Unparseable("empty message")
     head = data[:MAX_PARSE] if len(data) > MAX_PARSE else data
     try:
-        msg = message_from_bytes(head, policy=email_policy.compat32)
+        # the fast splitter for well-formed mail, the email package for everything else
+        msg = fast_tree(head) or message_from_bytes(head, policy=email_policy.compat32)
     except Exception as exc:  # noqa: BLE001 - the parser is total in theory; be sure
         raise Unparseable(f"MIME parser failed: {type(exc).__name__}: {exc}") from None
     # One pass over the raw header fields (compat32 keeps them as the parser found them).
@@ -175,9 +206,9 @@ def parse(data: bytes) -> Parsed:
     else:
         # No Message-ID: a content hash keeps ingest idempotent for this message too.
         incoming_id, has_id = "sha256:" + hashlib.sha256(data).hexdigest()[:40], False
-    from_pairs = getaddresses([_decode(first.get("from"))])
+    from_pairs = _addresses([_decode(first.get("from"))])
     from_name, from_address = from_pairs[0] if from_pairs else ("", "")
-    tos = [a.lower() for _, a in getaddresses([_decode(v) for v in recipients]) if a]
+    tos = [a.lower() for _, a in _addresses([_decode(v) for v in recipients]) if a]
     date = None
     if first.get("date"):
         try:
@@ -221,14 +252,24 @@ def _read_parts(msg: Message, parsed: Parsed) -> None:
             parsed.dsn = _read_dsn(part, parsed.dsn)
         elif ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
             parsed.attached_ids.extend(_returned_ids(part))
-        elif ctype == "text/plain" and not part.get_filename() and len(texts) < 2:
+        elif ctype == "text/plain" and len(texts) < 2 and not _attachment(part):
             texts.append(_payload_text(part))
-        elif ctype == "text/html" and not html_fallback and not part.get_filename():
+        elif ctype == "text/html" and not html_fallback and not _attachment(part):
             html_fallback = _html_text(_payload_text(part))
     text = "\n".join(texts) if texts else html_fallback
     parsed.text = text[:MAX_TEXT]
-    if parsed.dsn is None and msg.get_content_type() == "multipart/report":
+    if parsed.dsn is None and parsed.content_type == "multipart/report":
         parsed.dsn = Dsn()
+
+
+def _attachment(part: Message) -> bool:
+    """part.get_filename() is set; cheaply false when no header could carry a file name."""
+    if (
+        part.get("content-disposition") is None
+        and "name" not in str(part.get("content-type", "")).lower()
+    ):
+        return False
+    return bool(part.get_filename())
 
 
 def _read_dsn(part: Message, previous: Dsn | None) -> Dsn:

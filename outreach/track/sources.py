@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import mmap
+import os
 import re
 import ssl
 import sys
@@ -66,10 +67,15 @@ def iter_maildir(path: Path) -> Iterator[Incoming]:
         folder = path / sub
         if not folder.is_dir():
             continue
-        for entry in sorted(folder.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            yield from iter_file(entry)
+        try:
+            names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
+        except OSError as exc:
+            raise SourceError(f"cannot list {folder}: {exc.strerror or exc}") from None
+        for name in names:
+            for item in iter_file(folder / name):
+                if item.error and not os.path.lexists(folder / name):
+                    continue  # moved (new/ → cur/) or deleted by the mail client meanwhile
+                yield item
 
 
 # A separator is a `From ` line that looks like one: `From SENDER DATE` with a time and a
@@ -253,12 +259,7 @@ class ImapSource:
                 )
                 if typ != "OK":
                     raise SourceError(f"{self.label}: FETCH failed in {folder}")
-                got: dict[int, bytes] = {}
-                for row in rows:
-                    if isinstance(row, tuple):
-                        m = re.search(rb"UID (\d+)", row[0])
-                        if m:
-                            got[int(m.group(1))] = row[1]
+                got = _fetched(rows)
                 where = f"{self.label}/{folder}"
                 items = [
                     Incoming(where, str(uid), got[uid])
@@ -279,6 +280,25 @@ class ImapSource:
                 f"{self.label}: the server refused a command in {folder}: {exc}",
                 hint="rerun: ingest continues after the last message stored",
             ) from None
+
+
+_UID = re.compile(rb"\bUID (\d+)")
+
+
+def _fetched(rows: list[object]) -> dict[int, bytes]:
+    """UID → message bytes from a UID FETCH answer. The UID usually precedes the literal
+    (`* 3 FETCH (UID 7 BODY[] {n}`); some servers send it after (`… {n} … UID 7)`)."""
+    got: dict[int, bytes] = {}
+    for n, row in enumerate(rows):
+        if not isinstance(row, tuple) or len(row) < 2 or not isinstance(row[1], bytes):
+            continue
+        m = _UID.search(row[0]) if isinstance(row[0], bytes) else None
+        after = rows[n + 1] if n + 1 < len(rows) else None
+        if m is None and isinstance(after, bytes):
+            m = _UID.search(after)
+        if m is not None:
+            got[int(m.group(1))] = row[1]
+    return got
 
 
 def _text(exc: Exception) -> str:
