@@ -100,6 +100,14 @@ class Introduce(StrictModel):
     note: LocalText | None = None
 
 
+class HandoverMove(StrictModel):
+    """One researcher's handover: ``outgoing`` introduces ``incoming`` (liaison ids);
+    ``outgoing: null`` (or a liaison who is gone) lets the service identity introduce."""
+
+    outgoing: str | None = None
+    incoming: str
+
+
 class Item(StrictModel):
     title: LocalText
     body: LocalText
@@ -119,6 +127,9 @@ class Campaign(StrictModel):
     body: LocalText
     items: list[Item] = []
     schedule: datetime | None = None
+    # Written by `outreach assign --handover-campaign`: exactly these researchers, each
+    # from their outgoing liaison, who introduces the incoming one (face and contact).
+    handover: dict[str, HandoverMove] = {}
 
     @field_validator("id")
     @classmethod
@@ -128,6 +139,17 @@ class Campaign(StrictModel):
                 "use lowercase letters, digits, '.', '-' and '_' (e.g. rdm-launch-2026)"
             )
         return value
+
+    @field_validator("handover")
+    @classmethod
+    def _handover_keys(cls, value: dict[str, HandoverMove]) -> dict[str, HandoverMove]:
+        return {k.strip().lower(): v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _handover_alone(self) -> Campaign:
+        if self.handover and self.introduce is not None:
+            raise ValueError("a handover campaign introduces the new liaison: drop `introduce`")
+        return self
 
     @field_validator("schedule")
     @classmethod
@@ -159,4 +181,7 @@ class Campaign(StrictModel):
 
 def select_audience(campaign: Campaign, researchers: Iterable[Researcher]) -> list[Researcher]:
     selects = campaign.audience.predicate()
+    if campaign.handover:
+        moved = campaign.handover
+        return [r for r in researchers if r.email in moved and selects(r)]
     return [r for r in researchers if selects(r)]

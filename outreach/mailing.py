@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 from .campaign import Campaign
 from .compose import Composed, Composer, PhotoCache
+from .dkim import signer_from_settings
 from .errors import Location, OutreachError, Problem, ValidationFailed
 from .plan import Recipient, plan_recipients
 from .render import Links, Rendered, Renderer
 from .secrets import token_secret
+from .territory import persisted_owners
 from .tokens import message_token
 from .workspace import CampaignFile, Workspace
 
@@ -36,7 +38,11 @@ class PreparedCampaign:
         inline_css: bool = True,
         recipients: list[Recipient] | None = None,
         create_secret: bool = True,
+        sign: bool | None = None,
     ) -> None:
+        """``sign``: DKIM-sign each message when ``dkim:`` is configured. By default real
+        runs sign (``send``, ``send --dry-run``: they make and keep the token secret) and
+        ``check``/``preview`` do not (they need no key; ``check`` validates it apart)."""
         self.ws = ws
         self.file = cf
         self.campaign: Campaign = cf.campaign
@@ -46,7 +52,12 @@ class PreparedCampaign:
             recipients
             if recipients is not None
             else plan_recipients(
-                self.campaign, ws.audience(self.campaign), d.liaisons, settings, existing_arms
+                self.campaign,
+                ws.audience(self.campaign),
+                d.liaisons,
+                settings,
+                existing_arms,
+                persisted_owners(ws.database_url()),
             )
         )
         self.secret = token_secret(
@@ -70,12 +81,17 @@ class PreparedCampaign:
         if d.service.photo:
             photo_paths[d.service.id] = d.service.photo
         self.photos = PhotoCache(ws.root, settings.organisation.domain, _photo_locations(ws))
+        # The key is loaded (and tried) once here: a missing or bad key stops the run
+        # before its first message, with a ConfigError naming the file or variable.
+        signing = create_secret if sign is None else sign
+        self.signer = signer_from_settings(settings, ws.root) if signing else None
         self.composer = Composer(
             settings.organisation.domain,
             self.photos,
             photo_paths,
             unsubscribe_url=settings.unsubscribe.url,
             unsubscribe_mailto=settings.unsubscribe.mailto,
+            signer=self.signer,
         )
 
     def token(self, email: str) -> str:

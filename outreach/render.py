@@ -235,6 +235,8 @@ class Renderer:
                 view["services"] = list(person.services)
             if isinstance(person, Liaison):
                 view["languages"] = list(person.languages)
+                view["bio"] = ""  # introduced in a handover like an expert
+                view["services"] = []
             self._views[key] = view
         return view
 
@@ -442,8 +444,10 @@ class Renderer:
         sender_view = (
             service_view if recipient.arm == SERVICE or not recipient.liaison else liaison_view
         )
-        expert = None
-        if campaign.introduce is not None:
+        expert: Expert | Liaison | None = None
+        if recipient.introduces is not None:  # a handover: the new liaison is introduced
+            expert = recipient.introduces
+        elif campaign.introduce is not None:
             expert = self.experts.get(campaign.introduce.expert)
         expert_view = self.person_view(expert, lang) if expert else None
         t: Callable[..., str] = partial(translate, lang)
@@ -535,7 +539,11 @@ class Renderer:
             if p and photo_cid(p, self.domain) in html
         )
         cc: tuple[tuple[str, str], ...] = ()
-        if campaign.introduce is not None and campaign.introduce.cc_expert and expert is not None:
+        if (
+            campaign.introduce is not None
+            and campaign.introduce.cc_expert
+            and isinstance(expert, Expert)
+        ):
             cc = ((expert.name, expert.email),)
         return Rendered(
             campaign_id=campaign.id,

@@ -6,7 +6,10 @@ problem is collected so ``outreach check`` reports them all at once.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from pydantic import ValidationError
 
 from .assign import SegmentIndex
 from .campaign import Campaign, select_audience
+from .dkim import dkim_problems, unsigned_senders
 from .errors import (
     ConfigError,
     Location,
@@ -35,7 +39,7 @@ from .people import (
     normalise_address,
 )
 from .settings import Settings
-from .yamlio import YamlDoc, load_yaml, pydantic_problems
+from .yamlio import YamlDoc, dotted_path, load_yaml, pydantic_problems
 
 SETTINGS_FILE = "outreach.yaml"
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -125,6 +129,7 @@ def load_settings(root: Path) -> tuple[Settings | None, YamlDoc | None, list[Pro
     doc, problems = load_yaml(root / SETTINGS_FILE, SETTINGS_FILE)
     if doc is None:
         return None, None, problems
+    problems += secret_warnings(doc)
     if not isinstance(doc.data, dict):
         return (
             None,
@@ -132,7 +137,9 @@ def load_settings(root: Path) -> tuple[Settings | None, YamlDoc | None, list[Pro
             problems
             + [
                 Problem(
-                    "expected a mapping of settings", doc.where(()), "see README: outreach.yaml"
+                    "expected a mapping of settings",
+                    doc.where(()) if doc.positions else Location(SETTINGS_FILE, 1),  # empty
+                    "see README: outreach.yaml",
                 )
             ],
         )
@@ -158,6 +165,7 @@ def load_settings(root: Path) -> tuple[Settings | None, YamlDoc | None, list[Pro
                 "the faceless sender address, e.g. rds@uni.example",
             )
         )
+    problems += dkim_problems(settings, root, doc)
     return settings, doc, problems
 
 
@@ -223,7 +231,7 @@ def load_directory(
         liaisons, liaison_doc, more = load_people_yaml(
             people / "liaisons.yaml", "people/liaisons.yaml", Liaison, "liaisons"
         )
-        problems += more
+        problems += more + secret_warnings(liaison_doc)
     else:
         problems.append(
             Problem(
@@ -238,7 +246,7 @@ def load_directory(
         experts, expert_doc, more = load_people_yaml(
             people / "experts.yaml", "people/experts.yaml", Expert, "experts"
         )
-        problems += more
+        problems += more + secret_warnings(expert_doc)
     service = ServiceIdentity(
         id="service",
         name=settings.service.name,
@@ -316,6 +324,17 @@ def check_directory(root: Path, settings: Settings, d: Directory) -> list[Proble
                         "the path is relative to the workspace; the face must show",
                     )
                 )
+    problems += unsigned_senders(
+        settings,
+        [
+            *(
+                (f"liaison `{x.id}`", x.email, where(x.id, "email"))
+                for x in d.liaisons.values()
+                if x.active
+            ),
+            ("the service", d.service.email, Location(SETTINGS_FILE, None, None, "service.email")),
+        ],
+    )
     index = SegmentIndex(d.liaisons.values())
     for clash in index.clashes():
         problems.append(
@@ -352,7 +371,11 @@ def check_directory(root: Path, settings: Settings, d: Directory) -> list[Proble
         )
     if len(unassigned) > 20:
         problems.append(
-            Problem(f"{len(unassigned) - 20} more researchers match no segment", severity="warning")
+            Problem(
+                f"{len(unassigned) - 20} more researchers match no segment",
+                Location("people/researchers.csv"),
+                severity="warning",
+            )
         )
     return problems
 
@@ -369,9 +392,14 @@ def load_campaigns(root: Path, settings: Settings) -> tuple[dict[str, CampaignFi
         problems += more
         if doc is None:
             continue
+        problems += secret_warnings(doc)
         if not isinstance(doc.data, dict):
             problems.append(
-                Problem("expected a mapping (id, title, subject, body…)", doc.where(()))
+                Problem(
+                    "expected a mapping (id, title, subject, body…)",
+                    doc.where(()) if doc.positions else Location(shown, 1),  # an empty file
+                    "see campaigns/ in the example workspace",
+                )
             )
             continue
         try:
@@ -413,6 +441,23 @@ def check_campaign(ws: Workspace, cf: CampaignFile) -> list[Problem]:
                 f"known experts: {known}",
             )
         )
+    for email, move in c.handover.items():
+        for role in ("incoming", "outgoing"):
+            lid = getattr(move, role)
+            if lid is not None and lid not in ws.directory.liaisons:
+                problems.append(
+                    Problem(
+                        f"handover of {email}: `{lid}` is not a liaison",
+                        doc.where(("handover", email, role)),
+                        f"known liaisons: {', '.join(sorted(ws.directory.liaisons))}"
+                        + (
+                            "; `outgoing: null` lets the service introduce"
+                            if role == "outgoing"
+                            else ""
+                        ),
+                        severity="error" if role == "incoming" else "warning",
+                    )
+                )
     for name, text in (("subject", c.subject), ("body", c.body)):
         if isinstance(text, dict):
             for code in text:
@@ -461,4 +506,117 @@ def check_campaign(ws: Workspace, cf: CampaignFile) -> list[Problem]:
                 severity="warning",
             )
         )
+    return problems
+
+
+# ----------------------------------------------------------------------------- secrets in YAML
+
+# A key that names a secret; `*_env`, `*_file`, `*_command` name where it lives instead.
+_SECRET_KEY = re.compile(
+    r"(?:^|[_-])(password|passwd|passphrase|secret|token|api[_-]?key|apikey|"
+    r"private[_-]?key|client[_-]?secret|access[_-]?key|credentials?)(?:$|[_-])",
+    re.I,
+)
+_REFERENCE_SUFFIXES = ("_env", "_file", "_command", "_cmd", "_path")
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@", re.I)
+_WORDISH = re.compile(r"[a-z]{6,}|[A-Z][a-z]{5,}")
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9+/=_.~-]+$")
+_KNOWN_TOKEN = re.compile(
+    r"^(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|glpat-[\w-]{20,}|xox[abposr]-[\w-]{10,}"
+    r"|sk-[\w-]{20,}|AKIA[0-9A-Z]{16}|ya29\.[\w.-]{20,}|eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]*)$"
+)
+
+
+def _entropy(text: str) -> float:
+    counts = Counter(text)
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def looks_like_token(value: str) -> bool:
+    """A long random-looking string: an API key, a password, a base64 secret."""
+    v = value.strip()
+    if _KNOWN_TOKEN.match(v):
+        return True
+    if len(v) < 32 or not _TOKEN_CHARS.match(v):
+        return False
+    if re.fullmatch(r"[0-9a-fA-F]+", v):
+        return True  # 128 bits or more of hex
+    # Words (CamelCase, snake_case, slugs, paths) are mostly long lowercase runs; random
+    # base64 rarely has them (this misses about 1 in 2000 random 32-character tokens).
+    wordish = sum(len(w) for w in _WORDISH.findall(v)) / len(v)
+    classes = sum(bool(re.search(p, v)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
+    return wordish < 0.5 and classes >= 2 and _entropy(v) >= 3.5
+
+
+def _secret_kind(value: str) -> str | None:
+    if _PEM.search(value):
+        return "a private key"
+    m = _URL_PASSWORD.search(value)
+    if m and m.group(1) not in ("***", "xxx") and not m.group(1).startswith("$"):
+        return "a URL with a password in it"
+    if looks_like_token(value):
+        return "what looks like a password or access token"
+    return None
+
+
+def secret_warnings(doc: YamlDoc | None) -> list[Problem]:
+    """Warnings for secrets written into a YAML file: a key like ``password`` with a literal
+    value, a PEM private key, a URL with a password, a long random token. The warning names
+    file:line and never repeats the value."""
+    if doc is None:
+        return []
+    problems: list[Problem] = []
+    seen: set[int] = set()
+
+    def visit(value: object, path: tuple[str | int, ...]) -> None:
+        if isinstance(value, dict | list):
+            if id(value) in seen:  # aliases share objects: visit each once
+                return
+            seen.add(id(value))
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                visit(v, (*path, k if isinstance(k, int) else str(k)))
+            return
+        if value is None or isinstance(value, bool) or value == "":
+            return
+        text = str(value)
+        key = str(path[-1]) if path and isinstance(path[-1], str) else ""
+        lowered = key.lower()
+        reference = lowered.endswith(_REFERENCE_SUFFIXES)
+        kind = _secret_kind(text)
+        dotted = dotted_path(path)
+        base = re.sub(r"[_-]?(?:env|file|command|cmd|path)$", "", key, flags=re.I) or "password"
+        if reference and kind:
+            message = f"`{dotted}` should name where the secret lives, but holds {kind} itself"
+        elif kind:
+            message = f"`{dotted}` holds {kind}"
+        elif key and _SECRET_KEY.search(key) and not reference:
+            message = f"`{dotted}` looks like a secret written into the file"
+        else:
+            return
+        if kind == "a URL with a password in it":
+            where_to = (
+                "put the whole URL in $OUTREACH_DATABASE_URL (it overrides `database:`)"
+                if path == ("database",)
+                else "leave the password out of the URL and name it with `password_env: VARIABLE`"
+            )
+        else:
+            where_to = (
+                f"name an environment variable (`{base}_env: VARIABLE`) or a file "
+                f"(`{base}_file: PATH`, mode 0600) instead"
+            )
+        problems.append(
+            Problem(
+                message,
+                doc.where(path),
+                f"secrets never go into YAML (it ends up in backups and version control): "
+                f"{where_to}; remove the value here, and change the secret if this file was "
+                "ever shared",
+                severity="warning",
+            )
+        )
+
+    visit(doc.data, ())
     return problems

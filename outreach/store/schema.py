@@ -176,8 +176,23 @@ assignments = Table(
     Column("reason", String(40)),
     Column("valid_from", DateTime(timezone=True), nullable=False),
     Column("valid_to", DateTime(timezone=True)),
+    # Where the researcher sat when this row began, so a later plan can tell "the
+    # researcher moved unit" from "the liaison's segments were edited".
+    Column("faculty", String(200)),
+    Column("department", String(200)),
+    Column("unit", String(200)),
 )
 Index("ix_assignments_email", assignments.c.email, assignments.c.valid_to)
+# One current row (valid_to IS NULL) per researcher: two concurrent `assign --apply` runs
+# cannot both give someone a face.
+Index(
+    "uq_assignments_current",
+    assignments.c.email,
+    unique=True,
+    sqlite_where=assignments.c.valid_to.is_(None),
+    postgresql_where=assignments.c.valid_to.is_(None),
+)
+Index("ix_assignments_liaison", assignments.c.liaison_id, assignments.c.valid_to)
 
 # Anonymous counts kept by `outreach forget`, so reports stay true after an erasure.
 forgotten_counts = Table(

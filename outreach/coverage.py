@@ -1,0 +1,460 @@
+"""Coverage: has each liaison met the researchers of their territory, at what pace, and
+how many years until everyone has been met at that pace.
+
+Meetings are the contacts of kinds meeting, call and visit (``outreach log``). A researcher
+counts as *met* by a liaison when that liaison logged such a contact with them; the
+territory is the researcher's face as ``plan.owners_of`` resolves it (persisted assignment,
+else override, else the most specific segment). The contact aggregation runs in SQL (one
+grouped query per figure); Python only joins the aggregates with the territories.
+
+Everything is "as of the end of year Y" (default: this year): later meetings are left out,
+so ``--year 2025`` shows the state the year-end report would have shown.
+
+* met this year: territory members met in year Y;
+* met ever: territory members met in any year up to Y;
+* pace: distinct researchers the liaison met per year (all of them, also those who have
+  since moved), averaged over the years in which the liaison logged any meeting;
+* years needed: members never met ÷ pace; undefined ("no meetings yet") when the pace is 0;
+* next: whom to meet next: never met first (by name), then longest ago.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, distinct, func, select
+
+from .errors import ConfigError, Location, Problem
+from .people import Liaison, Researcher
+from .plan import owners_of
+from .store import Store, utcnow
+from .store.schema import contacts
+
+MEETING_KINDS = ("meeting", "call", "visit")
+NO_MEETINGS = "no meetings yet"
+EVERYONE_MET = "everyone met"
+
+
+@dataclass(frozen=True)
+class NextUp:
+    email: str
+    name: str
+    last_met: str | None  # ISO date, None: never met
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    name: str
+    segment_size: int
+    met_this_year: int
+    met_ever: int
+    not_met: int
+    pace: float | None  # distinct researchers met per year; None: no meetings yet
+    years_with_meetings: int
+    years_needed: float | None  # None when the pace is 0
+    status: str
+    next: list[NextUp] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Coverage:
+    year: int
+    as_of: str
+    liaisons: list[Row]
+    total: Row
+    unassigned: int
+    problems: list[Problem]
+
+    def as_dict(self) -> dict[str, Any]:
+        """``outreach coverage --format json`` (keys may be added, never renamed)."""
+        return {
+            "year": self.year,
+            "as_of": self.as_of,
+            "kinds": list(MEETING_KINDS),
+            "liaisons": [r.as_dict() for r in self.liaisons],
+            "total": self.total.as_dict(),
+            "unassigned": self.unassigned,
+            "problems": [p.as_dict() for p in self.problems],
+        }
+
+
+def check_year(year: int | None, today: date | None = None) -> int:
+    today = today or utcnow().date()
+    if year is None:
+        return today.year
+    if year > today.year:
+        raise ConfigError(
+            f"--year {year} is in the future",
+            hint=f"coverage counts meetings that have happened: use {today.year} or earlier",
+        )
+    if year < 1970:
+        raise ConfigError(f"--year {year} is not a plausible year", hint="e.g. --year 2026")
+    return year
+
+
+def _pace(years: dict[int, int]) -> float | None:
+    return sum(years.values()) / len(years) if years else None
+
+
+def _row(
+    lid: str,
+    name: str,
+    members: list[Researcher],
+    met: Mapping[str, tuple[datetime, bool]],
+    years: dict[int, int],
+    next_n: int,
+) -> Row:
+    met_ever = sum(1 for r in members if r.email in met)
+    this_year = sum(1 for r in members if met.get(r.email, (None, False))[1])
+    not_met = len(members) - met_ever
+    pace = _pace(years)
+    if not_met == 0:
+        needed: float | None = 0.0
+        status = EVERYONE_MET if members else "no researchers"
+    elif pace is None or pace == 0:
+        needed, status = None, NO_MEETINGS
+    else:
+        needed = not_met / pace
+        status = f"{needed:.1f} years at this pace"
+
+    def order(r: Researcher) -> tuple[int, str, str, str]:
+        last = met.get(r.email)
+        when = last[0].isoformat() if last else ""
+        return (1 if last else 0, when, r.name.casefold(), r.email)
+
+    upcoming = sorted(members, key=order)[:next_n] if next_n > 0 else []
+    return Row(
+        lid,
+        name,
+        len(members),
+        this_year,
+        met_ever,
+        not_met,
+        round(pace, 3) if pace is not None else None,
+        len(years),
+        round(needed, 3) if needed is not None else None,
+        status,
+        [
+            NextUp(
+                r.email,
+                r.name,
+                met[r.email][0].date().isoformat() if r.email in met else None,
+            )
+            for r in upcoming
+        ],
+    )
+
+
+def compute_coverage(
+    store: Store,
+    researchers: list[Researcher],
+    liaisons: Mapping[str, Liaison],
+    year: int,
+    *,
+    next_n: int = 5,
+    assigned: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> Coverage:
+    now = now or utcnow()
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    # Meetings logged in the future (outreach log refuses them; other writers might not)
+    # are never counted: the cut-off is the earlier of the year's end and now.
+    horizon = min(end, now + timedelta(minutes=5))
+    c = contacts.c
+    is_meeting = c.kind.in_(MEETING_KINDS)
+    counted = (is_meeting, c.happened_at < horizon)
+    when: Any = c.happened_at
+    if store.dialect == "postgresql":  # years in UTC, whatever the session's time zone
+        when = func.timezone("UTC", c.happened_at)
+    year_of = func.extract("year", when)
+    with store.engine.connect() as conn:
+        pairs = conn.execute(
+            select(
+                c.liaison_id,
+                c.email,
+                func.max(c.happened_at),
+                func.max(case((c.happened_at >= start, 1), else_=0)),
+            )
+            .where(*counted)
+            .group_by(c.liaison_id, c.email)
+        ).all()
+        per_year = conn.execute(
+            select(c.liaison_id, year_of, func.count(distinct(c.email)))
+            .where(*counted)
+            .group_by(c.liaison_id, year_of)
+        ).all()
+        all_years = conn.execute(
+            select(year_of, func.count(distinct(c.email))).where(*counted).group_by(year_of)
+        ).all()
+        future = conn.execute(
+            select(func.count()).where(is_meeting, c.happened_at >= now + timedelta(minutes=5))
+        ).scalar_one()
+
+    known = {r.email: r for r in researchers}
+    met_by: dict[str | None, dict[str, tuple[datetime, bool]]] = defaultdict(dict)
+    anyone: dict[str, tuple[datetime, bool]] = {}
+    unknown_people: set[str] = set()
+    for lid, email, last, this_year in pairs:
+        if last.tzinfo is not None:  # PostgreSQL answers in the session's time zone
+            last = last.astimezone(UTC)
+        if email not in known:
+            unknown_people.add(email)
+            continue
+        met_by[lid][email] = (last, bool(this_year))
+        prior = anyone.get(email)
+        anyone[email] = (
+            max(last, prior[0]) if prior else last,
+            bool(this_year) or bool(prior and prior[1]),
+        )
+    years_by: dict[str | None, dict[int, int]] = defaultdict(dict)
+    for lid, y, n in per_year:
+        years_by[lid][int(y)] = int(n)
+
+    owners = owners_of(researchers, liaisons, assigned)
+    members: dict[str, list[Researcher]] = defaultdict(list)
+    unassigned = 0
+    for r in researchers:
+        owner = owners.get(r.email)
+        if owner is None:
+            unassigned += 1
+        else:
+            members[owner].append(r)
+    rows = [
+        _row(
+            lid, lia.name, members.get(lid, []), met_by.get(lid, {}), years_by.get(lid, {}), next_n
+        )
+        for lid, lia in sorted(liaisons.items())
+        if lia.active or members.get(lid)
+    ]
+    total = _row(
+        "total",
+        "all researchers (met by anyone)",
+        researchers,
+        anyone,
+        {int(y): int(n) for y, n in all_years},
+        0,
+    )
+
+    problems: list[Problem] = []
+    if future:
+        problems.append(
+            Problem(
+                f"{future} meeting(s) are dated in the future and are not counted",
+                Location("contacts"),
+                "correct their dates; `outreach log` refuses future dates",
+                severity="warning",
+            )
+        )
+    if unknown_people:
+        shown = ", ".join(sorted(unknown_people)[:5])
+        more = f" and {len(unknown_people) - 5} more" if len(unknown_people) > 5 else ""
+        problems.append(
+            Problem(
+                f"meetings with {len(unknown_people)} person(s) not in people/ are not counted: "
+                f"{shown}{more}",
+                Location("contacts"),
+                "add them to people/researchers.csv if they belong to the target group",
+                severity="warning",
+            )
+        )
+    for lid in sorted(x for x in met_by if x is not None and x not in liaisons):
+        problems.append(
+            Problem(
+                f"{len(met_by[lid])} researcher(s) were met by `{lid}`, who is not a liaison in "
+                "people/liaisons.yaml: counted in the total only",
+                Location("contacts"),
+                "a removed liaison's meetings still count for the target group",
+                severity="warning",
+            )
+        )
+    if None in met_by:
+        problems.append(
+            Problem(
+                f"{len(met_by[None])} researcher(s) were met with no liaison recorded: "
+                "counted in the total only",
+                Location("contacts"),
+                "log meetings with --liaison ID",
+                severity="warning",
+            )
+        )
+    as_of = min(end - timedelta(days=1), now).date().isoformat()
+    return Coverage(year, as_of, rows, total, unassigned, problems)
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def to_json(cov: Coverage) -> str:
+    return json.dumps(cov.as_dict(), ensure_ascii=False, indent=2)
+
+
+CSV_COLUMNS = (
+    "liaison",
+    "name",
+    "segment_size",
+    "met_this_year",
+    "met_ever",
+    "not_met",
+    "pace",
+    "years_with_meetings",
+    "years_needed",
+    "status",
+    "next",
+)
+
+
+def to_csv(cov: Coverage) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for r in [*cov.liaisons, cov.total]:
+        writer.writerow(
+            [
+                r.id,
+                r.name,
+                r.segment_size,
+                r.met_this_year,
+                r.met_ever,
+                r.not_met,
+                "" if r.pace is None else r.pace,
+                r.years_with_meetings,
+                "" if r.years_needed is None else r.years_needed,
+                r.status,
+                " ".join(n.email for n in r.next),
+            ]
+        )
+    return out.getvalue()
+
+
+def print_table(cov: Coverage, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Coverage {cov.year} (as of {cov.as_of})")
+    for col in ("liaison", "segment", f"met {cov.year}", "met ever", "not met", "pace/yr"):
+        table.add_column(col, justify="left" if col == "liaison" else "right")
+    table.add_column("years needed")
+    for r in [*cov.liaisons, cov.total]:
+        table.add_row(
+            r.id,
+            str(r.segment_size),
+            str(r.met_this_year),
+            str(r.met_ever),
+            str(r.not_met),
+            _num(r.pace),
+            r.status,
+        )
+    console.print(table)
+    if cov.unassigned:
+        console.print(f"{cov.unassigned} researcher(s) have no liaison (see `outreach assign`)")
+    for r in cov.liaisons:
+        if r.next:
+            people = ", ".join(
+                f"{n.name} <{n.email}> ({'never met' if n.last_met is None else n.last_met})"
+                for n in r.next
+            )
+            console.print(f"next for {r.id}: {people}")
+
+
+def _chart(cov: Coverage) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report.formats import _svg
+
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    rows = cov.liaisons
+    labels = [r.id for r in rows]
+    this_year = [r.met_this_year for r in rows]
+    earlier = [r.met_ever - r.met_this_year for r in rows]
+    never = [r.not_met for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(3, len(rows)) + 1))
+    y = list(range(len(rows)))
+    ax.barh(y, this_year, color="#2f6f4f", label=f"met in {cov.year}")
+    ax.barh(y, earlier, left=this_year, color="#8fbf9f", label="met earlier")
+    ax.barh(
+        y,
+        never,
+        left=[a + b for a, b in zip(this_year, earlier, strict=True)],
+        color="#e4e7eb",
+        label="not met yet",
+    )
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("researchers in the territory")
+    ax.set_title(f"Coverage of the target group, {cov.year}", loc="left")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return str(_svg(fig))
+
+
+def to_html(cov: Coverage, title: str = "Coverage") -> str:
+    e = html.escape
+    head = (
+        "<tr><th></th><th>segment</th><th>met "
+        + str(cov.year)
+        + "</th><th>met ever</th><th>not met</th><th>pace / year</th><th>years needed</th></tr>"
+    )
+    body = "".join(
+        f"<tr><th scope='row'>{e(r.id)}<br><span class='muted'>{e(r.name)}</span></th>"
+        f"<td>{r.segment_size}</td><td>{r.met_this_year}</td><td>{r.met_ever}</td>"
+        f"<td>{r.not_met}</td><td>{_num(r.pace)}</td><td>{e(r.status)}</td></tr>"
+        for r in [*cov.liaisons, cov.total]
+    )
+    nexts = "".join(
+        f"<h3>{e(r.id)}</h3><ol>"
+        + "".join(
+            f"<li>{e(n.name)} &lt;{e(n.email)}&gt; — "
+            f"{'never met' if n.last_met is None else 'last met ' + e(n.last_met)}</li>"
+            for n in r.next
+        )
+        + "</ol>"
+        for r in cov.liaisons
+        if r.next
+    )
+    notes = "".join(f"<li>{e(p.message)}</li>" for p in cov.problems)
+    chart = _chart(cov) if cov.liaisons else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, Segoe UI, Arial, sans-serif; margin: 0 auto;
+  max-width: 980px; padding: 24px; color: #1f2933; }}
+h1 {{ font-size: 24px; }} h2 {{ font-size: 18px; margin-top: 28px; }} h3 {{ font-size: 15px; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
+th, td {{ padding: 4px 8px; border-bottom: 1px solid #e4e7eb; text-align: right; }}
+th[scope=row], thead th:first-child {{ text-align: left; }}
+.muted {{ color: #616e7c; font-weight: normal; font-size: 12px; }}
+.charts svg {{ max-width: 100%; height: auto; display: block; margin: 12px 0; }}
+</style></head><body>
+<h1>{e(title)}</h1>
+<p>As of {e(cov.as_of)}. Meetings, calls and visits logged with <code>outreach log</code>.
+{cov.unassigned} researcher(s) have no liaison.</p>
+<ul class="notes">{notes}</ul>
+<div class="charts">{chart}</div>
+<table><thead>{head}</thead><tbody>{body}</tbody></table>
+<h2>Whom to meet next</h2>
+{nexts or "<p>Nobody left to list.</p>"}
+<p style="color:#616e7c;font-size:12px">Pace = distinct researchers a liaison met per year,
+averaged over the years with meetings. Years needed = researchers not yet met ÷ pace.</p>
+</body></html>
+"""
