@@ -32,7 +32,7 @@ def run_check(
     from .workspace import load_workspace
 
     ws = load_workspace(
-        start, explicit, check_deliverability=check_deliverability, only_campaigns=campaigns
+        start, explicit, check_deliverability=check_deliverability, only_campaigns=campaigns or None
     )
     report = CheckReport(
         problems=list(ws.problems),

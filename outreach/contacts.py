@@ -48,6 +48,22 @@ def parse_when(value: str | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _default_owner(ws: Workspace, email: str) -> str | None:
+    """The researcher's own liaison: the persisted assignment, else the segment owner."""
+    cache = getattr(ws, "_owner_cache", None)
+    if cache is None:
+        from .territory import persisted_owners
+
+        cache = dict(persisted_owners(ws.database_url()))
+        ws._owner_cache = cache  # type: ignore[attr-defined]
+    if email in cache:
+        return cache[email]
+    from .assign import SegmentIndex
+
+    researcher = next(r for r in ws.researchers if r.email == email)
+    return SegmentIndex(ws.directory.liaisons.values()).owner(researcher).liaison_id
+
+
 def validate_contact(
     ws: Workspace,
     kind: str,
@@ -83,10 +99,7 @@ def validate_contact(
             )
         )
     if owner is None and address in known:
-        from .assign import SegmentIndex
-
-        researcher = next(r for r in ws.researchers if r.email == address)
-        owner = SegmentIndex(ws.directory.liaisons.values()).owner(researcher).liaison_id
+        owner = _default_owner(ws, address)
     try:
         happened = parse_when(when)
     except ValueError as exc:

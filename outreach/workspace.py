@@ -189,7 +189,7 @@ def load_workspace(
     campaigns, more = load_campaigns(root, settings)
     problems += more
     ws = Workspace(root, settings, directory, campaigns, problems, settings_doc)
-    selected = only_campaigns if only_campaigns else list(campaigns)
+    selected = list(campaigns) if only_campaigns is None else only_campaigns
     for cid in selected:
         try:
             cf = ws.campaign(cid)
@@ -520,6 +520,7 @@ _SECRET_KEY = re.compile(
 _REFERENCE_SUFFIXES = ("_env", "_file", "_command", "_cmd", "_path")
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@", re.I)
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _WORDISH = re.compile(r"[a-z]{6,}|[A-Z][a-z]{5,}")
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9+/=_.~-]+$")
 _KNOWN_TOKEN = re.compile(
@@ -590,6 +591,12 @@ def secret_warnings(doc: YamlDoc | None) -> list[Problem]:
         base = re.sub(r"[_-]?(?:env|file|command|cmd|path)$", "", key, flags=re.I) or "password"
         if reference and kind:
             message = f"`{dotted}` should name where the secret lives, but holds {kind} itself"
+        elif lowered.endswith("_env") and not _ENV_NAME.match(text):
+            # (`send` would say "the variable $… is not set", printing the secret)
+            message = (
+                f"`{dotted}` should name an environment variable (like OUTREACH_SMTP_PASSWORD);"
+                " is this the secret itself?"
+            )
         elif kind:
             message = f"`{dotted}` holds {kind}"
         elif key and _SECRET_KEY.search(key) and not reference:

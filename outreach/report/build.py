@@ -10,16 +10,18 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import text
+
 from ..store import Store
 from .query import (
     FAMILIARITY_CAP,
     KEYS,
     Filters,
     base,
+    campaign_ids,
     campaign_meta,
-    delta,
     inbound,
-    reply_delays,
+    responded,
 )
 from .stats import cmh, fisher_p, newcombe, rate, sample_size_per_arm, wilson
 
@@ -51,52 +53,77 @@ def _merge(
     delta_rows: list[dict[str, Any]],
     meta: dict[str, dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[int, dict[str, int]]]:
-    """Join the two aggregated queries on their keys; attach campaign facts; derive
-    delivered. Returns cube rows and the familiarity buckets."""
-    deltas = {tuple(r[k] for k in KEYS): r for r in delta_rows}
-    rows = []
+    """Join the ledger counts and the responded counts on their keys; attach campaign
+    facts; derive delivered. Returns cube rows and the familiarity buckets (personal mail
+    by earlier contacts with the same liaison)."""
     curve: dict[int, dict[str, int]] = {
         b: {"sent": 0, "delivered": 0, "replied": 0} for b in range(FAMILIARITY_CAP + 1)
     }
+    deltas: dict[tuple[Any, ...], dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
+    for d in delta_rows:
+        totals = deltas[tuple(d[k] for k in KEYS)]
+        for c in ("bounce_hard", "replied", "bounce_soft", "auto_reply", "unsubscribe"):
+            totals[c] += int(d[c] or 0)
+        if d["arm"] == LIAISON:
+            bucket = curve[int(d["bucket"])]
+            bucket["delivered"] -= int(d["bounce_hard"] or 0)
+            bucket["replied"] += int(d["replied"] or 0)
+    rows = []
     for b_row in base_rows:
         key = tuple(b_row[k] for k in KEYS)
-        d = deltas.get(key, {})
         row: dict[str, Any] = {k: (b_row[k] if b_row[k] is not None else "") for k in KEYS}
         facts = meta.get(b_row["campaign_id"], {})
         row["experiment"] = facts.get("experiment", "")
         row["randomised"] = facts.get("randomised", 0)
         row["year"] = facts.get("year")
         row["sent"] = int(b_row["sent"] or 0)
+        d = deltas.get(key, {})
         for c in ("bounce_hard", "replied", "bounce_soft", "auto_reply", "unsubscribe"):
             row[c] = int(d.get(c) or 0)
         row["delivered"] = row["sent"] - row["bounce_hard"]
         rows.append(row)
+        if row["arm"] != LIAISON:
+            continue  # the familiarity curve is about mail with the liaison's face
         for b in range(FAMILIARITY_CAP + 1):
             sent = int(b_row[f"sent_f{b}"] or 0)
             curve[b]["sent"] += sent
-            curve[b]["delivered"] += sent - int(d.get(f"hard_f{b}") or 0)
-            curve[b]["replied"] += int(d.get(f"replied_f{b}") or 0)
+            curve[b]["delivered"] += sent
     return rows, curve
 
 
 def _medians(histogram: list[dict[str, Any]], key: str) -> dict[str, float]:
-    """Median seconds to first reply per ``key`` from hourly buckets (interpolated
-    within the bucket that holds the middle reply)."""
+    """Median seconds to first reply per ``key`` from hourly buckets.
+
+    The n replies of a bucket are placed evenly inside its hour (at (i + 0.5) / n), so each
+    order statistic is off by less than an hour, and so is the median (the middle one, or
+    the mean of the middle two)."""
     groups: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for row in histogram:
         groups[str(row[key])][int(row["hours"])] += int(row["n"])
-    out = {}
-    for k, buckets in groups.items():
-        total = sum(buckets.values())
-        half = total / 2
+
+    def nth(buckets: list[tuple[int, int]], rank: int) -> float:
         seen = 0
-        for hour in sorted(buckets):
-            n = buckets[hour]
-            if seen + n >= half:
-                out[k] = (hour + (half - seen) / n) * 3600.0
-                break
+        for hour, n in buckets:
+            if rank < seen + n:
+                return hour + (rank - seen + 0.5) / n
             seen += n
+        raise AssertionError("rank beyond the histogram")
+
+    out = {}
+    for k, by_hour in groups.items():
+        buckets = sorted((h, n) for h, n in by_hour.items() if n > 0)
+        total = sum(n for _, n in buckets)
+        if total == 0:
+            continue
+        middle = (nth(buckets, (total - 1) // 2) + nth(buckets, total // 2)) / 2
+        out[k] = middle * 3600.0
     return out
+
+
+def sent_campaigns(store: Store) -> set[str]:
+    """Ids of the campaigns the store has ledger rows for."""
+    with store.engine.connect() as conn:
+        return campaign_ids(conn)
 
 
 def build_report(
@@ -109,14 +136,23 @@ def build_report(
     window = window_days * 86400.0
     dialect = store.dialect
     with store.engine.connect() as conn:
-        base_rows = base(conn, filters)
-        delta_rows = delta(conn, dialect, filters, window)
+        if dialect == "postgresql":
+            # The aggregates' hash tables and sorts fit in memory (the default is 4 MB), and
+            # a few statements are not worth compiling (JIT costs more than it saves here).
+            # SET LOCAL ends with this read-only transaction.
+            conn.execute(text("SET LOCAL work_mem = '64MB'"))
+            conn.execute(text("SET LOCAL jit = off"))
+        base_rows = base(conn, dialect, filters)
+        delta_rows, histogram = responded(conn, dialect, filters, window)
         meta = campaign_meta(conn, filters)
-        histogram = reply_delays(conn, dialect, filters, window)
         inbound_rows = inbound(conn, dialect, filters)
+    for h in histogram:
+        h["liaison_id"] = h["liaison_id"] or ""
     rows, buckets = _merge(base_rows, delta_rows, meta)
     arm_medians = _medians(histogram, "arm")
-    liaison_medians = _medians(histogram, "liaison_id")
+    # A liaison's figures are the mail that carried their face; the service-arm mail to
+    # their segment is in ``liaisons_by_arm`` (and in the CMH strata).
+    liaison_medians = _medians([h for h in histogram if h["arm"] == LIAISON], "liaison_id")
     curve = [{"prior": b, **counts} for b, counts in sorted(buckets.items()) if counts["sent"] > 0]
     by_arm = _rollup(rows, "arm")
     arms = {
@@ -133,7 +169,8 @@ def build_report(
     low, high = newcombe(x1, n1, x2, n2)
     p1, p2 = rate(x1, n1), rate(x2, n2)
     difference: dict[str, Any] = {
-        "estimate": round(p1 - p2, 6),
+        # with an arm empty there is nothing to compare: no estimate, the whole range
+        "estimate": round(p1 - p2, 6) if both_arms else 0.0,
         "ci95": [round(low, 6), round(high, 6)],
         "p_value": round(fisher_p(x1, n1, x2, n2), 6),
         "test": "fisher",
@@ -141,7 +178,7 @@ def build_report(
         "label": "randomised comparison"
         if randomised
         else "observational comparison (not randomised)",
-        "relative_lift": round((p1 - p2) / p2, 6) if p2 > 0 else None,
+        "relative_lift": round((p1 - p2) / p2, 6) if both_arms and p2 > 0 else None,
         "comparable": both_arms,
     }
     strata = _rollup(compared, "liaison_id", "arm")
@@ -174,8 +211,12 @@ def build_report(
         "enough": bool(needed is not None and min(n1, n2) >= needed),
     }
 
-    def table(key: str, medians_by: dict[str, float] | None = None) -> list[dict[str, Any]]:
-        rolled = _rollup(rows, key)
+    def table(
+        key: str,
+        medians_by: dict[str, float] | None = None,
+        only_arm: str | None = None,
+    ) -> list[dict[str, Any]]:
+        rolled = _rollup((r for r in rows if only_arm in (None, r["arm"])), key)
         out = []
         for (value,), counts in sorted(rolled.items(), key=lambda kv: str(kv[0][0])):
             entry = {"id" if key != "year" else "year": value}
@@ -218,7 +259,7 @@ def build_report(
             }
         )
     inbound_table = []
-    for row in inbound_rows:
+    for row in sorted(inbound_rows, key=lambda r: str(r["arm"])):
         years = max(float(row["days"] or 0.0) / 365.25, 1 / 12)
         researchers = int(row["researchers"] or 0)
         inbound_table.append(
@@ -232,7 +273,8 @@ def build_report(
                 else 0.0,
             }
         )
-    total = _figures(_rollup(rows)[()] if rows else dict.fromkeys(COUNTS, 0))
+    overall = _medians([{**h, "all": ""} for h in histogram], "all").get("")
+    total = _figures(_rollup(rows)[()] if rows else dict.fromkeys(COUNTS, 0), overall)
     notes = []
     if not rows:
         notes.append("nothing has been sent yet in this selection")
@@ -243,9 +285,9 @@ def build_report(
             "the arms come from campaigns that were not randomised: the difference is "
             "observational and may reflect who was chosen, not the sender"
         )
-    if needed is not None and min(n1, n2) < needed and both_arms:
+    if needed is not None and min(n1, n2) < needed:
         notes.append(
-            f"too few recipients to detect a +{lift * 100:.0f} point lift at 80% power: "
+            f"too few recipients to detect a {lift * 100:+.3g} point lift at 80% power: "
             f"about {needed} delivered per arm are needed, {min(n1, n2)} are here"
         )
     return {
@@ -258,7 +300,7 @@ def build_report(
         "total": total,
         "arms": arms,
         "difference": difference,
-        "liaisons": table("liaison_id", liaison_medians),
+        "liaisons": table("liaison_id", liaison_medians, only_arm=LIAISON),
         "liaisons_by_arm": by_arm_table("liaison_id"),
         "faculties": table("faculty"),
         "departments": table("department"),

@@ -7,9 +7,11 @@ import csv
 import html
 import io
 import json
+import re
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 SECTIONS = (
@@ -109,17 +111,25 @@ def to_csv(report: dict[str, Any]) -> str:
 
 def print_table(report: dict[str, Any], console: Console) -> None:
     d = report["difference"]
-    console.print(
-        f"[bold]Personal liaison vs service address[/bold] ({d['label']}): "
-        f"difference {d['estimate'] * 100:+.1f} points, 95% CI "
-        f"[{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}], Fisher p {pvalue(d['p_value'])}"
-        + (
-            f"; CMH across liaisons p {pvalue(d['stratified']['p_value'])}"
-            if d["stratified"]["strata"] > 1
-            else ""
-        ),
-        markup=True,
-    )
+    if d.get("comparable", True):
+        console.print(
+            f"[bold]Personal liaison vs service address[/bold] ({escape(d['label'])}): "
+            f"difference {d['estimate'] * 100:+.1f} points, 95% CI "
+            f"[{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}], "
+            f"Fisher p {pvalue(d['p_value'])}"
+            + (
+                f"; CMH across liaisons p {pvalue(d['stratified']['p_value'])}"
+                if d["stratified"]["strata"] > 1
+                else ""
+            ),
+            markup=True,
+        )
+    else:
+        console.print(
+            "[bold]Personal liaison vs service address[/bold]: no comparison "
+            "(an arm has nothing delivered)",
+            markup=True,
+        )
     for key, title in SECTIONS:
         rows = _rows(report, key)
         if not rows:
@@ -130,7 +140,7 @@ def print_table(report: dict[str, Any], console: Console) -> None:
             table.add_column(c.replace("_", " "), justify="right")
         for row in rows:
             table.add_row(
-                _label(row),
+                escape(_label(row)),
                 *[
                     pct(row[c])
                     if c == "rate"
@@ -159,20 +169,36 @@ def print_table(report: dict[str, Any], console: Console) -> None:
             )
         console.print(table)
     for note in report["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
 
 
 # -- HTML --------------------------------------------------------------------------------
 
 
+_NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+
+
 def _svg(fig: Any) -> str:
+    """The figure as an ``<svg>`` element for inline HTML: no XML prolog, no RDF metadata,
+    no namespace URLs (the HTML parser supplies the SVG and XLink namespaces), so the page
+    holds no address of any kind."""
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata=_NO_METADATA)
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg") :]
+    text = text[text.index("<svg") :]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    head, rest = text.split(">", 1)
+    head = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", head)
+    return f'{head} role="img">{rest}'
+
+
+def _mpl_text(label: str) -> str:
+    """Plain text for matplotlib: a ``$`` would start mathtext."""
+    return label.replace("$", r"\$")
 
 
 def _rate_chart(rows: list[dict[str, Any]], title: str) -> str:
@@ -182,7 +208,7 @@ def _rate_chart(rows: list[dict[str, Any]], title: str) -> str:
     import matplotlib.pyplot as plt
 
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
-    labels = [_label(r) for r in rows]
+    labels = [_mpl_text(_label(r)) for r in rows]
     rates = [r["rate"] * 100 for r in rows]
     lows = [max(0.0, (r["rate"] - r["ci95"][0]) * 100) for r in rows]
     highs = [max(0.0, (r["ci95"][1] - r["rate"]) * 100) for r in rows]
@@ -200,7 +226,7 @@ def _rate_chart(rows: list[dict[str, Any]], title: str) -> str:
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("reply rate, % of delivered (95% Wilson interval)")
-    ax.set_title(title, loc="left")
+    ax.set_title(_mpl_text(title), loc="left")
     ax.set_xlim(0, max([100.0 * r["ci95"][1] for r in rows] + [5.0]) * 1.1)
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig)
@@ -212,6 +238,7 @@ def _familiarity_chart(rows: list[dict[str, Any]]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    matplotlib.rcParams["svg.fonttype"] = "none"
     xs = [r["earlier_contacts"] for r in rows]
     ys = [r["rate"] * 100 for r in rows]
     lo = [r["ci95"][0] * 100 for r in rows]
@@ -261,7 +288,9 @@ def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"])
     strat = d["stratified"]
     headline = (
-        "Personal liaison minus service address: "
+        "Personal liaison minus service address: no comparison (an arm has nothing delivered)."
+        if not d.get("comparable", True)
+        else "Personal liaison minus service address: "
         f"<strong>{d['estimate'] * 100:+.1f} points</strong> "
         f"(95% CI {d['ci95'][0] * 100:+.1f} to {d['ci95'][1] * 100:+.1f}; Fisher exact p "
         f"{pvalue(d['p_value'])}"

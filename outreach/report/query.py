@@ -3,10 +3,12 @@
 * ``base``: ledger rows per (campaign, arm, liaison, language, faculty, department) — a
   GROUP BY that streams the covering index ``ix_ledger_report`` — with the familiarity
   buckets as conditional sums (no extra grouping).
-* ``delta``: the same keys for the rows that have responses: responses are aggregated per
-  (campaign, researcher) first (index order), then joined to their ledger row.
-* ``medians``: time to first reply per arm and per liaison with window functions over the
-  replied rows only.
+* ``responded``: the ledger rows that have responses (a fifth of them, typically):
+  responses aggregated per (campaign, researcher) first (index order), joined to their
+  ledger row once, then summed per key and familiarity bucket, and counted per arm,
+  liaison and hour to the first reply (the histogram the medians are read from).
+* ``campaign_meta``: experiment, randomisation and first year per campaign.
+* ``inbound``: inbound contacts after a researcher's first mail, per arm.
 
 Python merges these aggregated rows (hundreds, not millions). The SQL runs unchanged on
 PostgreSQL except for date arithmetic.
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import TextClause
 
 KEYS = ("campaign_id", "arm", "liaison_id", "lang", "faculty", "department")
 FAMILIARITY_CAP = 5
@@ -35,8 +38,10 @@ class Filters:
 
 def _delay(dialect: str) -> str:
     if dialect == "postgresql":
-        return "EXTRACT(EPOCH FROM (r.first_reply - l.sent_at))"
-    return "(julianday(r.first_reply) - julianday(l.sent_at)) * 86400.0"
+        return "CAST(EXTRACT(EPOCH FROM (r.first_reply - l.sent_at)) AS DOUBLE PRECISION)"
+    # julianday() is a double of ~40 µs resolution: round to the millisecond so a reply
+    # exactly N hours (or the window) after sending falls where it does on PostgreSQL.
+    return "ROUND((julianday(r.first_reply) - julianday(l.sent_at)) * 86400.0, 3)"
 
 
 def _where(filters: Filters, alias: str = "l") -> tuple[str, dict[str, Any]]:
@@ -57,6 +62,17 @@ def _where(filters: Filters, alias: str = "l") -> tuple[str, dict[str, Any]]:
     return " AND ".join(where), params
 
 
+_TIMES = ("year_start", "year_end")
+
+
+def _sql(sql: str, params: dict[str, Any]) -> TextClause:
+    """text() with the datetime parameters typed, so they bind exactly as the column values
+    were written (SQLite: SQLAlchemy's text format, not sqlite3's deprecated adapter)."""
+    clause = text(sql)
+    typed = [bindparam(k, type_=DateTime(timezone=True)) for k in _TIMES if k in params]
+    return clause.bindparams(*typed) if typed else clause
+
+
 _RESPONSES = """r AS (
     SELECT campaign_id, email,
            MIN(CASE WHEN kind = 'reply' THEN COALESCE(received_at, ingested_at) END) AS first_reply,
@@ -67,50 +83,98 @@ _RESPONSES = """r AS (
     FROM responses
     WHERE campaign_id IS NOT NULL
     GROUP BY campaign_id, email
+    ORDER BY campaign_id, email
 )"""
+# The ORDER BY matches the index ix_responses_match: both engines then aggregate in index
+# order. Without it PostgreSQL hashes every (campaign, address) instead, in each parallel
+# worker: twice the time of the whole join.
 
 
 def _bucket(column: str) -> str:
     return f"CASE WHEN {column} >= {FAMILIARITY_CAP} THEN {FAMILIARITY_CAP} ELSE {column} END"
 
 
-def base(conn: Connection, filters: Filters) -> list[dict[str, Any]]:
+def _count_if(dialect: str, condition: str) -> str:
+    # SQLite sums a comparison (0/1) three times faster than a CASE over a million rows
+    if dialect == "postgresql":
+        return f"COUNT(*) FILTER (WHERE {condition})"
+    return f"SUM({condition})"
+
+
+def base(conn: Connection, dialect: str, filters: Filters) -> list[dict[str, Any]]:
+    """Sent per report key, and per familiarity bucket (``sent_f0`` … ``sent_f5``; the
+    caller keeps them for personal mail only, the arm being one of the keys)."""
     where, params = _where(filters)
     keys = ", ".join(f"l.{k}" for k in KEYS)
     fam = ", ".join(
-        f"SUM(CASE WHEN l.arm = 'liaison' AND {_bucket('l.prior_contacts')} = {b} "
-        f"THEN 1 ELSE 0 END) AS sent_f{b}"
+        _count_if(
+            dialect,
+            f"l.prior_contacts >= {b}" if b == FAMILIARITY_CAP else f"l.prior_contacts = {b}",
+        )
+        + f" AS sent_f{b}"
         for b in _BUCKETS
     )
     sql = f"SELECT {keys}, COUNT(*) AS sent, {fam} FROM ledger l WHERE {where} GROUP BY {keys}"
-    return [dict(row._mapping) for row in conn.execute(text(sql), params)]
+    return [dict(row._mapping) for row in conn.execute(_sql(sql, params), params)]
 
 
-def delta(
+def _hours(dialect: str, seconds: str) -> str:
+    """Whole hours, rounded down (SQLite may lack FLOOR: not every build has math functions)."""
+    hours = f"({seconds}) / 3600.0"
+    if dialect == "postgresql":
+        return f"CAST(FLOOR({hours}) AS INTEGER)"
+    return f"(CAST({hours} AS INTEGER) - ({hours} < CAST({hours} AS INTEGER)))"
+
+
+def responded(
     conn: Connection, dialect: str, filters: Filters, window_seconds: float
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ledger rows that have responses, aggregated two ways in one statement:
+
+    * per report key and familiarity bucket: hard and soft bounces, auto-replies,
+      unsubscribes, and replies within the window (``part = 'cube'``);
+    * per arm, liaison and whole hours to the first reply within the window: a histogram
+      from which medians are read without sorting every reply (``part = 'hist'``).
+
+    The join of the aggregated responses to their ledger rows, and the delay of each, are
+    computed once (the CTE ``j`` is referenced twice, so both engines materialise it)."""
     where, params = _where(filters)
     params["window"] = window_seconds
     keys = ", ".join(f"l.{k}" for k in KEYS)
-    replied = (
-        f"CASE WHEN r.hard = 0 AND r.first_reply IS NOT NULL "
-        f"AND {_delay(dialect)} <= :window THEN 1 ELSE 0 END"
-    )
-    fam = []
-    for b in _BUCKETS:
-        personal = f"l.arm = 'liaison' AND {_bucket('l.prior_contacts')} = {b}"
-        fam.append(f"SUM(CASE WHEN {personal} THEN r.hard ELSE 0 END) AS hard_f{b}")
-        fam.append(f"SUM(CASE WHEN {personal} THEN {replied} ELSE 0 END) AS replied_f{b}")
+    plain = ", ".join(KEYS)
+    nulls = ", ".join(f"NULL AS {k}" if k not in ("arm", "liaison_id") else k for k in KEYS)
     # CROSS JOIN fixes the join order in SQLite (responses outer, ledger probed by key);
     # PostgreSQL treats it as an inner join with the condition in WHERE.
-    sql = f"""WITH {_RESPONSES}
-SELECT {keys}, SUM(r.hard) AS bounce_hard, SUM({replied}) AS replied,
-       SUM(r.soft) AS bounce_soft, SUM(r.auto) AS auto_reply, SUM(r.unsub) AS unsubscribe,
-       {", ".join(fam)}
-FROM r CROSS JOIN ledger l
-WHERE l.campaign_id = r.campaign_id AND l.email = r.email AND {where}
-GROUP BY {keys}"""
-    return [dict(row._mapping) for row in conn.execute(text(sql), params)]
+    sql = f"""WITH {_RESPONSES},
+j AS (
+    SELECT {keys}, {_bucket("l.prior_contacts")} AS bucket,
+           r.hard, r.soft, r.auto, r.unsub,
+           CASE WHEN r.hard = 0 AND r.first_reply IS NOT NULL THEN {_delay(dialect)} END
+               AS delay
+    FROM r CROSS JOIN ledger l
+    WHERE l.campaign_id = r.campaign_id AND l.email = r.email AND {where}
+)
+SELECT 'cube' AS part, {plain}, bucket, NULL AS hours,
+       SUM(hard) AS bounce_hard,
+       SUM(CASE WHEN delay <= :window THEN 1 ELSE 0 END) AS replied,
+       SUM(soft) AS bounce_soft, SUM(auto) AS auto_reply, SUM(unsub) AS unsubscribe,
+       COUNT(*) AS n
+FROM j GROUP BY {plain}, bucket
+UNION ALL
+SELECT 'hist' AS part, {nulls}, NULL AS bucket, {_hours(dialect, "delay")} AS hours,
+       0, 0, 0, 0, 0, COUNT(*) AS n
+FROM j WHERE delay <= :window
+GROUP BY arm, liaison_id, {_hours(dialect, "delay")}"""
+    cube: list[dict[str, Any]] = []
+    histogram: list[dict[str, Any]] = []
+    for row in conn.execute(_sql(sql, params), params):
+        record = dict(row._mapping)
+        (cube if record.pop("part") == "cube" else histogram).append(record)
+    return cube, histogram
+
+
+def campaign_ids(conn: Connection) -> set[str]:
+    return {row[0] for row in conn.execute(text("SELECT DISTINCT campaign_id FROM ledger"))}
 
 
 def campaign_meta(conn: Connection, filters: Filters) -> dict[str, dict[str, Any]]:
@@ -121,9 +185,7 @@ def campaign_meta(conn: Connection, filters: Filters) -> dict[str, dict[str, Any
 FROM campaigns c"""
     out = {}
     for row in conn.execute(text(sql)):
-        first = row.first_sent
-        if isinstance(first, str):
-            first = datetime.fromisoformat(first)
+        first = _utc(row.first_sent) if row.first_sent is not None else None
         out[row.campaign_id] = {
             "year": first.year if first is not None else None,
             "experiment": row.experiment or "",
@@ -132,56 +194,68 @@ FROM campaigns c"""
     return out
 
 
-def reply_delays(
-    conn: Connection, dialect: str, filters: Filters, window_seconds: float
-) -> list[dict[str, Any]]:
-    """Replied messages per (arm, liaison, whole hours to the first reply): a histogram
-    from which medians are read without sorting every reply in SQL."""
-    where, params = _where(filters)
-    params["window"] = window_seconds
-    delay = _delay(dialect)
-    sql = f"""WITH {_RESPONSES}
-SELECT l.arm, COALESCE(l.liaison_id, '') AS liaison_id,
-       CAST(FLOOR({delay} / 3600.0) AS INTEGER) AS hours, COUNT(*) AS n
-FROM r CROSS JOIN ledger l
-WHERE l.campaign_id = r.campaign_id AND l.email = r.email AND {where}
-  AND r.hard = 0 AND r.first_reply IS NOT NULL AND {delay} <= :window
-GROUP BY l.arm, COALESCE(l.liaison_id, ''), CAST(FLOOR({delay} / 3600.0) AS INTEGER)"""
-    return [dict(row._mapping) for row in conn.execute(text(sql), params)]
-
-
 def inbound(conn: Connection, dialect: str, filters: Filters) -> list[dict[str, Any]]:
-    """Inbound contacts (ingested and logged) per arm, with the researchers and the years
+    """Inbound contacts (ingested and logged) per arm, with the researchers and the days
     observed, for a rate per researcher-year. A researcher's arm is the one of their mail
     (personal if they ever had personal mail in the selection); only contacts after their
-    first mail count."""
+    first mail count. The days observed run from the arm's first mail to now.
+
+    Two cheap statements rather than one GROUP BY over every researcher: the researchers
+    and first mails per arm stream the covering index on (email, status, arm, sent_at);
+    the contacts are matched to the few researchers who wrote in."""
     where, params = _where(filters)
-    days = (
-        "EXTRACT(EPOCH FROM (CURRENT_TIMESTAMP - MIN(first_sent))) / 86400.0"
-        if dialect == "postgresql"
-        else "julianday('now') - julianday(MIN(first_sent))"
-    )
-    # No WHERE on the scan: the conditions sit inside the aggregates so SQLite streams
-    # the covering index on (email, status, arm, sent_at) instead of sorting.
-    sql = f"""
-WITH per AS (
-    SELECT l.email,
-           MIN(CASE WHEN {where} THEN l.arm END) AS arm,
-           MIN(CASE WHEN {where} THEN l.sent_at END) AS first_sent
-    FROM ledger l GROUP BY l.email
-),
-ev AS (
+    if dialect == "postgresql":
+        # COUNT(DISTINCT) sorts a million rows there, and a hash over every address is no
+        # better: group in index order (the ORDER BY steers the planner to it)
+        exposure = f"""SELECT COUNT(*) AS everyone, SUM(personal) AS personal,
+       MIN(first_liaison) AS first_liaison, MIN(first_service) AS first_service
+FROM (SELECT l.email, MAX(CASE WHEN l.arm = 'liaison' THEN 1 ELSE 0 END) AS personal,
+             MIN(CASE WHEN l.arm = 'liaison' THEN l.sent_at END) AS first_liaison,
+             MIN(CASE WHEN l.arm = 'service' THEN l.sent_at END) AS first_service
+      FROM ledger l WHERE {where} GROUP BY l.email ORDER BY l.email) per"""
+    else:
+        exposure = f"""SELECT COUNT(DISTINCT l.email) AS everyone,
+       COUNT(DISTINCT CASE WHEN l.arm = 'liaison' THEN l.email END) AS personal,
+       MIN(CASE WHEN l.arm = 'liaison' THEN l.sent_at END) AS first_liaison,
+       MIN(CASE WHEN l.arm = 'service' THEN l.sent_at END) AS first_service
+FROM ledger l WHERE {where}"""
+    seen = conn.execute(_sql(exposure, params), params).one()
+    hits_sql = f"""WITH ev AS (
     SELECT email, COALESCE(received_at, ingested_at) AS t FROM responses WHERE kind = 'inbound'
     UNION ALL
     SELECT email, happened_at AS t FROM contacts WHERE kind = 'inbound'
 ),
-hits AS (
-    SELECT p.arm, COUNT(*) AS n FROM ev JOIN per p ON p.email = ev.email
-    WHERE p.arm IS NOT NULL AND ev.t >= p.first_sent GROUP BY p.arm
+per AS (
+    SELECT l.email, MIN(l.arm) AS arm, MIN(l.sent_at) AS first_sent
+    FROM ledger l WHERE {where} AND l.email IN (SELECT email FROM ev)
+    GROUP BY l.email
 )
-SELECT per.arm, COUNT(*) AS researchers, {days} AS days,
-       COALESCE(MAX(hits.n), 0) AS inbound
-FROM per LEFT JOIN hits ON hits.arm = per.arm
-WHERE per.arm IS NOT NULL
-GROUP BY per.arm"""
-    return [dict(row._mapping) for row in conn.execute(text(sql), params)]
+SELECT p.arm, COUNT(*) AS n FROM ev JOIN per p ON p.email = ev.email
+WHERE ev.t >= p.first_sent GROUP BY p.arm"""
+    hits = {row.arm: int(row.n) for row in conn.execute(_sql(hits_sql, params), params)}
+    now = datetime.now(UTC)
+    everyone, personal = int(seen.everyone or 0), int(seen.personal or 0)
+    out = []
+    for arm, researchers, first in (
+        ("liaison", personal, seen.first_liaison),
+        ("service", everyone - personal, seen.first_service),
+    ):
+        if researchers <= 0 or first is None:
+            continue
+        out.append(
+            {
+                "arm": arm,
+                "researchers": researchers,
+                "days": max(0.0, (now - _utc(first)).total_seconds() / 86400.0),
+                "inbound": hits.get(arm, 0),
+            }
+        )
+    return out
+
+
+def _utc(value: datetime | str) -> datetime:
+    """A timestamp as read back: SQLite gives text (UTC wall time), PostgreSQL an aware
+    datetime in the session's time zone."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

@@ -112,7 +112,8 @@ def _text(value: str | None, limit: int | None) -> str | None:
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    # Stored in UTC: SQLite drops offsets, so a +02:00 Date would otherwise shift by 2 h.
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Matcher:
