@@ -397,6 +397,8 @@ def track() -> None:
 @pass_ctx
 def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> None:
     """Ingest SOURCES: imap://… imaps://… maildir:PATH mbox:PATH FILE.eml or - (stdin)."""
+    from rich.markup import escape
+
     from .store import open_store
     from .track.ingest import ingest_sources
 
@@ -421,11 +423,12 @@ def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> Non
         f"{summary.suppressed} address(es) suppressed"
     )
     for source, key, reason in summary.unparseable[:20]:
-        err_console.print(f"unparseable: {source}#{key}: {reason}")
+        shown = source if source.endswith(key) else f"{source}#{key}"
+        err_console.print(f"unparseable: {shown}: {reason}", markup=False)
     if len(summary.unparseable) > 20:
         err_console.print(f"… and {len(summary.unparseable) - 20} more unparseable")
     for error in summary.errors:
-        err_console.print(f"[red]error[/red]: {error}", markup=True)
+        err_console.print(f"[red]error[/red]: {escape(error)}", markup=True)
     sys.exit(1 if summary.errors or summary.unparseable else 0)
 
 
@@ -516,17 +519,41 @@ def report(
     lift: float,
 ) -> None:
     """Reply rates per arm, liaison, faculty, campaign…: familiar face versus service address."""
-    from .report.build import build_report
+    from .errors import ConfigError, SettingsInvalid
+    from .report.build import build_report, sent_campaigns
     from .report.formats import print_table, to_csv, to_html, to_json
     from .report.query import Filters
     from .store import open_store
+    from .workspace import find_root, load_campaigns, load_settings
 
-    ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url())
-    cid = ws.campaign(campaign).campaign.id if campaign else None
-    data = build_report(
-        store, ws.settings.tracking.reply_window_days, Filters(cid, experiment, year), lift
-    )
+    # The report needs the settings (database, reply window) and, for --campaign, the
+    # campaign files: not the people directory, which may hold tens of thousands.
+    root = find_root(explicit=obj.workspace_arg)
+    settings, _doc, problems = load_settings(root)
+    if settings is None:
+        raise SettingsInvalid(problems)
+    store = open_store(settings.database_url(root))
+    try:
+        cid = None
+        if campaign:
+            files, _problems = load_campaigns(root, settings)
+            stem = Path(campaign).name.removesuffix(".yaml").removesuffix(".yml")
+            found = files.get(campaign) or next(
+                (cf for cf in files.values() if cf.path.stem == stem), None
+            )
+            sent = sent_campaigns(store)
+            if found is not None:
+                cid = found.campaign.id
+            elif campaign in sent:  # its YAML is gone, its figures are not
+                cid = campaign
+            else:
+                known = ", ".join(sorted(set(files) | sent)) or "none"
+                raise ConfigError(f"no campaign `{campaign}`", hint=f"known campaigns: {known}")
+        data = build_report(
+            store, settings.tracking.reply_window_days, Filters(cid, experiment, year), lift
+        )
+    finally:
+        store.close()
     if fmt == "table" and out is None:
         print_table(data, out_console)
         return
@@ -535,7 +562,7 @@ def report(
         if fmt == "json"
         else to_csv(data)
         if fmt == "csv"
-        else to_html(data, f"Reply report: {ws.settings.organisation.name}")
+        else to_html(data, f"Reply report: {settings.organisation.name}")
         if fmt == "html"
         else None
     )

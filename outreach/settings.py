@@ -4,10 +4,11 @@ defaults and documentation all read these models."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LocalText = dict[str, str] | str
 """Text per language (``{fi: …, en: …}``), or one string for every language."""
@@ -83,11 +84,39 @@ class Unsubscribe(StrictModel):
     mailto: str | None = None
 
 
+_DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
+
+
 class Dkim(StrictModel):
-    selector: str
-    domain: str | None = None
-    key_file: str | None = None
-    key_env: str | None = None
+    """One DKIM signing key: mail whose From domain is ``domain`` (or below it) is signed.
+
+    The private key never sits in YAML: ``key_file`` names a PEM file (relative to the
+    workspace, or absolute; keep it mode 0600, outside version control) and ``key_env`` an
+    environment variable holding the PEM text. Exactly one of the two.
+    """
+
+    selector: str = Field(
+        description="DNS selector: the public key is published at SELECTOR._domainkey.DOMAIN"
+    )
+    domain: str | None = Field(None, description="signing domain (d=); default organisation.domain")
+    key_file: str | None = Field(None, description="PEM private key file")
+    key_env: str | None = Field(None, description="environment variable holding the PEM key")
+
+    @field_validator("selector", "domain")
+    @classmethod
+    def _dns_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not _DNS_NAME.match(value)):
+            raise ValueError("write a DNS name: letters, digits, - and _, parts joined by dots")
+        return value.lower() if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> Dkim:
+        if bool(self.key_file) == bool(self.key_env):
+            raise ValueError(
+                "give the private key as `key_file: PATH` or `key_env: VARIABLE` (exactly one)"
+            )
+        return self
 
 
 class Settings(StrictModel):
@@ -101,7 +130,9 @@ class Settings(StrictModel):
     tracking: Tracking = Tracking()
     mailboxes: list[Mailbox] = []
     unsubscribe: Unsubscribe = Unsubscribe()
-    dkim: Dkim | None = None
+    dkim: Dkim | list[Dkim] | None = Field(
+        None, description="DKIM signing: one key, or a list with one key per sending domain"
+    )
 
     @field_validator("languages")
     @classmethod
@@ -110,6 +141,21 @@ class Settings(StrictModel):
             if not (2 <= len(code) <= 8 and code.replace("-", "").replace("_", "").isalpha()):
                 raise ValueError(f"`{code}` is not a language code such as fi, sv or en")
         return value
+
+    @field_validator("dkim")
+    @classmethod
+    def _one_key_per_domain(cls, value: Dkim | list[Dkim] | None) -> Dkim | list[Dkim] | None:
+        if isinstance(value, list):
+            domains = [k.domain for k in value]
+            if len(set(domains)) != len(domains):
+                raise ValueError("one key per signing domain: two entries share a `domain`")
+        return value
+
+    def dkim_keys(self) -> list[Dkim]:
+        """The configured DKIM keys (``dkim:`` may be one mapping or a list)."""
+        if self.dkim is None:
+            return []
+        return list(self.dkim) if isinstance(self.dkim, list) else [self.dkim]
 
     def database_url(self, root: Path) -> str:
         """The database URL with env override; relative SQLite paths resolve in the workspace."""

@@ -13,7 +13,7 @@ import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -22,7 +22,9 @@ from ..errors import CampaignLocked, ConfigError, Problem, ValidationFailed
 from ..experiment import SERVICE
 from ..mailing import PreparedCampaign
 from ..plan import Recipient, plan_recipients
+from ..privacy import suppressions_for_planning
 from ..store import open_store, utcnow
+from ..territory import current_owners
 from ..workspace import CampaignFile, Workspace
 from .ledger import Ledger, PlannedRow, Work
 from .scheduler import QuotaScheduler
@@ -118,7 +120,7 @@ def _campaign_errors(ws: Workspace, campaign_file: str) -> list[Problem]:
     ]
 
 
-def planned_rows(recipients: list[Recipient], suppressed: dict[str, str]) -> list[PlannedRow]:
+def planned_rows(recipients: list[Recipient], suppressed: Mapping[str, str]) -> list[PlannedRow]:
     rows = []
     for r in recipients:
         reason = suppressed.get(r.email)
@@ -181,14 +183,20 @@ def send_campaign(
         )
         existing = ledger.existing_arms(experiment) if campaign.sender == "split" else {}
         recipients = plan_recipients(
-            campaign, ws.audience(campaign), ws.directory.liaisons, ws.settings, existing
+            campaign,
+            ws.audience(campaign),
+            ws.directory.liaisons,
+            ws.settings,
+            existing,
+            current_owners(store),
         )
         if campaign.sender == "split":
             ledger.save_arms(
                 experiment,
                 {r.email: (r.arm, r.liaison.id if r.liaison else None) for r in recipients},
             )
-        rows = planned_rows(recipients, ledger.suppressed())
+        # Plain suppressions and the keyed hashes of forgotten people's opt-outs.
+        rows = planned_rows(recipients, suppressions_for_planning(ws, store))
         summary.planned_new = ledger.plan(campaign.id, rows)
         summary.recovered, summary.made_uncertain = ledger.recover(campaign.id)
         # What this run will try: the ledger's unsent rows (not the whole audience).
@@ -330,6 +338,10 @@ async def _send_loop(
             settings.transport.connections if isinstance(transport, SmtpTransport) else 1
         )
         inflight: set[asyncio.Task[None]] = set()
+        # Under quotas a sender's next message waits until the previous one has reached DATA,
+        # and its slot counts from that moment: what the server sees keeps the pace even
+        # when a message is held up (a reconnect, a slow greeting) on its way.
+        not_on_wire: set[str] = set()
         fatal: list[BaseException] = []
         budget_end = started + options.retry_budget
 
@@ -367,6 +379,9 @@ async def _send_loop(
                     if not ledger.mark_sending(work.id, message.composed.message_id, owner):
                         raise _ClaimLost()
                     on_wire = True
+                    if throttled:
+                        sched.shift_last(work.sender_id, time.monotonic())
+                        not_on_wire.discard(work.sender_id)
 
                 outcome = await transport.deliver(
                     message.composed, creds(work.sender_id), before_data
@@ -395,17 +410,20 @@ async def _send_loop(
                     )
                 )
             except BaseException as exc:
-                # Nothing on the wire yet: hand the row back. On the wire: its fate is unknown.
-                if not isinstance(exc, asyncio.CancelledError):
-                    if on_wire:
-                        ledger.mark_uncertain(work.id, f"{type(exc).__name__}: {exc}")
-                        record(work, recipient, UNCERTAIN)
-                    else:
-                        ledger.release(work.id, owner)
                 fatal.append(exc)
+                # Nothing on the wire yet: hand the row back. On the wire: its fate is unknown.
+                # (Cancelled: leave the row as it is; the next run's recovery decides.)
+                if not isinstance(exc, asyncio.CancelledError):
+                    with contextlib.suppress(Exception):  # the database may be what failed
+                        if on_wire:
+                            ledger.mark_uncertain(work.id, f"{type(exc).__name__}: {exc}")
+                            record(work, recipient, UNCERTAIN)
+                        else:
+                            ledger.release(work.id, owner)
                 if not isinstance(exc, Exception):
                     raise
             finally:
+                not_on_wire.discard(work.sender_id)
                 semaphore.release()
 
         def refill(room: int | None) -> int:
@@ -496,12 +514,13 @@ async def _send_loop(
             # The sender whose quota frees soonest goes next: senders interleave.
             best_sender, best_time = "", float("inf")
             for sender in senders:
-                if queues[sender]:
+                if queues[sender] and sender not in not_on_wire:
                     t = sched.next_free(sender, now) if throttled else now
                     if t < best_time:
                         best_sender, best_time = sender, t
             if best_time > now:
-                await asyncio.sleep(min(best_time - now, 1.0))
+                # Nothing may go yet: wait for a quota slot, or for a message to reach DATA.
+                await asyncio.sleep(min(best_time - now, 0.005 if not_on_wire else 1.0))
                 continue
             await semaphore.acquire()
             if fatal:
@@ -511,6 +530,7 @@ async def _send_loop(
             tries[work.id] += 1
             if throttled:
                 sched.record(best_sender, time.monotonic())
+                not_on_wire.add(best_sender)
             task = asyncio.create_task(send_one(work, by_email[work.email]))
             inflight.add(task)
             task.add_done_callback(inflight.discard)

@@ -50,6 +50,16 @@ class SenderQuota:
         self.day_window.append(when)
         self.last = when if self.last is None else max(self.last, when)
 
+    def shift_last(self, when: float) -> None:
+        """The latest send reached the server at ``when``, later than booked (render, MAIL,
+        RCPT, or a reconnect held it up): the quota windows count it then. The even pacing
+        keeps the booked time, so small delays do not add up over a campaign."""
+        if not self.minute_window or when <= self.minute_window[-1]:
+            return
+        self.minute_window[-1] = when
+        if self.day_window:
+            self.day_window[-1] = when
+
 
 class QuotaScheduler:
     def __init__(
@@ -81,6 +91,9 @@ class QuotaScheduler:
 
     def record(self, sender: str, when: float) -> None:
         self.quota(sender).record(when)
+
+    def shift_last(self, sender: str, when: float) -> None:
+        self.quota(sender).shift_last(when)
 
 
 def simulate(

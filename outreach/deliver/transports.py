@@ -181,6 +181,12 @@ class SmtpTransport:
             hint = "check transport.security (none | starttls | tls) and the port"
             if "SSL" in text or "TLS" in text or isinstance(exc, ssl.SSLError):
                 hint = "TLS failed: is the port right for `security`, and the certificate valid?"
+            if "CERTIFICATE_VERIFY_FAILED" in text:
+                hint = (
+                    "the server's certificate is not trusted: for a private CA, set "
+                    "transport.ca_file to its PEM file; check transport.host matches the name "
+                    "in the certificate"
+                )
             raise TransportError(
                 f"cannot talk to the SMTP server {where}: {text}", hint=hint
             ) from None

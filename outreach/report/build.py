@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from ..privacy import forgotten_rows
 from ..store import Store
 from .query import (
     FAMILIARITY_CAP,
@@ -145,10 +146,12 @@ def build_report(
         base_rows = base(conn, dialect, filters)
         delta_rows, histogram = responded(conn, dialect, filters, window)
         meta = campaign_meta(conn, filters)
+        forgotten = forgotten_rows(conn, filters, meta)
         inbound_rows = inbound(conn, dialect, filters)
     for h in histogram:
         h["liaison_id"] = h["liaison_id"] or ""
     rows, buckets = _merge(base_rows, delta_rows, meta)
+    rows += forgotten  # people erased by `outreach forget`, kept as anonymous counts
     arm_medians = _medians(histogram, "arm")
     # A liaison's figures are the mail that carried their face; the service-arm mail to
     # their segment is in ``liaisons_by_arm`` (and in the CMH strata).

@@ -1,0 +1,471 @@
+"""DKIM signing (dkimpy), one key per sending domain.
+
+DMARC aligns on ``From``: mail sent as a liaison passes only when the organisation's domain
+signs it. The signature covers every header a reader or a filter trusts — From, To, Cc,
+Subject, Date, Message-ID, Reply-To, List-Id, List-Unsubscribe, List-Unsubscribe-Post,
+MIME-Version, Content-Type, Content-Language — and the ones an intermediary must not *add*
+(From, To, Cc, Subject, Reply-To, the List-* headers) are signed once more than they occur
+("oversigned"), so a second copy added in transit breaks the signature.
+
+Keys come from a file (``key_file``) or an environment variable (``key_env``), never from
+YAML, and are never logged, echoed or stored: error messages name the file or the variable,
+never the content. A key that is missing, unreadable or invalid is a :class:`ConfigError`
+when the signer is built (before the first message), not per message.
+
+Only mail whose From domain is the key's domain, or a subdomain of it (DMARC's relaxed
+alignment), is signed; other mail passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, Location, Problem
+from .settings import Dkim, Settings
+from .yamlio import YamlDoc, dotted_path
+
+# Signed once per occurrence; the OVERSIGNED ones once more (an added copy breaks it).
+SIGNED_HEADERS: tuple[str, ...] = (
+    "from",
+    "reply-to",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "mime-version",
+    "content-type",
+    "content-language",
+)
+OVERSIGNED: tuple[str, ...] = (
+    "from",
+    "reply-to",
+    "to",
+    "cc",
+    "subject",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+)
+CANONICALIZE = (b"relaxed", b"relaxed")  # survives re-folding by Exchange and friends
+RSA, ED25519 = b"rsa-sha256", b"ed25519-sha256"
+MIN_RSA_BITS, RECOMMENDED_RSA_BITS = 1024, 2048  # RFC 8301
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # + the 32-byte seed
+_RSA_OID = bytes.fromhex("06092a864886f70d010101")
+_PEM_BODY = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+
+_QUIET = logging.getLogger("outreach.dkim.signing")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False  # dkimpy's debug output never reaches a log
+_QUIET.setLevel(logging.CRITICAL)
+
+
+class DkimKeyUnavailable(ConfigError):
+    """The key is not there on this machine (variable unset, file missing): ``check``
+    warns, ``send`` stops before the first message."""
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    domain: str
+    selector: str
+    algorithm: bytes
+    source: str  # "key_file PATH" or "$VARIABLE": what messages may name
+    private: bytes = field(repr=False)
+    bits: int | None = None  # RSA modulus size
+    public: bytes = field(default=b"", repr=False)  # DNS p= value (base64)
+
+    def __repr__(self) -> str:  # belt and braces: never the key
+        return f"DkimKey({self.selector}._domainkey.{self.domain}, {self.algorithm.decode()})"
+
+    @property
+    def dns_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    def dns_record(self) -> str:
+        """The TXT record to publish at :attr:`dns_name`."""
+        kind = "rsa" if self.algorithm == RSA else "ed25519"
+        return f"v=DKIM1; k={kind}; p={self.public.decode('ascii')}"
+
+    def covers(self, domain: str) -> bool:
+        """DMARC relaxed alignment: the From domain is ours or below it."""
+        d = _ascii_domain(domain)
+        return d == self.domain or d.endswith("." + self.domain)
+
+
+def _dkim_module() -> Any:
+    try:
+        import dkim
+    except ImportError:  # pragma: no cover - dkimpy is a dependency
+        raise ConfigError(
+            "DKIM signing needs the dkimpy package",
+            hint="pip install dkimpy (or reinstall outreach)",
+        ) from None
+    return dkim
+
+
+def _ascii_domain(domain: str) -> str:
+    d = domain.strip().rstrip(".").lower()
+    try:
+        return d.encode("idna").decode("ascii")
+    except UnicodeError:
+        return d
+
+
+# --------------------------------------------------------------------------- key loading
+
+
+def _der_len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    return bytes([tag]) + _der_len(len(body)) + body
+
+
+def _der_int(value: int) -> bytes:
+    return _tlv(0x02, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big"))
+
+
+def rsa_public_der(modulus: int, exponent: int) -> bytes:
+    """SubjectPublicKeyInfo of an RSA key: what DKIM's ``p=`` holds (base64)."""
+    rsa_key = _tlv(0x30, _der_int(modulus) + _der_int(exponent))
+    algorithm = _tlv(0x30, _RSA_OID + b"\x05\x00")
+    return _tlv(0x30, algorithm + _tlv(0x03, b"\x00" + rsa_key))
+
+
+def _read_key(cfg: Dkim, root: Path, where: Location) -> tuple[bytes, str]:
+    if cfg.key_env:
+        if not _ENV_NAME.match(cfg.key_env):
+            raise ConfigError(
+                "dkim.key_env must name an environment variable, not hold the key",
+                location=where,
+                hint="put the PEM text in a variable, e.g. `key_env: OUTREACH_DKIM_KEY`",
+            )
+        value = os.environ.get(cfg.key_env)
+        if not value:
+            raise DkimKeyUnavailable(
+                f"the DKIM key variable ${cfg.key_env} is not set",
+                location=where,
+                hint=f'export {cfg.key_env}="$(cat dkim-private.pem)" before sending '
+                "(the key never goes into YAML)",
+            )
+        if "\\n" in value and "\n" not in value:  # one-line form of .env files and CI secrets
+            value = value.replace("\\n", "\n")
+        return value.strip().encode("utf-8", "replace"), f"${cfg.key_env}"
+    assert cfg.key_file is not None
+    if "-----BEGIN" in cfg.key_file:
+        raise ConfigError(
+            "dkim.key_file holds key text, not a path",
+            location=where,
+            hint="save the key in a file (mode 0600, outside version control) and name "
+            "that file here, or use key_env",
+        )
+    path = Path(cfg.key_file).expanduser()
+    if not path.is_absolute():
+        path = root / path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DkimKeyUnavailable(
+            f"the DKIM key file {cfg.key_file} does not exist",
+            location=where,
+            hint="check the path (relative to the workspace) or make a key: "
+            "openssl genrsa -out dkim.pem 2048",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the DKIM key file {cfg.key_file}: {exc.strerror}",
+            location=where,
+            hint="the user running outreach must be able to read it (mode 0600, its owner)",
+        ) from None
+    return data.strip(), f"key_file {cfg.key_file}"
+
+
+def _ed25519_public(seed: bytes) -> bytes:
+    try:
+        import nacl.signing
+    except ImportError:
+        raise ConfigError(
+            "an ed25519 DKIM key needs the PyNaCl package",
+            hint="pip install pynacl, or use an RSA key (openssl genrsa -out dkim.pem 2048)",
+        ) from None
+    verify_key = nacl.signing.SigningKey(seed).verify_key
+    return base64.b64encode(bytes(verify_key))
+
+
+def parse_key(data: bytes, source: str, where: Location) -> tuple[bytes, bytes, int | None, bytes]:
+    """(algorithm, private key as dkimpy takes it, RSA bits, public p= value)."""
+    dkim = _dkim_module()
+    invalid = ConfigError(
+        f"the DKIM key in {source} is not a private key dkimpy can use",
+        location=where,
+        hint="use an unencrypted PEM RSA key (openssl genrsa -out dkim.pem 2048) or an ed25519 key",
+    )
+    pem = _PEM_BODY.search(data)
+    if pem is not None:
+        label = pem.group(1).decode("ascii", "replace")
+        if "ENCRYPTED" in label or b"Proc-Type: 4,ENCRYPTED" in data:
+            raise ConfigError(
+                f"the DKIM key in {source} is encrypted with a passphrase",
+                location=where,
+                hint="outreach cannot ask for a passphrase: export it unencrypted "
+                "(openssl pkey -in key.pem -out dkim.pem) and keep that file mode 0600",
+            )
+        try:
+            der = base64.b64decode(b"".join(pem.group(2).split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid from None
+        if der.startswith(_ED25519_PKCS8) and len(der) == len(_ED25519_PKCS8) + 32:
+            seed = der[len(_ED25519_PKCS8) :]
+            return ED25519, base64.b64encode(seed), None, _ed25519_public(seed)
+        try:
+            parsed = dkim.crypto.parse_pem_private_key(data)
+        except Exception:  # noqa: BLE001 - dkimpy raises several kinds; none may leak the key
+            raise invalid from None
+        modulus, exponent = int(parsed["modulus"]), int(parsed["publicExponent"])
+        public = base64.b64encode(rsa_public_der(modulus, exponent))
+        return RSA, data, modulus.bit_length(), public
+    # dknewkey's ed25519 form: the base64 of the 32-byte seed on one line
+    try:
+        seed = base64.b64decode(b"".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    if len(seed) != 32:
+        raise invalid
+    return ED25519, base64.b64encode(seed), None, _ed25519_public(seed)
+
+
+def load_key(
+    cfg: Dkim, root: Path, organisation_domain: str, where: Location | None = None
+) -> DkimKey:
+    """Read, parse and try out one key. Raises ConfigError (DkimKeyUnavailable when the
+    key is simply not on this machine); never puts key material in a message."""
+    where = where or Location("outreach.yaml", None, None, "dkim")
+    data, source = _read_key(cfg, root, where)
+    algorithm, private, bits, public = parse_key(data, source, where)
+    if bits is not None and bits < MIN_RSA_BITS:
+        raise ConfigError(
+            f"the DKIM key in {source} has {bits} bits; receivers ignore keys under {MIN_RSA_BITS}",
+            location=where,
+            hint="make a 2048-bit key: openssl genrsa -out dkim.pem 2048",
+        )
+    domain = _ascii_domain(cfg.domain or organisation_domain)
+    key = DkimKey(domain, cfg.selector, algorithm, source, private, bits, public)
+    # One trial signature now, so a key dkimpy cannot use fails here and not per message.
+    trial = f"From: test@{domain}\r\nSubject: DKIM key check\r\n\r\nok\r\n".encode()
+    DkimSigner([key]).sign(trial, key)
+    return key
+
+
+# --------------------------------------------------------------------------- signing
+
+
+def _header_block(message: bytes) -> bytes:
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        end = message.find(b"\n\n")
+    return message if end < 0 else message[: end + 2]
+
+
+_FROM = re.compile(rb"^From:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.M | re.I)
+
+
+def from_domain(message: bytes) -> str | None:
+    """The domain of the single From address in the header, or None."""
+    head = _header_block(message)
+    found = _FROM.findall(head)
+    if len(found) != 1:
+        return None
+    value = re.sub(rb"\r?\n[ \t]", b" ", found[0]).decode("ascii", "replace")
+    addresses = [a for _, a in getaddresses([value]) if a]
+    if len(addresses) != 1 or "@" not in addresses[0]:
+        return None
+    return _ascii_domain(addresses[0].rsplit("@", 1)[1])
+
+
+class DkimSigner:
+    """``signer(message_bytes) -> signed bytes``: the Composer's signing hook."""
+
+    def __init__(self, keys: Sequence[DkimKey]) -> None:
+        # The most specific domain wins (med.uni.example before uni.example).
+        self.keys = sorted(keys, key=lambda k: -len(k.domain))
+        self.headers = [h.encode() for h in (*SIGNED_HEADERS, *OVERSIGNED)]
+
+    def key_for(self, domain: str | None) -> DkimKey | None:
+        if not domain:
+            return None
+        return next((k for k in self.keys if k.covers(domain)), None)
+
+    def sign(self, message: bytes, key: DkimKey) -> bytes:
+        dkim = _dkim_module()
+        try:
+            signature = dkim.sign(
+                message,
+                key.selector.encode("ascii"),
+                key.domain.encode("ascii"),
+                key.private,
+                canonicalize=CANONICALIZE,
+                signature_algorithm=key.algorithm,
+                include_headers=self.headers,
+                logger=_QUIET,
+            )
+        except Exception as exc:  # noqa: BLE001 - dkimpy's errors; the key must not leak
+            raise ConfigError(
+                f"DKIM signing with {key.source} failed ({type(exc).__name__})",
+                hint="check the key with `outreach dkim record`; an ed25519 key needs PyNaCl",
+            ) from None
+        return bytes(signature) + message
+
+    def __call__(self, message: bytes) -> bytes:
+        key = self.key_for(from_domain(message))
+        return message if key is None else self.sign(message, key)
+
+
+def signer_from_settings(settings: Settings, root: Path) -> DkimSigner | None:
+    """The signer for ``dkim:`` in outreach.yaml, or None when DKIM is not configured."""
+    configs = settings.dkim_keys()
+    if not configs:
+        return None
+    org = settings.organisation.domain
+    return DkimSigner(
+        [
+            load_key(cfg, root, org, _where(None, settings, i, _key_field(cfg)))
+            for i, cfg in enumerate(configs)
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _key_field(cfg: Dkim) -> str:
+    return "key_env" if cfg.key_env else "key_file"
+
+
+def _where(doc: YamlDoc | None, settings: Settings, index: int, key: str | None = None) -> Location:
+    listed = isinstance(settings.dkim, list)
+    path: tuple[str | int, ...] = ("dkim", index) if listed else ("dkim",)
+    if key:
+        path += (key,)
+    if doc is None:
+        return Location("outreach.yaml", None, None, dotted_path(path))
+    return doc.where(path)
+
+
+def dkim_problems(settings: Settings, root: Path, doc: YamlDoc | None) -> list[Problem]:
+    """What ``outreach check`` says about the DKIM keys: an invalid key is an error; a key
+    not present on this machine a warning (``send`` refuses to start without it)."""
+    problems: list[Problem] = []
+    for i, cfg in enumerate(settings.dkim_keys()):
+        where = _where(doc, settings, i, _key_field(cfg))
+        try:
+            key = load_key(cfg, root, settings.organisation.domain, where)
+        except DkimKeyUnavailable as exc:
+            problems.append(
+                Problem(
+                    exc.message + ": mail cannot be signed here, and `send` will refuse to start",
+                    exc.location,
+                    exc.hint,
+                    severity="warning",
+                )
+            )
+            continue
+        except ConfigError as exc:
+            problems.append(Problem(exc.message, exc.location, exc.hint))
+            continue
+        if key.bits is not None and key.bits < RECOMMENDED_RSA_BITS:
+            problems.append(
+                Problem(
+                    f"the DKIM key has {key.bits} bits; {RECOMMENDED_RSA_BITS} is recommended",
+                    where,
+                    "make a new key (openssl genrsa -out dkim.pem 2048), publish its record "
+                    "under a new selector, then switch",
+                    severity="warning",
+                )
+            )
+        if cfg.key_file and os.name == "posix":
+            path = Path(cfg.key_file).expanduser()
+            path = path if path.is_absolute() else root / path
+            try:
+                mode = path.stat().st_mode
+            except OSError:
+                mode = 0
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                problems.append(
+                    Problem(
+                        f"the DKIM key file {cfg.key_file} can be read by other users "
+                        f"(mode {stat.S_IMODE(mode):04o})",
+                        where,
+                        f"chmod 600 {cfg.key_file}",
+                        severity="warning",
+                    )
+                )
+    return problems
+
+
+def unsigned_senders(
+    settings: Settings, senders: Iterable[tuple[str, str, Location]]
+) -> list[Problem]:
+    """Warn, when DKIM is configured, about senders whose From domain no key covers:
+    their mail goes out unsigned and fails DMARC alignment."""
+    configs = settings.dkim_keys()
+    if not configs:
+        return []
+    org = settings.organisation.domain
+    domains = [_ascii_domain(c.domain or org) for c in configs]
+    problems = []
+    for what, email, where in senders:
+        domain = _ascii_domain(email.rsplit("@", 1)[-1])
+        if not any(domain == d or domain.endswith("." + d) for d in domains):
+            problems.append(
+                Problem(
+                    f"{what} <{email}>: no DKIM key for {domain}, so this mail goes out "
+                    "unsigned (DMARC aligns on From)",
+                    where,
+                    f"add a `dkim:` entry with `domain: {domain}`, or send from an address "
+                    f"in {', '.join(sorted(set(domains)))}",
+                    severity="warning",
+                )
+            )
+    return problems
+
+
+def dns_records(settings: Settings, root: Path) -> list[DkimKey]:
+    """The loaded keys, for `outreach dkim record` (which prints their public halves)."""
+    signer = signer_from_settings(settings, root)
+    return list(signer.keys) if signer else []
+
+
+__all__ = [
+    "DkimKey",
+    "DkimKeyUnavailable",
+    "DkimSigner",
+    "OVERSIGNED",
+    "SIGNED_HEADERS",
+    "dkim_problems",
+    "dns_records",
+    "from_domain",
+    "load_key",
+    "parse_key",
+    "signer_from_settings",
+    "unsigned_senders",
+]
