@@ -7,6 +7,7 @@ for every message: per-message work is headers plus two quoted-printable bodies.
 
 from __future__ import annotations
 
+import binascii
 import io
 import re
 import secrets
@@ -14,11 +15,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email import policy as email_policy
-from email import quoprimime
 from email.header import Header
 from email.headerregistry import Address
 from email.message import MIMEPart
-from email.utils import formatdate
+from email.utils import formataddr, formatdate
 from pathlib import Path
 from urllib.parse import quote
 
@@ -227,15 +227,12 @@ class Composer:
         head = [
             self._address_line("From", r.sender_name, r.sender_email, "the sender's name"),
             self._address_line("Reply-To", r.sender_name, r.sender_email, "the sender's name"),
-            _address_field(
+            _plain_address(
                 "To",
-                [
-                    Address(
-                        display_name=safe_header_value(r.name, f"the name of {r.email}"),
-                        addr_spec=safe_header_value(r.email, "the recipient's address"),
-                    )
-                ],
-            ),
+                safe_header_value(r.name, f"the name of {r.email}"),
+                safe_header_value(r.email, "the recipient's address"),
+            )
+            or _address_field("To", [Address(display_name=r.name, addr_spec=r.email)]),
         ]
         if r.cc:
             head.append(
@@ -247,7 +244,8 @@ class Composer:
                     ],
                 )
             )
-        head.append(_fold("Subject", safe_header_value(r.subject, "the subject")))
+        subject = safe_header_value(r.subject, "the subject")
+        head.append(_plain_subject(subject) or _fold("Subject", subject))
         date = formatdate(when if when is not None else time.time(), localtime=True)
         head.append(f"Date: {date}\r\nMessage-ID: {mid}\r\n".encode("ascii"))
         head.append(f"List-Id: <{r.campaign_id}.{self.domain}>\r\n".encode("ascii"))
@@ -337,8 +335,26 @@ def _address_field(name: str, addresses: list[Address]) -> bytes:
 
 
 def _qp(text: str) -> bytes:
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    # As the stdlib's content manager does: UTF-8 bytes seen as latin-1 code points.
-    raw = "\n".join(lines).encode("utf-8").decode("latin-1")
-    encoded = quoprimime.body_encode(raw, maxlinelen=76, eol="\r\n")
-    return encoded.encode("ascii")
+    """Quoted-printable with CRLF line ends (binascii's C encoder: same output rules as
+    the email package — '=' and 8-bit escaped, trailing blanks encoded, soft breaks at 76)."""
+    normal = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    return binascii.b2a_qp(normal.encode("utf-8"), quotetabs=False, istext=True, header=False)
+
+
+_PLAIN_HEADER = re.compile(r"^[\x20-\x7e]*$")
+
+
+def _plain_subject(subject: str) -> bytes | None:
+    """`Subject: …` written directly when it is short printable ASCII (the common case);
+    anything else goes through the email package's folding and RFC 2047 encoding."""
+    if len(subject) <= 68 and _PLAIN_HEADER.match(subject) and "=?" not in subject:
+        return f"Subject: {subject}\r\n".encode("ascii")
+    return None
+
+
+def _plain_address(name: str, display: str, address: str) -> bytes | None:
+    if not (_PLAIN_HEADER.match(display) and address.isascii() and "=?" not in display):
+        return None
+    value = formataddr((display, address))  # quotes the name when it holds specials
+    line = f"{name}: {value}\r\n"
+    return line.encode("ascii") if len(line) <= 78 else None
