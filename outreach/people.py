@@ -7,7 +7,7 @@ import csv
 import io
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -296,45 +296,51 @@ def load_researchers_csv(
     if any(p.severity == "error" for p in problems):
         return [], problems
     positions = {c: i for i, c in enumerate(columns) if c in RESEARCHER_COLUMNS}
-    rows: list[tuple[int, dict[str, str]]] = []
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # e.g. a field over the csv module's size limit
-            problems.append(
-                Problem(
-                    f"cannot read the rest of the file: {exc}",
-                    Location(shown, max(reader.line_num, 1)),
-                    'look for an unbalanced quote `"` from this line on',
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        # A generator: each row becomes a Researcher as it is read, so 100,000 rows are
+        # never held twice (as dicts and as researchers) at once.
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a field over the csv module's size limit
+                problems.append(
+                    Problem(
+                        f"cannot read the rest of the file: {exc}",
+                        Location(shown, max(reader.line_num, 1)),
+                        'look for an unbalanced quote `"` from this line on',
+                    )
                 )
-            )
-            break
-        line = reader.line_num
-        if not row:
-            continue
-        if not any(cell.strip() for cell in row):
-            problems.append(
-                Problem(
-                    "empty row skipped",
-                    Location(shown, line),
-                    "delete the row",
-                    severity="warning",
+                return
+            line = reader.line_num
+            if not row:
+                continue
+            if not any(cell.strip() for cell in row):
+                problems.append(
+                    Problem(
+                        "empty row skipped",
+                        Location(shown, line),
+                        "delete the row",
+                        severity="warning",
+                    )
                 )
-            )
-            continue
-        if len(row) != len(columns):
-            problems.append(
-                Problem(
-                    f"{len(row)} fields where the header has {len(columns)}",
-                    Location(shown, line),
-                    f"check for a stray `{delimiter}` or a missing quote",
+                continue
+            if len(row) != len(columns):
+                problems.append(
+                    Problem(
+                        f"{len(row)} fields where the header has {len(columns)}",
+                        Location(shown, line),
+                        f"check for a stray `{delimiter}` or a missing quote",
+                    )
                 )
-            )
-            continue
-        rows.append((line, {c: row[i].strip() for c, i in positions.items()}))
-    researchers, more = _build_researchers(rows, shown, languages, check_deliverability, delimiter)
+                continue
+            yield line, {c: row[i].strip() for c, i in positions.items()}
+
+    researchers, more = _build_researchers(
+        rows(), shown, languages, check_deliverability, delimiter
+    )
     return researchers, problems + more
 
 
@@ -389,7 +395,7 @@ def load_researchers_yaml(
 
 
 def _build_researchers(
-    rows: list[tuple[int, dict[str, str]]],
+    rows: Iterable[tuple[int, dict[str, str]]],
     shown: str,
     languages: list[str],
     check_deliverability: bool,
@@ -456,7 +462,7 @@ def _build_researchers(
                 _fields_set=_RESEARCHER_FIELDS,
                 email=email,
                 name=name,
-                first_name=first,
+                first_name=sys.intern(first),
                 faculty=sys.intern(row.get("faculty", "")),
                 department=sys.intern(row.get("department", "")),
                 unit=sys.intern(row.get("unit", "")),
