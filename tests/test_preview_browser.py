@@ -6,47 +6,20 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, chromium
 from PIL import Image, ImageChops, ImageStat
 from render_support import env_without_foreign, make_workspace
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not installed: apt-get install chromium"
 )
 HEADERS = ("From", "Reply-To", "To", "Subject", "Message-ID", "List-Unsubscribe", "List-Id")
-
-
-def chromium(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory(prefix="outreach-chromium-") as profile:
-        return subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
 
 
 def screenshot(url: str, target: Path, width: int, height: int) -> Image.Image:

@@ -5,17 +5,14 @@ renders them: a screenshot of the right size, not blank, with the arms' colours 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, chromium
 from foundation_helpers import ENV_VARS, copy_example
 from report_helpers import insert_dataset, random_dataset, sqlite_store
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDTH, HEIGHT = 1200, 2000
 LIAISON_GREEN, SERVICE_ORANGE = (0x2F, 0x6F, 0x4F), (0xC0, 0x69, 0x2B)  # formats._rate_chart
 
@@ -64,31 +61,6 @@ def test_html_is_self_contained(report_html: Path) -> None:
     for text in ("Reply rate per arm", "Reply rate per liaison and arm", "Familiarity curve"):
         assert text in page
     assert "<table>" in page and "observational comparison" in page
-
-
-def chromium(*args: str) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory(prefix="outreach-chromium-") as profile:
-        return subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed: apt-get install chromium")
