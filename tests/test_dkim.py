@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -561,13 +562,12 @@ def test_ed25519_keys_sign_and_verify(tmp_path: Path) -> None:
     assert not verifier({f"ed._domainkey.{DOMAIN}": record})(signed.replace(b"hi", b"ho"))
 
 
-def test_ed25519_without_pynacl_is_a_clear_error(tmp_path: Path) -> None:
-    try:
-        import nacl.signing  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("PyNaCl is installed here")
+def test_ed25519_without_pynacl_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Make `import nacl…` fail as it does where PyNaCl is not installed.
+    for name in ("nacl", "nacl.signing", "nacl.encoding", "nacl.bindings"):
+        monkeypatch.setitem(sys.modules, name, None)
     (tmp_path / "ed.key").write_bytes(base64.b64encode(os.urandom(32)))
     with pytest.raises(ConfigError, match="PyNaCl"):
         load_key(Dkim(selector="ed", key_file="ed.key"), tmp_path, DOMAIN)
