@@ -218,8 +218,29 @@ def _summary_table(summary: Any) -> None:
 @click.option("--now", "send_now", is_flag=True, help="Send before the campaign's schedule.")
 @click.option("--due", is_flag=True, help="Send every campaign whose schedule has come (for cron).")
 @click.option("--yes", is_flag=True, help="Do not ask before a real SMTP send.")
+@click.option(
+    "--worker",
+    "team",
+    is_flag=True,
+    help="Send as one worker of a team: several `send --worker` processes (on one or several "
+    "machines sharing a PostgreSQL store) share the campaign.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Send with N worker processes at once (uses N cores).",
+)
 @click.option("--ignore-quotas", is_flag=True, hidden=True)
-@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=120.0, hidden=True)
+@click.option("--batch", type=click.IntRange(min=1), hidden=True)  # rows claimed at a time
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=0.5),
+    default=120.0,
+    hidden=True,
+    envvar="OUTREACH_LEASE_SECONDS",
+)
 @pass_ctx
 def send(
     obj: Context,
@@ -232,13 +253,16 @@ def send(
     send_now: bool,
     due: bool,
     yes: bool,
+    team: bool,
+    workers: int,
     ignore_quotas: bool,
+    batch: int | None,
     lease_seconds: float,
 ) -> None:
     """Send CAMPAIGN(s): resumable, never twice, within each sender's quota."""
     from datetime import UTC, datetime
 
-    from .deliver.run import SendOptions, send_campaign
+    from .deliver.run import SendOptions, send_campaign, send_with_workers
     from .progress import SendProgress
 
     ws = obj.load(only_campaigns=list(campaigns) or None)
@@ -262,7 +286,10 @@ def send(
         now=send_now or due,
         ignore_quotas=ignore_quotas,
         lease_seconds=lease_seconds,
+        team=team,
     )
+    if batch is not None:
+        options.batch = options.team_batch = batch
 
     def confirm(summary: Any) -> bool:
         if kind != "smtp" or yes or not sys.stdin.isatty():
@@ -277,7 +304,11 @@ def send(
 
     failed = False
     for cid in targets:
-        summary = send_campaign(ws, cid, options, SendProgress(err_console), confirm)
+        shown = SendProgress(err_console)
+        if workers > 1:
+            summary = send_with_workers(ws, cid, workers, options, shown, confirm)
+        else:
+            summary = send_campaign(ws, cid, options, shown, confirm)
         if summary.aborted == "not confirmed":
             err_console.print("Nothing sent.")
             sys.exit(1)
@@ -367,6 +398,11 @@ def status(obj: Context, campaign: str | None, as_json: bool, show: str | None) 
         out_console.print("The ledger is empty: nothing has been sent yet.")
     else:
         out_console.print(table)
+    team: dict[str, int] = {}
+    for w in ledger.workers(cid):
+        team[w["campaign_id"]] = team.get(w["campaign_id"], 0) + 1
+    for name, n in sorted(team.items()):
+        out_console.print(f"{name}: being sent by {n} worker(s) now")
 
 
 @main.group()

@@ -93,7 +93,14 @@ TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
     "responses": ("subject", "reason", "source", "body"),
     "contacts": ("note", "source"),
 }
-NOT_PERSONAL = ("campaigns", "campaign_locks", "mailbox_state", "forgotten_counts")
+NOT_PERSONAL = (
+    "campaigns",
+    "campaign_locks",
+    "mailbox_state",
+    "forgotten_counts",
+    "send_workers",  # sender processes' leases (team sending)
+    "sender_slots",  # each mailbox's quota pointer
+)
 REDACTED = "[forgotten]"
 SUPPRESSION_PREFIX = "hmac-sha256:"
 BOUNCED = "bounce_hard"  # forgotten_counts.status of a sent message that hard-bounced

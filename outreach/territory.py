@@ -551,7 +551,7 @@ def persisted_owners(database_url: str) -> dict[str, str]:
             return {}
     store = open_store(database_url, create=False)
     try:
-        return current_owners(store)
+        return {} if store.empty else current_owners(store)
     finally:
         store.close()
 

@@ -1,6 +1,8 @@
 """Deliver: transports, the ledger, quotas, arms, skips, locks and crashes, for real.
 
-Real SQLite in a temporary workspace (a copy of the example), a real SMTP server (aiosmtpd,
+Real SQLite in a temporary workspace (a copy of the example) and, for every test that
+touches the ledger, PostgreSQL on 127.0.0.1:5432 too (``store_url``: a fresh schema per
+test; skipped, saying why, when no server answers); a real SMTP server (aiosmtpd,
 ``tests/servers/smtp.py``) with fault injection, real subprocesses for the lock and SIGKILL
 tests. Nothing is mocked: what the ledger says is checked against what the server received.
 """
@@ -28,7 +30,7 @@ import yaml
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from outreach.cli import main
 from outreach.deliver.ledger import Ledger
@@ -38,17 +40,20 @@ from outreach.deliver.transports import Credentials, SmtpTransport
 from outreach.errors import CampaignLocked
 from outreach.mailing import PreparedCampaign
 from outreach.plan import plan_recipients
-from outreach.store import head_revision, open_store
+from outreach.store import head_revision, make_engine, open_store
 from outreach.workspace import Workspace, load_workspace
 
 try:  # repository root on sys.path (python -m pytest, or a root conftest)
+    from tests import store_helpers as _stores
     from tests.servers import fixtures as _fx
     from tests.servers.smtp import SMTPTestServer
 except ImportError:  # plain `pytest`: only tests/ is on sys.path
+    import store_helpers as _stores  # type: ignore[no-redef]
     from servers import fixtures as _fx  # type: ignore[no-redef]
     from servers.smtp import SMTPTestServer  # type: ignore[no-redef]
 
 smtp_server = _fx.smtp_server
+store_url = _stores.store_url
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "deliver-tests-secret"
@@ -75,8 +80,10 @@ def make_ws(
     *,
     transport: dict[str, Any] | None = None,
     limits: dict[str, int] | None = None,
+    database: str | None = None,
 ) -> Path:
-    """A copy of the example workspace with its own SQLite database and settings."""
+    """A copy of the example workspace with its own database (SQLite in the workspace, or
+    ``database``: a PostgreSQL schema of the test's own) and settings."""
     root.mkdir(parents=True, exist_ok=True)
     for part in ("outreach.yaml", "people", "campaigns"):
         src = REPO / part
@@ -88,6 +95,8 @@ def make_ws(
     if transport is not None:
         cfg["transport"] = transport
     cfg["limits"] = limits or {"per_sender_per_minute": 100_000, "per_sender_per_day": 1_000_000}
+    if database is not None:
+        cfg["database"] = database
     (root / "outreach.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
     return root
 
@@ -215,8 +224,9 @@ def envelope_to(path: Path) -> str:
 
 def test_outbox_send_writes_one_file_per_recipient_and_a_rerun_sends_nothing(
     tmp_path: Path,
+    store_url: str | None,
 ) -> None:
-    root = make_ws(tmp_path / "ws")
+    root = make_ws(tmp_path / "ws", database=store_url)
     expected = sorted(audience(root, NEWSLETTER))
     assert len(expected) == 247
 
@@ -236,8 +246,8 @@ def test_outbox_send_writes_one_file_per_recipient_and_a_rerun_sends_nothing(
     assert outbox_files(root) == files
 
 
-def test_outbox_limit_sends_n_and_a_rerun_the_rest(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws")
+def test_outbox_limit_sends_n_and_a_rerun_the_rest(tmp_path: Path, store_url: str | None) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
     cid = add_campaign(root, "limit-test", include=THREE_LIAISONS)
     expected = sorted(audience(root, cid))
 
@@ -254,8 +264,8 @@ def test_outbox_limit_sends_n_and_a_rerun_the_rest(tmp_path: Path) -> None:
     assert counts(root, cid) == Counter(sent=len(expected))
 
 
-def test_status_shows_each_campaign_and_sender(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws")
+def test_status_shows_each_campaign_and_sender(tmp_path: Path, store_url: str | None) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
     assert "The ledger is empty" in cli(root, "status").output
     cid = add_campaign(root, "status-test", include=THREE_LIAISONS)
     assert cli(root, "send", cid).exit_code == 0
@@ -303,10 +313,12 @@ def test_dry_run_writes_nothing_and_touches_no_ledger(tmp_path: Path) -> None:
 
 
 def test_451_is_deferred_retried_with_backoff_and_sent_exactly_once(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     smtp_server.fail_nth(3, 451, "4.3.0 Try again later")
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server))
+    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
     cid = add_campaign(root, "defer-test", include=PHARMACY)
     expected = audience(root, cid)
 
@@ -325,9 +337,11 @@ def test_451_is_deferred_retried_with_backoff_and_sent_exactly_once(
 
 
 def test_persistent_451_stops_after_max_attempts_and_stays_deferred(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server))
+    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
     cid = add_campaign(root, "defer-many", include=PHARMACY)
     victim = audience(root, cid)[0]
     smtp_server.reject_rcpt(victim, 451, "4.2.0 Mailbox busy")
@@ -343,9 +357,11 @@ def test_persistent_451_stops_after_max_attempts_and_stays_deferred(
 
 
 def test_550_for_one_recipient_is_failed_with_the_servers_text(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server))
+    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
     cid = add_campaign(root, "reject-test", include=PHARMACY)
     expected = audience(root, cid)
     victim = expected[5]
@@ -366,10 +382,12 @@ def test_550_for_one_recipient_is_failed_with_the_servers_text(
 
 
 def test_disconnect_after_data_is_uncertain_not_resent_unless_asked(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     smtp_server.drop_during_data(4)  # content received, connection closed, no reply
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server))
+    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
     cid = add_campaign(root, "uncertain-test", include=PHARMACY)
     expected = audience(root, cid)
 
@@ -397,10 +415,12 @@ def test_disconnect_after_data_is_uncertain_not_resent_unless_asked(
     assert counts(root, cid) == Counter(sent=len(expected))
 
 
-def test_drop_right_after_354_is_uncertain_too(tmp_path: Path, smtp_server: SMTPTestServer) -> None:
+def test_drop_right_after_354_is_uncertain_too(
+    tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
+) -> None:
     # After DATA's 354 the client cannot know how much the server kept: honest = uncertain.
     smtp_server.drop_during_data(2, after_content=False)
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server))
+    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
     cid = add_campaign(root, "drop354", include=PHARMACY)
     summary = send(root, cid)
     assert summary.final["uncertain"] == 1
@@ -408,11 +428,15 @@ def test_drop_right_after_354_is_uncertain_too(tmp_path: Path, smtp_server: SMTP
 
 
 def test_connection_closed_before_mail_reconnects_and_succeeds(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     # The server closes every connection after 4 messages (421 at the next MAIL FROM).
     smtp_server.max_messages_per_connection(4)
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server, connections=2))
+    root = make_ws(
+        tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server, connections=2)
+    )
     cid = add_campaign(root, "reconnect", include=PHARMACY)
     expected = audience(root, cid)
     summary = send(root, cid)
@@ -452,9 +476,13 @@ def test_idle_pooled_connection_killed_by_the_server_is_replaced(
     ]
 
 
-def test_slow_server_still_completes(tmp_path: Path, smtp_server: SMTPTestServer) -> None:
+def test_slow_server_still_completes(
+    tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
+) -> None:
     smtp_server.slow(0.03)
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server, connections=4))
+    root = make_ws(
+        tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server, connections=4)
+    )
     cid = add_campaign(root, "slow", include=PHARMACY)
     expected = audience(root, cid)
     summary = send(root, cid)
@@ -476,10 +504,14 @@ def test_sessions_are_reused_not_one_per_message(
 
 
 def test_busy_421_greeting_defers_and_reconnects(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     smtp_server.busy(3)  # the next three connections are greeted "421 busy" and closed
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server, connections=2))
+    root = make_ws(
+        tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server, connections=2)
+    )
     cid = add_campaign(root, "busy", include=PHARMACY)
     expected = audience(root, cid)
     summary = send(root, cid)
@@ -489,10 +521,12 @@ def test_busy_421_greeting_defers_and_reconnects(
 
 
 def test_server_requiring_auth_without_a_login_stops_before_marking_anything(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     smtp_server.require_auth("rds-sender", "pw")  # but outreach.yaml names no username
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server))
+    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
     cid = add_campaign(root, "noauth", include=PHARMACY)
     result = cli(root, "send", cid, "--yes")
     assert result.exit_code == 1, result.output
@@ -541,10 +575,14 @@ CONFIG_ERRORS = {
 
 @pytest.mark.parametrize("case", sorted(CONFIG_ERRORS))
 def test_configuration_errors_are_clear_and_mark_nothing(
-    case: str, tmp_path: Path, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+    case: str,
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+    store_url: str | None,
 ) -> None:
     transport = _config_error_case(case, smtp_server, monkeypatch)
-    root = make_ws(tmp_path / "ws", transport=transport)
+    root = make_ws(tmp_path / "ws", database=store_url, transport=transport)
     cid = add_campaign(root, "config", include=PHARMACY)
 
     result = cli(root, "send", cid, "--yes")
@@ -652,10 +690,12 @@ def _arms_by_email(root: Path, cid: str) -> dict[str, str]:
     return {r["email"]: r["arm"] for r in rows(root, cid)}
 
 
-def test_split_is_stratified_by_liaison_deterministic_and_persisted(tmp_path: Path) -> None:
+def test_split_is_stratified_by_liaison_deterministic_and_persisted(
+    tmp_path: Path, store_url: str | None
+) -> None:
     share = 0.3
     split = {"service_share": share, "seed": 11, "experiment": "exp-a"}
-    root = make_ws(tmp_path / "ws")
+    root = make_ws(tmp_path / "ws", database=store_url)
     cid = add_campaign(root, "split-a", include=THREE_LIAISONS, sender="split", split=split)
     ws = load(root)
     campaign = ws.campaign(cid).campaign
@@ -688,7 +728,7 @@ def test_split_is_stratified_by_liaison_deterministic_and_persisted(tmp_path: Pa
             assert liaisons[row["liaison_id"]].email in from_line.group(1)
 
     # persisted: the arms table holds every researcher of the experiment
-    engine = create_engine(load(root).database_url())
+    engine = make_engine(load(root).database_url())
     with engine.connect() as conn:
         stored = dict(
             conn.execute(text("SELECT email, arm FROM arms WHERE experiment = 'exp-a'")).all()
@@ -697,7 +737,7 @@ def test_split_is_stratified_by_liaison_deterministic_and_persisted(tmp_path: Pa
     assert stored == arms
 
     # deterministic: the same seed in a fresh workspace gives the same allocation
-    other = make_ws(tmp_path / "ws2")
+    other = make_ws(tmp_path / "ws2")  # a fresh store: SQLite
     add_campaign(other, "split-a", include=THREE_LIAISONS, sender="split", split=split)
     assert cli(other, "send", "split-a").exit_code == 0
     assert _arms_by_email(other, "split-a") == arms
@@ -712,8 +752,9 @@ def test_split_is_stratified_by_liaison_deterministic_and_persisted(tmp_path: Pa
 
 def test_a_second_campaign_of_the_same_experiment_keeps_every_researchers_arm(
     tmp_path: Path,
+    store_url: str | None,
 ) -> None:
-    root = make_ws(tmp_path / "ws")
+    root = make_ws(tmp_path / "ws", database=store_url)
     assert cli(root, "send", SPLIT).exit_code == 0
     first = _arms_by_email(root, SPLIT)
     assert set(first.values()) == {"liaison", "service"}
@@ -733,8 +774,10 @@ def test_a_second_campaign_of_the_same_experiment_keeps_every_researchers_arm(
 # ---------------------------------------------------------------------------- skips
 
 
-def test_suppressed_addresses_are_skipped_with_the_reason(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws")
+def test_suppressed_addresses_are_skipped_with_the_reason(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
     cid = add_campaign(root, "skips", include=PHARMACY)
     people = audience(root, cid)
     gone, later = people[3], people[-1]
@@ -760,8 +803,10 @@ def test_suppressed_addresses_are_skipped_with_the_reason(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------------- edits
 
 
-def test_a_campaign_edited_after_sending_began_is_refused_unless_forced(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws")
+def test_a_campaign_edited_after_sending_began_is_refused_unless_forced(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
     path = root / "campaigns" / f"{NEWSLETTER}.yaml"
     assert cli(root, "send", NEWSLETTER, "--limit", "3").exit_code == 0
     original = path.read_text(encoding="utf-8")
@@ -785,8 +830,8 @@ def test_a_campaign_edited_after_sending_began_is_refused_unless_forced(tmp_path
     assert counts(root, NEWSLETTER) == Counter(sent=247)
 
 
-def test_editing_before_anything_was_sent_is_fine(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws")
+def test_editing_before_anything_was_sent_is_fine(tmp_path: Path, store_url: str | None) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
     path = root / "campaigns" / f"{NEWSLETTER}.yaml"
     assert cli(root, "send", NEWSLETTER, "--dry-run").exit_code == 0
     path.write_text(path.read_text(encoding="utf-8").replace("autumn news", "news"), "utf-8")
@@ -808,10 +853,12 @@ def _spawn(root: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def test_two_sends_of_the_same_campaign_at_once_never_send_twice(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     smtp_server.slow(0.2)  # the first run would take ~20 s: it is surely still sending
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server))
+    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
     cid = add_campaign(root, "race", include=PHARMACY)
     expected = audience(root, cid)
     first = _spawn(root, cid)
@@ -831,10 +878,12 @@ def test_two_sends_of_the_same_campaign_at_once_never_send_twice(
 
 
 def test_a_run_that_lost_its_lock_sends_nothing_it_no_longer_owns(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     smtp_server.slow(0.03)
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server))
+    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
     cid = add_campaign(root, "stolen", include=PHARMACY)
     expected = audience(root, cid)
     outcome: list[BaseException | SendSummary] = []
@@ -870,10 +919,14 @@ def test_a_run_that_lost_its_lock_sends_nothing_it_no_longer_owns(
 
 @pytest.mark.slow
 def test_sigkill_mid_campaign_then_rerun_loses_nothing_and_sends_nothing_twice(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     smtp_server.slow(0.01)
-    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server, connections=3))
+    root = make_ws(
+        tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server, connections=3)
+    )
     cid = add_campaign(root, "crash", include=THREE_LIAISONS)
     expected = audience(root, cid)
     lease = "1"
@@ -998,10 +1051,13 @@ def test_preloaded_history_paces_a_full_mailbox() -> None:
 
 
 def test_real_send_respects_the_per_minute_quota_across_runs(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     root = make_ws(
         tmp_path / "ws",
+        database=store_url,
         transport=smtp_settings(smtp_server, connections=1),
         limits={"per_sender_per_minute": 120, "per_sender_per_day": 1000},
     )
@@ -1011,18 +1067,23 @@ def test_real_send_respects_the_per_minute_quota_across_runs(
     times = [m.monotonic for m in smtp_server.messages]
     assert len(times) == 5
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # 120/min: one every 0.5 s (dispatch is paced; arrival jitters a little), and the
-    # second run starts from the ledger's history, not from a fresh quota
-    assert min(gaps) >= 0.4, gaps
-    assert gaps[2] >= 0.45, gaps
+    # 120/min: one every 0.5 s. Dispatch is paced; arrival at the server jitters on a
+    # loaded machine (one late arrival shortens the next gap), so the pace is checked over
+    # the whole run, and the second run must start from the ledger's history, not from a
+    # fresh quota (which would put its first message right after the first run's last).
+    assert times[-1] - times[0] >= 4 * 0.5 - 0.1, gaps
+    assert gaps[2] >= 0.3, gaps
 
 
 def test_real_send_interleaves_senders_so_the_slowest_quota_sets_the_pace(
-    tmp_path: Path, smtp_server: SMTPTestServer
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
 ) -> None:
     per_minute = 600  # one message every 0.1 s per mailbox
     root = make_ws(
         tmp_path / "ws",
+        database=store_url,
         transport=smtp_settings(smtp_server, connections=4),
         limits={"per_sender_per_minute": per_minute, "per_sender_per_day": 100_000},
     )
@@ -1050,8 +1111,8 @@ def test_real_send_interleaves_senders_so_the_slowest_quota_sets_the_pace(
 # ---------------------------------------------------------------------------- store
 
 
-def test_db_upgrade_creates_and_is_idempotent(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws")
+def test_db_upgrade_creates_and_is_idempotent(tmp_path: Path, store_url: str | None) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
     first = cli(root, "db", "upgrade")
     assert first.exit_code == 0, first.output
     assert f"schema none -> {head_revision()}" in first.output
@@ -1061,14 +1122,16 @@ def test_db_upgrade_creates_and_is_idempotent(tmp_path: Path) -> None:
 
 
 def _stamp(root: Path, revision: str) -> None:
-    engine = create_engine(load(root).database_url())
+    engine = make_engine(load(root).database_url())
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
     engine.dispose()
 
 
-def test_an_outdated_database_is_refused_with_the_command_that_fixes_it(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws")
+def test_an_outdated_database_is_refused_with_the_command_that_fixes_it(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
     assert cli(root, "send", NEWSLETTER, "--limit", "1").exit_code == 0
     _stamp(root, "0000_older")
     for args in (("send", NEWSLETTER), ("status",), ("status", NEWSLETTER)):
@@ -1084,10 +1147,12 @@ def test_an_outdated_database_is_refused_with_the_command_that_fixes_it(tmp_path
     assert cli(root, "status").exit_code == 0
 
 
-def test_a_database_without_alembic_history_is_refused(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws")
+def test_a_database_without_alembic_history_is_refused(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
     assert cli(root, "send", NEWSLETTER, "--limit", "1").exit_code == 0
-    engine = create_engine(load(root).database_url())
+    engine = make_engine(load(root).database_url())
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM alembic_version"))
     engine.dispose()

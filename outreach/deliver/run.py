@@ -1,24 +1,33 @@
-"""The send loop: plan → ledger → claim → pace per sender → deliver → record.
+"""The send loop: plan → ledger → claim → book a quota slot → deliver → record.
 
 Kept in the library (not the CLI) so anyone importing outreach gets resume, limits and
 quotas too — the mailmerge lesson.
+
+One run sends a campaign alone (solo, the default), or as one worker of a team
+(``SendOptions.team``: `send --worker` processes on one or several machines sharing a
+PostgreSQL store; ``send_with_workers`` forks N of them, so one machine uses all its
+cores). Either way each message's quota slot is booked in the store (``Ledger.book``), so
+a mailbox's quota holds across runs, campaigns and processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
+import queue
 import socket
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..errors import CampaignLocked, ConfigError, Problem, ValidationFailed
+from .. import errors as _errors
+from ..errors import CampaignLocked, ConfigError, OutreachError, Problem, ValidationFailed
 from ..experiment import SERVICE
 from ..mailing import PreparedCampaign
 from ..plan import Recipient, plan_recipients
@@ -26,8 +35,8 @@ from ..privacy import suppressions_for_planning
 from ..store import open_store, utcnow
 from ..territory import current_owners
 from ..workspace import CampaignFile, Workspace
-from .ledger import Ledger, PlannedRow, Work
-from .scheduler import QuotaScheduler
+from .ledger import ClaimLost, Ledger, PlannedRow, SlotLost, Work
+from .scheduler import MINUTE
 from .transports import (
     DEFERRED,
     FAILED,
@@ -55,9 +64,11 @@ class SendOptions:
     backoff_cap: float = 300.0
     retry_budget: float = 900.0  # how long one run waits for deferred messages
     lease_seconds: float = 120.0
-    batch: int = 500
-    worker: str | None = None
+    batch: int = 500  # rows claimed at a time (a team worker claims at most team_batch)
+    worker: str | None = None  # this run's name in the ledger (default host:pid:random)
     ignore_quotas: bool = False
+    team: bool = False  # one worker of several: share the campaign (see Ledger)
+    team_batch: int = 100  # small claims keep a team's workers busy to the end
 
 
 @dataclass
@@ -139,15 +150,8 @@ def planned_rows(recipients: list[Recipient], suppressed: Mapping[str, str]) -> 
     return rows
 
 
-def send_campaign(
-    ws: Workspace,
-    campaign_id: str,
-    options: SendOptions | None = None,
-    progress: Progress | None = None,
-    confirm: Callable[[SendSummary], bool] | None = None,
-) -> SendSummary:
-    options = options or SendOptions()
-    progress = progress or NoProgress()
+def _sendable(ws: Workspace, campaign_id: str, options: SendOptions) -> tuple[CampaignFile, str]:
+    """The campaign file and transport kind, after the checks that refuse to send at all."""
     cf = ws.campaign(campaign_id)
     campaign = cf.campaign
     blocking = _campaign_errors(ws, ws.rel(cf.path))
@@ -164,6 +168,86 @@ def send_campaign(
             f"campaign `{campaign.id}` is scheduled for {campaign.schedule.isoformat()}",
             hint="wait (cron: `outreach send --due`), or pass --now to send it today",
         )
+    return cf, kind
+
+
+def _run_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _prepare(
+    ws: Workspace,
+    cf: CampaignFile,
+    store: Any,
+    ledger: Ledger,
+    summary: SendSummary,
+    options: SendOptions,
+) -> list[Recipient]:
+    """Register the campaign, allocate arms, plan the ledger rows, recover a crash.
+
+    Safe to run in several workers at once: every insert ignores a row another worker
+    inserted first, and a team recovers only rows whose lease has expired."""
+    campaign = cf.campaign
+    summary.edits_accepted = ledger.register_campaign(campaign, force=options.force)
+    experiment = (
+        campaign.split.experiment if campaign.split and campaign.split.experiment else campaign.id
+    )
+    existing = ledger.existing_arms(experiment) if campaign.sender == "split" else {}
+    recipients = plan_recipients(
+        campaign,
+        ws.audience(campaign),
+        ws.directory.liaisons,
+        ws.settings,
+        existing,
+        current_owners(store),
+    )
+    if campaign.sender == "split":
+        ledger.save_arms(
+            experiment,
+            {r.email: (r.arm, r.liaison.id if r.liaison else None) for r in recipients},
+        )
+    # Plain suppressions and the keyed hashes of forgotten people's opt-outs.
+    rows = planned_rows(recipients, suppressions_for_planning(ws, store))
+    summary.planned_new = ledger.plan(campaign.id, rows)
+    summary.recovered, summary.made_uncertain = ledger.recover(
+        campaign.id, expired_only=options.team
+    )
+    return recipients
+
+
+def _pending(ledger: Ledger, campaign_id: str, options: SendOptions) -> Counter[str]:
+    """What a run will try, per sender: the ledger's unsent rows (not the whole audience)."""
+    todo = ("planned", "deferred") + (("uncertain",) if options.resend_uncertain else ())
+    pending = Counter(
+        {r["sender_id"]: sum(int(r[k] or 0) for k in todo) for r in ledger.status(campaign_id)}
+    )
+    return +pending  # drop senders with nothing to do
+
+
+def _final(ledger: Ledger, summary: SendSummary) -> None:
+    summary.final.clear()
+    for row in ledger.status(summary.campaign_id):
+        for state in ("planned", "sent", "deferred", "failed", "uncertain", "skipped"):
+            summary.final[state] += int(row[state] or 0)
+
+
+def send_campaign(
+    ws: Workspace,
+    campaign_id: str,
+    options: SendOptions | None = None,
+    progress: Progress | None = None,
+    confirm: Callable[[SendSummary], bool] | None = None,
+    *,
+    recipients: list[Recipient] | None = None,
+) -> SendSummary:
+    """Send one campaign, alone or (``options.team``) as one worker of a team.
+
+    ``recipients``: the campaign already planned by the caller (``send_with_workers``
+    plans once, then forks its workers): the ledger is not planned again."""
+    options = options or SendOptions()
+    progress = progress or NoProgress()
+    cf, kind = _sendable(ws, campaign_id, options)
+    campaign = cf.campaign
     summary = SendSummary(campaign.id, kind)
     transport = make_transport(ws, kind)
 
@@ -172,47 +256,33 @@ def send_campaign(
 
     store = open_store(ws.database_url())
     ledger = Ledger(store)
-    owner = options.worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    ledger.acquire_lock(campaign.id, owner, options.lease_seconds)
+    owner = options.worker or _run_name()
+    if options.team:
+        ledger.join_team(campaign.id, owner, options.lease_seconds)
+    else:
+        ledger.acquire_lock(campaign.id, owner, options.lease_seconds)
     try:
-        summary.edits_accepted = ledger.register_campaign(campaign, force=options.force)
-        experiment = (
-            campaign.split.experiment
-            if campaign.split and campaign.split.experiment
-            else campaign.id
-        )
-        existing = ledger.existing_arms(experiment) if campaign.sender == "split" else {}
-        recipients = plan_recipients(
-            campaign,
-            ws.audience(campaign),
-            ws.directory.liaisons,
-            ws.settings,
-            existing,
-            current_owners(store),
-        )
-        if campaign.sender == "split":
-            ledger.save_arms(
-                experiment,
-                {r.email: (r.arm, r.liaison.id if r.liaison else None) for r in recipients},
+        if recipients is None:
+            recipients = _prepare(ws, cf, store, ledger, summary, options)
+        else:
+            summary.recovered, summary.made_uncertain = ledger.recover(
+                campaign.id, expired_only=options.team
             )
-        # Plain suppressions and the keyed hashes of forgotten people's opt-outs.
-        rows = planned_rows(recipients, suppressions_for_planning(ws, store))
-        summary.planned_new = ledger.plan(campaign.id, rows)
-        summary.recovered, summary.made_uncertain = ledger.recover(campaign.id)
-        # What this run will try: the ledger's unsent rows (not the whole audience).
-        todo = ("planned", "deferred") + (("uncertain",) if options.resend_uncertain else ())
-        pending = Counter(
-            {r["sender_id"]: sum(int(r[k] or 0) for k in todo) for r in ledger.status(campaign.id)}
-        )
-        pending = +pending  # drop senders with nothing to do
+        pending = _pending(ledger, campaign.id, options)
         summary.preflight = {"sender": pending}
+        # A team worker also stays while others hold rows: if one of them dies, its share
+        # comes back when its lease expires, and the survivors send it.
+        held = ledger.outstanding(campaign.id, owner)[0] if options.team else 0
         if pending and confirm is not None and not confirm(summary):
             summary.aborted = "not confirmed"
             return summary
-        ledger.renew_lock(campaign.id, owner, options.lease_seconds)
+        if options.team:
+            ledger.renew_team(campaign.id, owner, options.lease_seconds)
+        else:
+            ledger.renew_lock(campaign.id, owner, options.lease_seconds)
         start = time.monotonic()
         try:
-            if pending:  # a rerun with nothing left does not even connect
+            if pending or held:  # a rerun with nothing left does not even connect
                 asyncio.run(
                     _send_loop(
                         ws,
@@ -231,13 +301,196 @@ def send_campaign(
             summary.elapsed = time.monotonic() - start
             if isinstance(transport, SmtpTransport):
                 summary.connections_opened = transport.opened
-        for row in ledger.status(campaign.id):
-            for state in ("planned", "sent", "deferred", "failed", "uncertain", "skipped"):
-                summary.final[state] += int(row[state] or 0)
+        _final(ledger, summary)
     finally:
-        ledger.release_lock(campaign.id, owner)
+        if options.team:
+            ledger.leave_team(campaign.id, owner)
+        else:
+            ledger.release_lock(campaign.id, owner)
         store.close()
     return summary
+
+
+# ---------------------------------------------------------------------------- N workers
+
+
+def _team_worker(
+    ws: Workspace,
+    campaign_id: str,
+    options: SendOptions,
+    recipients: list[Recipient],
+    results: Any,
+) -> None:  # pragma: no cover - runs in a forked process; tests check its effects
+    """One forked worker: send as a member of the team, hand the summary back."""
+    try:
+        summary = send_campaign(ws, campaign_id, options, recipients=recipients)
+        results.put((options.worker, "ok", summary))
+    except OutreachError as exc:
+        results.put(
+            (options.worker, "error", (type(exc).__name__, exc.message, exc.hint, exc.exit_code))
+        )
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+        results.put((options.worker, "error", (type(exc).__name__, str(exc), None, 1)))
+
+
+def _rebuild(name: str, message: str, hint: str | None, exit_code: int) -> OutreachError:
+    """A worker's error, raised again in the parent (same class where it can be built)."""
+    cls = getattr(_errors, name, None)
+    exc: OutreachError
+    if isinstance(cls, type) and issubclass(cls, OutreachError) and cls is not ValidationFailed:
+        try:
+            exc = cls(message, hint=hint)
+        except TypeError:
+            exc = OutreachError(message, hint=hint)
+    else:
+        exc = OutreachError(f"{name}: {message}" if cls is None else message, hint=hint)
+    exc.exit_code = exit_code
+    return exc
+
+
+def _shares(limit: int | None, n: int) -> list[int | None]:
+    if limit is None:
+        return [None] * n
+    return [limit // n + (1 if i < limit % n else 0) for i in range(n)]
+
+
+def send_with_workers(
+    ws: Workspace,
+    campaign_id: str,
+    workers: int,
+    options: SendOptions | None = None,
+    progress: Progress | None = None,
+    confirm: Callable[[SendSummary], bool] | None = None,
+) -> SendSummary:
+    """Send with ``workers`` processes (forked from this one) sharing the campaign.
+
+    This process plans the campaign and asks ``confirm`` once, as a member of the team
+    (so no solo run slips in), then forks the workers; while they send it keeps its lease
+    and shows their progress from the ledger. A worker's error is raised here after all
+    have ended (the ledger keeps what each did)."""
+    options = options or SendOptions()
+    progress = progress or NoProgress()
+    cf, kind = _sendable(ws, campaign_id, options)
+    if workers <= 1 or kind == "dry-run":
+        return send_campaign(ws, campaign_id, replace(options, team=workers > 1), progress, confirm)
+    campaign = cf.campaign
+    summary = SendSummary(campaign.id, kind)
+    base = options.worker or _run_name()
+    options = replace(options, team=True)
+    store = open_store(ws.database_url())
+    ledger = Ledger(store)
+    coordinator = f"{base}:main"
+    ledger.join_team(campaign.id, coordinator, options.lease_seconds)
+    errors: list[OutreachError] = []
+    try:
+        recipients = _prepare(ws, cf, store, ledger, summary, options)
+        pending = _pending(ledger, campaign.id, options)
+        summary.preflight = {"sender": pending}
+        if pending and confirm is not None and not confirm(summary):
+            summary.aborted = "not confirmed"
+            return summary
+        if not pending and not ledger.outstanding(campaign.id, coordinator)[0]:
+            _final(ledger, summary)
+            return summary
+        watched = not isinstance(progress, NoProgress)  # else the ledger is not polled
+        baseline = _progress_counts(ledger, campaign.id) if watched else {}
+        shown = time.monotonic()
+        store.engine.dispose()  # no connection may cross the fork
+        methods = multiprocessing.get_all_start_methods()
+        mp: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        results = mp.Queue()
+        procs = []
+        start = time.monotonic()
+        for i, limit in enumerate(_shares(options.limit, workers)):
+            if limit == 0:
+                continue
+            mine = replace(options, worker=f"{base}:w{i + 1}", limit=limit)
+            proc = mp.Process(
+                target=_team_worker,
+                args=(ws, campaign.id, mine, recipients, results),
+                daemon=False,
+            )
+            proc.start()
+            procs.append((mine.worker, proc))
+        total = sum(pending.values()) if options.limit is None else options.limit
+        progress.start(min(total, sum(pending.values())), dict(pending))
+        try:
+            done: dict[str | None, tuple[str, Any]] = {}
+            renewed = time.monotonic()
+
+            def drain(wait: float) -> None:
+                with contextlib.suppress(queue.Empty):
+                    worker, status, payload = results.get(timeout=wait)
+                    done[worker] = (status, payload)
+                    while True:
+                        worker, status, payload = results.get_nowait()
+                        done[worker] = (status, payload)
+
+            while len(done) < len(procs):
+                drain(0.25)
+                for name, proc in procs:
+                    if name not in done and not proc.is_alive():
+                        drain(0.5)  # a result written just before the exit
+                        if name not in done:
+                            message = f"worker {name} died ({_exit(proc)})"
+                            done[name] = ("error", ("OutreachError", message, None, 1))
+                if time.monotonic() - renewed >= options.lease_seconds / 4:
+                    ledger.renew_team(campaign.id, coordinator, options.lease_seconds)
+                    renewed = time.monotonic()
+                if watched and time.monotonic() - shown >= 0.5:
+                    now_counts = _progress_counts(ledger, campaign.id)
+                    for key, n in sorted(now_counts.items()):
+                        for _ in range(n - baseline.get(key, 0)):
+                            progress.advance(key[0], key[1])
+                    baseline, shown = now_counts, time.monotonic()
+        finally:
+            for _name, proc in procs:
+                proc.join(timeout=5)
+                if proc.is_alive():  # pragma: no cover - only if a worker hangs
+                    proc.terminate()
+            progress.finish()
+            summary.elapsed = time.monotonic() - start
+        for _worker, (status, payload) in sorted(done.items(), key=lambda kv: str(kv[0])):
+            if status == "ok":
+                _merge(summary, payload)
+            else:
+                errors.append(_rebuild(*payload))
+        _final(ledger, summary)
+    finally:
+        ledger.leave_team(campaign.id, coordinator)
+        store.close()
+    if errors:
+        summary.aborted = str(errors[0])
+        raise errors[0]
+    return summary
+
+
+def _exit(proc: Any) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        import signal
+
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _progress_counts(ledger: Ledger, campaign_id: str) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for row in ledger.status(campaign_id):
+        for state in (SENT, FAILED, UNCERTAIN):
+            out[(row["sender_id"], state)] = int(row[state] or 0)
+    return out
+
+
+def _merge(summary: SendSummary, part: SendSummary) -> None:
+    summary.outcomes.update(part.outcomes)
+    for sender, counts in part.per_sender.items():
+        summary.per_sender.setdefault(sender, Counter()).update(counts)
+    summary.per_arm.update(part.per_arm)
+    summary.connections_opened += part.connections_opened
+    summary.recovered += part.recovered
+    summary.made_uncertain += part.made_uncertain
 
 
 def _dry_run(
@@ -265,10 +518,6 @@ def _backoff(options: SendOptions, attempts: int) -> float:
     return float(min(options.backoff_cap, options.backoff_base * (2 ** max(0, attempts - 1))))
 
 
-class _ClaimLost(Exception):
-    """Our claim on a row was taken over (our lock expired): the message must not go out."""
-
-
 async def _send_loop(
     ws: Workspace,
     cf: CampaignFile,
@@ -282,6 +531,7 @@ async def _send_loop(
     pending: dict[str, int],
 ) -> None:
     campaign = cf.campaign
+    team = options.team
     by_email = {r.email: r for r in recipients}
     prepared = PreparedCampaign(ws, cf, recipients=recipients)
     settings = ws.settings
@@ -314,21 +564,17 @@ async def _send_loop(
                 if c.key not in checked:
                     checked.add(c.key)
                     await transport.check(c)
+        # Under quotas every message books its slot in the store (Ledger.book): sends of
+        # earlier runs, other campaigns and other processes count against each mailbox.
         throttled = transport.throttled and not options.ignore_quotas
-        sched = QuotaScheduler(
-            settings.limits.per_sender_per_minute, settings.limits.per_sender_per_day
-        )
-        if throttled:
-            # Sends of earlier runs and other campaigns count against each mailbox's quota.
-            wall_now = time.time()
-            history = ledger.sent_since(pending, utcnow() - timedelta(days=1))
-            mono_now = time.monotonic()
-            for sender, times in history.items():
-                sched.preload(sender, [mono_now - (wall_now - t.timestamp()) for t in times])
+        per_minute = settings.limits.per_sender_per_minute
+        per_day = settings.limits.per_sender_per_day
+        spacing = MINUTE / per_minute
         senders = sorted(pending)
         queues: dict[str, deque[Work]] = {s: deque() for s in senders}
         exhausted: dict[str, bool] = {s: False for s in senders}
-        per_sender_batch = max(10, options.batch // max(1, len(senders)))
+        batch = min(options.batch, options.team_batch) if team else options.batch
+        per_sender_batch = max(10, batch // max(1, len(senders)))
         tries: Counter[int] = Counter()  # attempts of each row in this run
         parked: set[int] = set()  # rows deferred max_attempts times in this run: left for later
         total_claimed = 0
@@ -338,29 +584,42 @@ async def _send_loop(
             settings.transport.connections if isinstance(transport, SmtpTransport) else 1
         )
         inflight: set[asyncio.Task[None]] = set()
-        # Under quotas a sender's next message waits until the previous one has reached DATA,
-        # and its slot counts from that moment: what the server sees keeps the pace even
-        # when a message is held up (a reconnect, a slow greeting) on its way.
-        not_on_wire: set[str] = set()
+        # A sender's next slot is booked only once its previous message has reached DATA
+        # (the store refuses a second booking meanwhile): `booked` spares asking. `hint`
+        # is when the store said to ask again (monotonic clock).
+        booked: set[str] = set()
+        hint: dict[str, float] = {}
         fatal: list[BaseException] = []
         budget_end = started + options.retry_budget
 
-        async def keep_lock() -> None:
-            """Renew the campaign lock and our claims while the run lasts."""
+        def lost_lease() -> CampaignLocked:
+            if team:
+                return CampaignLocked(
+                    f"worker {owner} lost its lease on campaign `{campaign.id}` (it was silent "
+                    "longer than the lease): the others took its rows over; stopping, nothing "
+                    "is sent twice",
+                    hint="a longer --lease-seconds suits a slow or overloaded machine",
+                )
+            return CampaignLocked(
+                f"lost the lock on campaign `{campaign.id}`: another run took it over; "
+                "stopping (nothing is sent twice)",
+                hint="keep one `outreach send` per campaign at a time, or use --worker",
+            )
+
+        async def keep_lease() -> None:
+            """Renew the campaign lock (solo) or our lease (team) and our claims."""
             while True:
                 await asyncio.sleep(options.lease_seconds / 4)
-                if not ledger.renew_lock(campaign.id, owner, options.lease_seconds):
-                    fatal.append(
-                        CampaignLocked(
-                            f"lost the lock on campaign `{campaign.id}`: another run took it "
-                            "over; stopping (nothing is sent twice)",
-                            hint="keep one `outreach send` per campaign at a time",
-                        )
-                    )
+                if team:
+                    alive = ledger.renew_team(campaign.id, owner, options.lease_seconds)
+                else:
+                    alive = ledger.renew_lock(campaign.id, owner, options.lease_seconds)
+                if not alive:
+                    fatal.append(lost_lease())
                     return
                 ledger.renew_claims(owner, options.lease_seconds)
 
-        heartbeat = asyncio.create_task(keep_lock())
+        heartbeat = asyncio.create_task(keep_lease())
 
         def record(work: Work, recipient: Recipient, status: str) -> None:
             summary.outcomes[status] += 1
@@ -369,19 +628,22 @@ async def _send_loop(
                 summary.per_arm[recipient.arm] += 1
             progress.advance(work.sender_id, status)
 
-        async def send_one(work: Work, recipient: Recipient) -> None:
+        async def send_one(work: Work, recipient: Recipient, slot: bool) -> None:
             on_wire = False
             try:
                 message = prepared.message(recipient)
 
                 def before_data() -> None:
                     nonlocal on_wire
-                    if not ledger.mark_sending(work.id, message.composed.message_id, owner):
-                        raise _ClaimLost()
+                    if not ledger.mark_sending(
+                        work.id,
+                        message.composed.message_id,
+                        owner,
+                        slot_sender=work.sender_id if slot else None,
+                    ):
+                        raise ClaimLost()
                     on_wire = True
-                    if throttled:
-                        sched.shift_last(work.sender_id, time.monotonic())
-                        not_on_wire.discard(work.sender_id)
+                    booked.discard(work.sender_id)
 
                 outcome = await transport.deliver(
                     message.composed, creds(work.sender_id), before_data
@@ -401,14 +663,13 @@ async def _send_loop(
                 else:
                     ledger.mark_uncertain(work.id, outcome.reply)
                 record(work, recipient, status)
-            except _ClaimLost:
-                fatal.append(
-                    CampaignLocked(
-                        f"campaign `{campaign.id}`: another run took over this run's rows "
-                        "(its lock had expired); stopping, nothing is sent twice",
-                        hint="keep one `outreach send` per campaign at a time",
-                    )
-                )
+            except SlotLost:
+                # Our booking lapsed before DATA (a long stall): nothing went out; the row
+                # goes back and is sent in a later slot.
+                with contextlib.suppress(Exception):
+                    ledger.release(work.id, owner)
+            except ClaimLost:
+                fatal.append(lost_lease())
             except BaseException as exc:
                 fatal.append(exc)
                 # Nothing on the wire yet: hand the row back. On the wire: its fate is unknown.
@@ -423,7 +684,12 @@ async def _send_loop(
                 if not isinstance(exc, Exception):
                     raise
             finally:
-                not_on_wire.discard(work.sender_id)
+                if slot and not on_wire:  # the slot was not used: the sender is free again
+                    with contextlib.suppress(Exception):
+                        ledger.unbook(work.sender_id, work.id)
+                    booked.discard(work.sender_id)
+                # (on the wire, the mark was dropped then: the sender's next message may
+                # already hold a booking, and its mark must stay)
                 semaphore.release()
 
         def refill(room: int | None) -> int:
@@ -501,9 +767,15 @@ async def _send_loop(
                     break
                 due = ledger.next_due(campaign.id, exclude=parked)
                 if due is None:
-                    if all(exhausted.values()):
-                        break
-                    continue
+                    if not all(exhausted.values()):
+                        continue
+                    if team and await _wait_for_others(ledger, campaign.id, owner, summary):
+                        # Rows another worker holds: its lease may lapse (a crash), and
+                        # then its share is ours to send.
+                        for sender in senders:
+                            exhausted[sender] = False
+                        continue
+                    break
                 wait = (due - utcnow()).total_seconds()
                 if time.monotonic() + max(0.0, wait) > budget_end:
                     break
@@ -514,24 +786,43 @@ async def _send_loop(
             # The sender whose quota frees soonest goes next: senders interleave.
             best_sender, best_time = "", float("inf")
             for sender in senders:
-                if queues[sender] and sender not in not_on_wire:
-                    t = sched.next_free(sender, now) if throttled else now
+                if queues[sender] and sender not in booked:
+                    t = hint.get(sender, now) if throttled else now
                     if t < best_time:
                         best_sender, best_time = sender, t
             if best_time > now:
                 # Nothing may go yet: wait for a quota slot, or for a message to reach DATA.
-                await asyncio.sleep(min(best_time - now, 0.005 if not_on_wire else 1.0))
+                await asyncio.sleep(min(best_time - now, 0.005 if booked else 1.0))
                 continue
             await semaphore.acquire()
             if fatal:
                 semaphore.release()
                 break
             work = queues[best_sender].popleft()
-            tries[work.id] += 1
             if throttled:
-                sched.record(best_sender, time.monotonic())
-                not_on_wire.add(best_sender)
-            task = asyncio.create_task(send_one(work, by_email[work.email]))
+                booking = ledger.book(
+                    best_sender,
+                    work.id,
+                    owner,
+                    per_minute,
+                    per_day,
+                    hold_seconds=options.lease_seconds,
+                )
+                if booking.lost:
+                    semaphore.release()
+                    fatal.append(lost_lease())
+                    break
+                if not booking.granted:
+                    queues[best_sender].appendleft(work)
+                    ahead = (booking.retry_at - utcnow()).total_seconds()
+                    hint[best_sender] = time.monotonic() + max(0.0, ahead)
+                    semaphore.release()
+                    continue
+                booked.add(best_sender)
+                # the next slot is about one spacing away (the store has the last word)
+                hint[best_sender] = time.monotonic() + spacing * 0.9
+            tries[work.id] += 1
+            task = asyncio.create_task(send_one(work, by_email[work.email], throttled))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
         if inflight:
@@ -553,4 +844,23 @@ async def _send_loop(
         progress.finish()
 
 
-__all__ = ["SendOptions", "SendSummary", "send_campaign", "SERVICE"]
+async def _wait_for_others(
+    ledger: Ledger, campaign_id: str, owner: str, summary: SendSummary
+) -> bool:
+    """A team worker with nothing left to claim: True while other workers hold rows.
+
+    Rows whose lease has lapsed (their worker died) are recovered: claimed → planned,
+    sending → uncertain. Otherwise wait a little, until the earliest lease could lapse."""
+    held, until = ledger.outstanding(campaign_id, owner)
+    if not held:
+        return False
+    back, lost = ledger.recover(campaign_id, expired_only=True)
+    summary.recovered += back
+    summary.made_uncertain += lost
+    if not (back or lost):
+        ahead = 0.5 if until is None else (until - utcnow()).total_seconds()
+        await asyncio.sleep(min(1.0, max(0.05, ahead)))
+    return True
+
+
+__all__ = ["SendOptions", "SendSummary", "send_campaign", "send_with_workers", "SERVICE"]

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal,
 )
 
 metadata = MetaData()
@@ -42,12 +43,46 @@ campaigns = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Who may send a campaign now: one `solo` run (the default: a second plain `send` is
+# refused), or a `team` of workers (`send --worker`, `send --workers N`), each holding its
+# own lease in send_workers; a team's row expires with the last of its workers' leases.
+SOLO, TEAM = "solo", "team"
 campaign_locks = Table(
     "campaign_locks",
     metadata,
     Column("campaign_id", String(200), primary_key=True),
     Column("owner", String(200), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("mode", String(10), nullable=False, server_default=SOLO),  # revision 0002
+)
+
+# One row per live worker of a team (revision 0002): its lease, renewed by its heartbeat.
+# A worker whose lease has expired is dead: its claimed rows go back to `planned` and its
+# `sending` rows become `uncertain` (Ledger.recover(expired_only=True)).
+send_workers = Table(
+    "send_workers",
+    metadata,
+    Column("campaign_id", String(200), primary_key=True),
+    Column("worker", String(200), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# A mailbox's quota, shared by every process that sends as it (revision 0002). A slot is
+# booked under this row's lock (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on SQLite): `n`
+# numbers the bookings (ledger.slot_seq), `last_at` is the pacing pointer, and at most one
+# booking per sender is between its booking and DATA (`pending_row`, until
+# `pending_until`), so every earlier send's time on the wire is known when the next is
+# booked and no window of 60 s (or a day) ever holds more than the quota.
+sender_slots = Table(
+    "sender_slots",
+    metadata,
+    Column("sender_id", String(100), primary_key=True),
+    Column("n", Integer, nullable=False, default=0),
+    Column("last_at", DateTime(timezone=True)),
+    Column("pending_row", Integer),
+    Column("pending_worker", String(200)),
+    Column("pending_until", DateTime(timezone=True)),
 )
 
 ledger = Table(
@@ -76,11 +111,28 @@ ledger = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
+    # the quota slot of the latest attempt (revision 0002): its number in the sender's
+    # sequence (sender_slots.n) and when it went on the wire (booked time until then)
+    Column("slot_seq", Integer),
+    Column("slot_at", DateTime(timezone=True)),
     UniqueConstraint("campaign_id", "email", name="uq_ledger_campaign_email"),
 )
 Index("ix_ledger_status", ledger.c.campaign_id, ledger.c.status, ledger.c.sent_at)
 Index("ix_ledger_sender_sent", ledger.c.sender_id, ledger.c.sent_at)
 Index("ix_ledger_message_id", ledger.c.message_id)
+Index("ix_ledger_slot", ledger.c.sender_id, ledger.c.slot_seq)
+# What is left to send, per sender, in the order it is sent (revision 0002): a claim reads
+# exactly the rows it takes, not every row of the campaign (it holds SQLite's write lock).
+CLAIMABLE = (PLANNED, DEFERRED)
+_claimable = ledger.c.status.in_([literal(s) for s in CLAIMABLE])
+Index(
+    "ix_ledger_todo",
+    ledger.c.campaign_id,
+    ledger.c.sender_id,
+    ledger.c.id,
+    sqlite_where=_claimable,
+    postgresql_where=_claimable,
+)
 Index("ix_ledger_email", ledger.c.email, ledger.c.status, ledger.c.arm, ledger.c.sent_at)
 # Covering index in report order: the report's GROUP BY streams it instead of sorting.
 Index(

@@ -326,9 +326,17 @@ class Ingestor:
                 )
             }
             fresh = [row for key, row in rows.items() if key not in existing]
-            summary.duplicates += len(existing)
             if fresh:
-                conn.execute(insert(responses), fresh)
+                # Another ingest (a process reading an overlapping mailbox) may store the
+                # same message meanwhile: only what this insert really added is counted.
+                added = set(
+                    conn.execute(
+                        self.store.insert_ignore(responses).returning(responses.c.incoming_id),
+                        fresh,
+                    ).scalars()
+                )
+                fresh = [row for row in fresh if row["incoming_id"] in added]
+            summary.duplicates += len(rows) - len(fresh)
             for row in fresh:
                 summary.kinds[row["kind"]] += 1
                 summary.matched[row["match"]] += 1
@@ -346,7 +354,11 @@ class Ingestor:
                 if email not in already and incoming in fresh_ids
             ]
             if new_suppressions:
-                conn.execute(insert(suppressions), new_suppressions)
+                new_suppressions = [
+                    row
+                    for row in new_suppressions
+                    if conn.execute(self.store.insert_ignore(suppressions).values(**row)).rowcount
+                ]
             summary.suppressed += len(new_suppressions)
 
     # -- mailbox state for IMAP -----------------------------------------------------------

@@ -1,0 +1,186 @@
+"""Benchmark: one sender process against two, end to end, against Postfix's smtp-sink.
+
+    python bench/bench_team.py [--n 10000] [--stores sqlite,postgresql] [--repeat 1]
+
+The workspace is bench_send.py's (N researchers in the faculties of ``rdm-launch-2026``:
+the liaison's and the introduced expert's faces inline, HTML + text, a Message-ID token per
+recipient), sent over SMTP (``connections: 4``) to ``smtp-sink`` with quotas lifted. Each
+run starts from an empty database, and the clock covers what a user waits for: loading the
+workspace, planning the ledger, rendering, composing, SMTP and two commits per message.
+
+* **one process**: ``outreach send`` as it is by default (``send_campaign``, solo);
+* **two processes**: ``outreach send --workers 2`` (``send_with_workers``): this process
+  plans, forks two team workers that claim rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+  one ``UPDATE … RETURNING`` under SQLite's write lock) and send.
+
+Target (issue 7): on this 2-core machine, two processes deliver at least 1.6x the rate of
+one. For each store: ``RESULT <store>_one_process_rate=… <store>_two_process_rate=…
+<store>_ratio=…``, then the plain ``RESULT one_process_rate=… two_process_rate=… ratio=…``
+of the first store. The ledger is checked afterwards: every recipient sent exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_send import CAMPAIGN, make_workspace, smtp_sink  # noqa: E402
+
+TARGET = 1.6
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_reachable() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed"
+    try:
+        psycopg.connect(PG_SERVER, connect_timeout=3).close()
+    except Exception as exc:  # any failure: say why and skip PostgreSQL
+        return f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}"
+    return None
+
+
+@contextmanager
+def database(store: str, folder: Path) -> Iterator[str]:
+    """A fresh, empty database URL for one run (a new schema on PostgreSQL, dropped after)."""
+    if store == "sqlite":
+        yield f"sqlite:///{folder / 'outreach.db'}"
+        return
+    import psycopg
+
+    name = f"bench_team_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield f"{PG_SERVER}?options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def set_database(root: Path, url: str) -> None:
+    cfg = yaml.safe_load((root / "outreach.yaml").read_text(encoding="utf-8"))
+    cfg["database"] = url
+    (root / "outreach.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), "utf-8")
+
+
+def run(root: Path, workers: int) -> tuple[float, Any]:
+    from outreach.deliver.run import SendOptions, send_campaign, send_with_workers
+    from outreach.workspace import load_workspace
+
+    options = SendOptions(ignore_quotas=True, now=True)
+    start = time.perf_counter()
+    ws = load_workspace(explicit=root)
+    if workers == 1:
+        summary = send_campaign(ws, CAMPAIGN, options)
+    else:
+        summary = send_with_workers(ws, CAMPAIGN, workers, options)
+    return time.perf_counter() - start, summary
+
+
+def check_ledger(url: str, n: int) -> str | None:
+    from outreach.deliver.ledger import Ledger
+    from outreach.store import open_store
+
+    store = open_store(url)
+    try:
+        rows = Ledger(store).status(CAMPAIGN)
+    finally:
+        store.close()
+    sent = sum(int(r["sent"] or 0) for r in rows)
+    total = sum(int(r["total"] or 0) for r in rows)
+    if sent != n or total != n:
+        return f"the ledger has {total} rows, {sent} sent; expected {n} each"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="recipients (default 10000)")
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best counts")
+    parser.add_argument("--keep", action="store_true", help="keep the generated workspaces")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OUTREACH_SECRET", "bench-secret")
+    os.environ.pop("OUTREACH_DATABASE_URL", None)
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if "postgresql" in stores:
+        reason = pg_reachable()
+        if reason:
+            print(f"postgresql skipped: {reason}")
+            stores.remove("postgresql")
+
+    folder = Path(tempfile.mkdtemp(prefix="outreach-bench-team-"))
+    ok = True
+    first: tuple[float, float, float] | None = None
+    try:
+        with smtp_sink() as port:
+            template = folder / "template"
+            template.mkdir()
+            make_workspace(template, args.n, port)
+            print(f"{args.n} researchers, {os.cpu_count()} cores, smtp-sink on 127.0.0.1:{port}")
+            for store in stores:
+                rates: dict[int, float] = {}
+                for workers in (1, 2):
+                    best = 0.0
+                    for i in range(args.repeat):
+                        root = folder / f"{store}-{workers}-{i}"
+                        shutil.copytree(template, root)
+                        with database(store, root) as url:
+                            set_database(root, url)
+                            elapsed, summary = run(root, workers)
+                            problem = check_ledger(url, args.n)
+                        rate = summary.final["sent"] / elapsed
+                        best = max(best, rate)
+                        print(
+                            f"{store:10} {workers} process(es): {summary.final['sent']} sent "
+                            f"in {elapsed:6.2f} s = {rate:7.1f} msg/s "
+                            f"(send loop {summary.elapsed:.2f} s)"
+                        )
+                        if problem:
+                            print(f"  !! {problem}")
+                            ok = False
+                        if not args.keep:
+                            shutil.rmtree(root, ignore_errors=True)
+                    rates[workers] = best
+                ratio = rates[2] / rates[1]
+                verdict = "met" if ratio >= TARGET else "MISSED"
+                print(
+                    f"{store:10} two processes / one = {ratio:.2f}x "
+                    f"(target >= {TARGET}x: {verdict})"
+                )
+                print(
+                    f"RESULT {store}_one_process_rate={rates[1]:.1f} "
+                    f"{store}_two_process_rate={rates[2]:.1f} {store}_ratio={ratio:.2f}"
+                )
+                first = first or (rates[1], rates[2], ratio)
+                ok = ok and ratio >= TARGET
+            if first:
+                print(
+                    f"RESULT one_process_rate={first[0]:.1f} two_process_rate={first[1]:.1f} "
+                    f"ratio={first[2]:.2f}"
+                )
+    finally:
+        if args.keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
