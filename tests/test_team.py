@@ -44,7 +44,6 @@ except ImportError:  # plain `pytest`: only tests/ is on sys.path
 
 smtp_server = _fx.smtp_server
 store_url = _stores.store_url
-pg_url = _stores.pg_url
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "team-tests-secret"
@@ -211,14 +210,13 @@ def assert_within_quota(server: SMTPTestServer, per_minute: int) -> None:
 # ---------------------------------------------------------------------------- senders
 
 
-@pytest.mark.postgres
 def test_three_sender_processes_deliver_each_message_once_within_every_quota(
-    tmp_path: Path, smtp_server: SMTPTestServer, pg_url: str
+    tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
 ) -> None:
     per_minute = 300  # one message every 0.2 s per mailbox: pekka's 52 take ~10 s
     root = make_ws(
         tmp_path / "ws",
-        pg_url,
+        store_url,
         transport=smtp_settings(smtp_server),
         limits={"per_sender_per_minute": per_minute, "per_sender_per_day": 10_000},
     )
@@ -245,15 +243,14 @@ def test_three_sender_processes_deliver_each_message_once_within_every_quota(
         assert seqs == list(range(1, len(seqs) + 1)), (sender, seqs)
 
 
-@pytest.mark.postgres
 def test_a_worker_killed_mid_run_leaves_its_share_to_the_others_after_its_lease(
-    tmp_path: Path, smtp_server: SMTPTestServer, pg_url: str
+    tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
 ) -> None:
     per_minute = 600  # 0.1 s per mailbox: pekka's 52 take ~5 s
     lease = 2.0
     root = make_ws(
         tmp_path / "ws",
-        pg_url,
+        store_url,
         transport=smtp_settings(smtp_server),
         limits={"per_sender_per_minute": per_minute, "per_sender_per_day": 10_000},
     )
@@ -414,6 +411,29 @@ def test_an_expired_team_lease_lets_a_solo_run_recover_and_finish(
     done = cli(root, "send", cid)
     assert done.exit_code == 0, done.output
     assert counts(root, cid) == Counter(sent=len(audience(root, cid)))
+
+
+def test_a_worker_arriving_while_a_dead_worker_holds_every_row_waits_and_sends_them(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    root = make_ws(tmp_path / "ws", store_url)
+    cid = add_campaign(root, "all-held", THREE_LIAISONS)
+    expected = audience(root, cid)
+    assert cli(root, "send", cid, "--limit", "1").exit_code == 0  # plans the ledger
+    led = ledger_of(root)
+    try:
+        led.join_team(cid, "dead-worker", ttl=1.5)
+        for sender in ("lars", "pekka", "helena"):
+            led.claim(cid, "dead-worker", 1000, lease_seconds=1.5, sender_id=sender)
+        assert counts(root, cid) == Counter(sent=1, claimed=len(expected) - 1)
+    finally:
+        led.store.close()
+    started = time.monotonic()
+    result = cli(root, "send", cid, "--worker")
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started >= 1.0  # it waited for the dead worker's lease
+    assert f"{cid}: sent {len(expected) - 1}," in result.output
+    assert counts(root, cid) == Counter(sent=len(expected))
 
 
 # ---------------------------------------------------------------------------- quotas
