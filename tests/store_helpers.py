@@ -12,11 +12,17 @@ Where no PostgreSQL server answers, the PostgreSQL variants skip and say why.
 from __future__ import annotations
 
 import secrets
+import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+from tests.servers.smtp import SMTPTestServer
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 _REACHABLE: list[str | None] = []
@@ -88,3 +94,54 @@ def pg_url() -> Iterator[str]:
         pytest.skip(reason)
     with pg_database() as url:
         yield url
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# Workspaces and SMTP settings shared by the deliver and team tests.
+
+
+def make_ws(
+    root: Path,
+    database: str | None = None,
+    *,
+    transport: dict[str, Any] | None = None,
+    limits: dict[str, int] | None = None,
+) -> Path:
+    """A copy of the example workspace with its own database (SQLite in the workspace, or
+    ``database``: a PostgreSQL schema of the test's own) and settings."""
+    root.mkdir(parents=True, exist_ok=True)
+    for part in ("outreach.yaml", "people", "campaigns"):
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, root / part)
+        else:
+            shutil.copy2(src, root / part)
+    cfg = yaml.safe_load((root / "outreach.yaml").read_text(encoding="utf-8"))
+    if transport is not None:
+        cfg["transport"] = transport
+    cfg["limits"] = limits or {"per_sender_per_minute": 100_000, "per_sender_per_day": 1_000_000}
+    if database is not None:
+        cfg["database"] = database
+    (root / "outreach.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return root
+
+
+def smtp_settings(server: SMTPTestServer | None = None, **extra: Any) -> dict[str, Any]:
+    settings = {
+        "kind": "smtp",
+        "host": "127.0.0.1",
+        "port": server.port if server is not None else free_port(),
+        "security": "none",
+        "connections": 2,
+        "timeout": 10,
+    }
+    settings.update(extra)
+    return settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -31,6 +31,7 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from store_helpers import make_ws, smtp_settings
 
 from outreach.cli import main
 from outreach.deliver.ledger import Ledger
@@ -73,51 +74,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTREACH_SECRET", SECRET)
     for name in ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_SMTP_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
-
-
-def make_ws(
-    root: Path,
-    *,
-    transport: dict[str, Any] | None = None,
-    limits: dict[str, int] | None = None,
-    database: str | None = None,
-) -> Path:
-    """A copy of the example workspace with its own database (SQLite in the workspace, or
-    ``database``: a PostgreSQL schema of the test's own) and settings."""
-    root.mkdir(parents=True, exist_ok=True)
-    for part in ("outreach.yaml", "people", "campaigns"):
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, root / part)
-        else:
-            shutil.copy2(src, root / part)
-    cfg = yaml.safe_load((root / "outreach.yaml").read_text(encoding="utf-8"))
-    if transport is not None:
-        cfg["transport"] = transport
-    cfg["limits"] = limits or {"per_sender_per_minute": 100_000, "per_sender_per_day": 1_000_000}
-    if database is not None:
-        cfg["database"] = database
-    (root / "outreach.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-    return root
-
-
-def smtp_settings(server: SMTPTestServer | None = None, **extra: Any) -> dict[str, Any]:
-    settings = {
-        "kind": "smtp",
-        "host": "127.0.0.1",
-        "port": server.port if server is not None else free_port(),
-        "security": "none",
-        "connections": 2,
-        "timeout": 10,
-    }
-    settings.update(extra)
-    return settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def add_campaign(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from store_helpers import make_ws, smtp_settings
 
 from outreach.cli import main
 from outreach.deliver.ledger import Ledger, PlannedRow, SlotLost
@@ -68,43 +68,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def make_ws(
-    root: Path,
-    database: str | None,
-    *,
-    transport: dict[str, Any] | None = None,
-    limits: dict[str, int] | None = None,
-) -> Path:
-    """A copy of the example workspace on the given store (None: its own SQLite file)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for part in ("outreach.yaml", "people", "campaigns"):
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, root / part)
-        else:
-            shutil.copy2(src, root / part)
-    cfg = yaml.safe_load((root / "outreach.yaml").read_text(encoding="utf-8"))
-    if transport is not None:
-        cfg["transport"] = transport
-    cfg["limits"] = limits or {"per_sender_per_minute": 100_000, "per_sender_per_day": 1_000_000}
-    if database is not None:
-        cfg["database"] = database
-    (root / "outreach.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-    return root
-
-
-def smtp_settings(server: SMTPTestServer, **extra: Any) -> dict[str, Any]:
-    return {
-        "kind": "smtp",
-        "host": "127.0.0.1",
-        "port": server.port,
-        "security": "none",
-        "connections": 2,
-        "timeout": 10,
-        **extra,
-    }
 
 
 def add_campaign(root: Path, cid: str, include: dict[str, list[str]]) -> str:

@@ -771,7 +771,11 @@ async def _send_loop(
                         continue
                     if team and await _wait_for_others(ledger, campaign.id, owner, summary):
                         # Rows another worker holds: its lease may lapse (a crash), and
-                        # then its share is ours to send.
+                        # then its share is ours to send (perhaps from senders new to us).
+                        for sender in _pending(ledger, campaign.id, options):
+                            if sender not in queues:
+                                senders.append(sender)
+                                queues[sender] = deque()
                         for sender in senders:
                             exhausted[sender] = False
                         continue
