@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .cli_options import format_options
 from .errors import OutreachError, Problem, ValidationFailed
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
@@ -529,14 +530,7 @@ def log_cmd(
 @click.option("--campaign", help="Only this campaign.")
 @click.option("--experiment", help="Only campaigns of this experiment.")
 @click.option("--year", type=int, help="Only messages sent in this year.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json", "html"]),
-    default="table",
-    show_default=True,
-)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE.")
+@format_options("table", "csv", "json", "html")
 @click.option(
     "--lift",
     type=float,

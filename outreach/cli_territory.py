@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from .cli_options import format_options
+
 
 def _consoles() -> tuple[Any, Any]:
     from .cli import err_console, out_console
@@ -114,14 +116,7 @@ def _plan_table(plan: Any, console: Any, show_all: bool, limit: int) -> None:
 
 @click.command("assign")
 @click.option("--apply", "do_apply", is_flag=True, help="Record the plan in the store.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE.")
+@format_options("table", "json", "csv")
 @click.option(
     "--handover-campaign",
     "handover",
@@ -257,14 +252,7 @@ def assign_cmd(
 
 @click.command("coverage")
 @click.option("--year", type=int, help="The year to report (default: this year).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json", "html"]),
-    default="table",
-    show_default=True,
-)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE.")
+@format_options("table", "csv", "json", "html")
 @click.option(
     "--next",
     "next_n",
