@@ -510,39 +510,45 @@ def english_recipient(root: Path, campaign: str) -> str:
     return next(r.email for r in prepared(load(root), campaign).recipients if r.lang == "en")
 
 
-def test_undefined_variable_in_markdown_body(ws_root: Path) -> None:
-    first = english_recipient(ws_root, "familiar-faces-2027")
-    _, line = edit_campaign(
-        ws_root,
-        "familiar-faces-2027",
-        "Bring any question about research data",
-        "Bring {{ researcher.favourite_dataset }} and any question about research data",
-    )
+@pytest.mark.parametrize(
+    ("campaign", "old", "new", "needles"),
+    [
+        pytest.param(
+            "familiar-faces-2027",
+            "Bring any question about research data",
+            "Bring {{ researcher.favourite_dataset }} and any question about research data",
+            ("researcher.favourite_dataset", "body.en"),
+            id="undefined-variable",
+        ),
+        pytest.param(
+            "rdm-launch-2026",
+            "In December the library",
+            "{{ ''.__class__.__mro__[1].__subclasses__() }} In December the library",
+            ("sandbox", "unsafe"),
+            id="sandbox-escape",
+        ),
+        pytest.param(
+            "newsletter-autumn-2026",
+            "Autumn is a good moment",
+            "Autumn is a {% if %} good moment",
+            ("syntax error",),
+            id="syntax-error",
+        ),
+    ],
+)
+def test_bad_markdown_body_is_refused(
+    ws_root: Path, campaign: str, old: str, new: str, needles: tuple[str, ...]
+) -> None:
+    """An undefined variable, a sandbox escape, a syntax error in an English body: refused,
+    naming the recipient and the campaign file's line."""
+    first = english_recipient(ws_root, campaign)
+    _, line = edit_campaign(ws_root, campaign, old, new)
     assert_refused(
         ws_root,
-        "familiar-faces-2027",
-        "researcher.favourite_dataset",
-        "body.en",
+        campaign,
+        *needles,
         recipient=first,
-        location=rf"campaigns/familiar-faces-2027\.yaml:{line}\b",
-    )
-
-
-def test_sandbox_escape_is_refused(ws_root: Path) -> None:
-    first = english_recipient(ws_root, "rdm-launch-2026")
-    _, line = edit_campaign(
-        ws_root,
-        "rdm-launch-2026",
-        "In December the library",
-        "{{ ''.__class__.__mro__[1].__subclasses__() }} In December the library",
-    )
-    assert_refused(
-        ws_root,
-        "rdm-launch-2026",
-        "sandbox",
-        "unsafe",
-        recipient=first,
-        location=rf"campaigns/rdm-launch-2026\.yaml:{line}\b",
+        location=rf"campaigns/{re.escape(campaign)}\.yaml:{line}\b",
     )
 
 
@@ -582,23 +588,6 @@ def test_template_syntax_error_in_file_and_body(ws_root: Path) -> None:
         "syntax error",
         recipient=first,
         location=rf"templates/newsletter\.html\.j2:{line}\b",
-    )
-
-
-def test_template_syntax_error_in_body(ws_root: Path) -> None:
-    first = english_recipient(ws_root, "newsletter-autumn-2026")
-    _, line = edit_campaign(
-        ws_root,
-        "newsletter-autumn-2026",
-        "Autumn is a good moment",
-        "Autumn is a {% if %} good moment",
-    )
-    assert_refused(
-        ws_root,
-        "newsletter-autumn-2026",
-        "syntax error",
-        recipient=first,
-        location=rf"campaigns/newsletter-autumn-2026\.yaml:{line}\b",
     )
 
 
