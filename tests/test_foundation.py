@@ -12,37 +12,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-try:
-    from foundation_helpers import (
-        REPO,
-        Run,
-        append_line,
-        assert_no_traceback,
-        copy_example,
-        edit,
-        find_problem,
-        line_of,
-        problems,
-        run_cli,
-        run_process,
-        snapshot,
-    )
-except ImportError:  # tests/ made a package
-    from tests.foundation_helpers import (
-        REPO,
-        Run,
-        append_line,
-        assert_no_traceback,
-        copy_example,
-        edit,
-        find_problem,
-        line_of,
-        problems,
-        run_cli,
-        run_process,
-        snapshot,
-    )
+from foundation_helpers import (
+    REPO,
+    Run,
+    append_line,
+    assert_no_traceback,
+    copy_example,
+    edit,
+    find_problem,
+    line_of,
+    problems,
+    run_cli,
+    run_process,
+    snapshot,
+)
 
 CSV = "people/researchers.csv"
 LIAISONS = "people/liaisons.yaml"
@@ -250,6 +233,7 @@ def test_recursive_yaml_alias(ws: Path) -> None:
 def test_duplicate_yaml_key(ws: Path) -> None:
     line = append_line(ws / RDM, "sender: service")
     run = check(ws)
+    assert run.code == 1, run
     find_problem(run, contains="duplicate key `sender`", file=RDM, line=line, field="sender")
 
 
