@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import store_helpers  # noqa: E402
 from foundation_helpers import (  # noqa: E402
     assert_no_traceback,
     copy_example,
@@ -30,6 +31,7 @@ from foundation_helpers import (  # noqa: E402
     run_cli,
     run_process,
 )
+from territory_helpers import remove_liaison  # noqa: E402
 
 from outreach.assign import SegmentIndex, assign, naive_assign  # noqa: E402
 from outreach.people import Liaison, Researcher, Segment  # noqa: E402
@@ -539,16 +541,18 @@ def test_cli_apply_then_stable(ws: Path) -> None:
     assert len(rows) == 250 and all(r.valid_to is None for r in rows)
 
 
-def test_cli_liaison_removed_shows_moves_with_the_reason(ws: Path) -> None:
-    assert cli(ws, "assign", "--apply").code == 0
-    text = (ws / LIAISONS).read_text(encoding="utf-8")
-    start, end = text.index("- id: pekka"), text.index("- id: helena")
-    (ws / LIAISONS).write_text(text[:start] + text[end:], encoding="utf-8")
+def _pekka_leaves_science_to_helena(ws: Path) -> None:
+    remove_liaison(ws, "pekka", "helena")
     edit(
         ws / LIAISONS,
         "    - {faculty: Science, department: Chemistry}\n",
         "    - {faculty: Science, department: Chemistry}\n    - {faculty: Science}\n",
     )
+
+
+def test_cli_liaison_removed_shows_moves_with_the_reason(ws: Path) -> None:
+    assert cli(ws, "assign", "--apply").code == 0
+    _pekka_leaves_science_to_helena(ws)
     data = plan_json(ws)
     moved = [e for e in data["researchers"] if e["status"] == "moved"]
     assert moved and all(e["previous"] == "pekka" and e["reason"] == LIAISON_REMOVED for e in moved)
@@ -630,14 +634,7 @@ def test_cli_help_mentions_the_rules() -> None:
 
 
 def _pekka_leaves(ws: Path) -> None:
-    text = (ws / LIAISONS).read_text(encoding="utf-8")
-    start, end = text.index("- id: pekka"), text.index("- id: helena")
-    (ws / LIAISONS).write_text(text[:start] + text[end:], encoding="utf-8")
-    edit(
-        ws / LIAISONS,
-        "    - {faculty: Science, department: Chemistry}\n",
-        "    - {faculty: Science, department: Chemistry}\n    - {faculty: Science}\n",
-    )
+    _pekka_leaves_science_to_helena(ws)
     # and Pharmacy goes from Lars to Aino: an outgoing liaison who is still here
     edit(ws / LIAISONS, "    - {faculty: Pharmacy}\n", "")
     edit(
@@ -690,34 +687,13 @@ def test_handover_bad_names_and_nobody_moving(ws: Path) -> None:
     assert run.code == 0 and "nobody changes liaison" in run.output and not path.exists()
 
 
-def _pg() -> str | None:
-    try:
-        import psycopg
-
-        psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", connect_timeout=3).close()
-    except Exception as exc:  # any failure to connect means: skip
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-PG_SKIP = _pg()
+pg_url = store_helpers.pg_url  # PostgreSQL on 127.0.0.1:5432, a fresh schema; skips if none
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(PG_SKIP is not None, reason=f"PostgreSQL on 127.0.0.1:5432: {PG_SKIP}")
-def test_postgresql_apply_and_history() -> None:
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
-    name = f"outreach_assign_{secrets.token_hex(4)}"
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+def test_postgresql_apply_and_history(pg_url: str) -> None:
+    store = open_store(pg_url)
     try:
-        store = open_store(
-            f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{name}"
-        )
         people = [R(f"r{i}@x", "Med", "Clin", "Onc") for i in range(5)]
         liaisons = by_id(L("aino", ("Med",)))
         _, first = apply_plan(store, people, liaisons)
@@ -728,8 +704,5 @@ def test_postgresql_apply_and_history() -> None:
         rows = history(store, "r0@x")
         assert [r.liaison_id for r in rows] == ["aino", "helena"]
         assert rows[0].valid_to == rows[1].valid_from
-        store.close()
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
+        store.close()

@@ -19,7 +19,9 @@ from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import store_helpers  # noqa: E402
 from foundation_helpers import assert_no_traceback, copy_example, edit, run_cli  # noqa: E402
+from territory_helpers import remove_liaison  # noqa: E402
 
 from outreach.coverage import NO_MEETINGS, compute_coverage  # noqa: E402
 from outreach.store import open_store  # noqa: E402
@@ -214,9 +216,7 @@ def test_unknown_person_or_liaison(ws: Path) -> None:
 def test_liaison_removed_keeps_their_meetings_in_the_total(ws: Path) -> None:
     science = [r.email for r in load_workspace(explicit=ws).researchers if r.faculty == "Science"]
     log(ws, science[-1], f"{THIS_YEAR}-01-01", liaison="pekka")
-    text = (ws / "people/liaisons.yaml").read_text(encoding="utf-8")
-    start, end = text.index("- id: pekka"), text.index("- id: helena")
-    (ws / "people/liaisons.yaml").write_text(text[:start] + text[end:], encoding="utf-8")
+    remove_liaison(ws, "pekka", "helena")
     data = cov_json(ws)
     assert "pekka" not in {r["id"] for r in data["liaisons"]}
     assert data["unassigned"] > 0 and data["total"]["met_ever"] == 1
@@ -225,26 +225,11 @@ def test_liaison_removed_keeps_their_meetings_in_the_total(ws: Path) -> None:
 # ----------------------------------------------------------------------------- PostgreSQL
 
 
-def _pg() -> str | None:
-    try:
-        import psycopg
-
-        psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", connect_timeout=3).close()
-    except Exception as exc:  # any failure to connect means: skip
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-PG_SKIP = _pg()
+pg_url = store_helpers.pg_url  # PostgreSQL on 127.0.0.1:5432, a fresh schema; skips if none
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(PG_SKIP is not None, reason=f"PostgreSQL on 127.0.0.1:5432: {PG_SKIP}")
-def test_postgresql_gives_the_same_coverage(ws: Path) -> None:
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
+def test_postgresql_gives_the_same_coverage(ws: Path, pg_url: str) -> None:
     w = load_workspace(explicit=ws)
     people = helena_people(ws)
     rows = [
@@ -263,17 +248,9 @@ def test_postgresql_gives_the_same_coverage(ws: Path) -> None:
     lite = open_store(f"sqlite:///{ws / 'outreach.db'}")
     with lite.engine.begin() as conn:
         conn.execute(insert(contacts), rows)
-    name = f"outreach_cov_{secrets.token_hex(4)}"
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
     try:
         # a session time zone far from UTC: the year of 23:30 UTC on 31 December must hold
-        url = (
-            f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{name}"
-            "%20-ctimezone%3DPacific/Kiritimati"
-        )
-        pg = open_store(url)
+        pg = open_store(f"{pg_url}%20-ctimezone%3DPacific/Kiritimati")
         with pg.engine.begin() as conn:
             conn.execute(insert(contacts), rows)
         a = compute_coverage(lite, w.researchers, w.directory.liaisons, THIS_YEAR)
@@ -283,7 +260,4 @@ def test_postgresql_gives_the_same_coverage(ws: Path) -> None:
         h = next(r for r in b.liaisons if r.id == "helena")
         assert (h.met_ever, h.met_this_year, h.years_with_meetings) == (9, 3, 3)
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
         lite.close()
