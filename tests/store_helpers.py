@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import socket
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from outreach.workspace import load_workspace
 from tests.servers.smtp import SMTPTestServer
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
@@ -99,7 +101,15 @@ def pg_url() -> Iterator[str]:
 REPO = Path(__file__).resolve().parent.parent
 
 
-# Workspaces and SMTP settings shared by the deliver and team tests.
+# Workspaces, campaigns and SMTP settings shared by the deliver and team tests.
+
+
+def clean_env(monkeypatch: pytest.MonkeyPatch, secret: str, *more: str) -> None:
+    """The test's own secret; no workspace, database or SMTP password (nor ``more``) taken
+    from the environment the tests run in."""
+    monkeypatch.setenv("OUTREACH_SECRET", secret)
+    for name in ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_SMTP_PASSWORD", *more):
+        monkeypatch.delenv(name, raising=False)
 
 
 def make_ws(
@@ -145,3 +155,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def add_campaign(
+    root: Path,
+    cid: str,
+    *,
+    include: dict[str, list[str]],
+    sender: str = "liaison",
+    split: dict[str, Any] | None = None,
+) -> str:
+    """A short campaign of our own, so SMTP tests send tens of messages, not hundreds."""
+    doc: dict[str, Any] = {
+        "id": cid,
+        "title": f"Test campaign {cid}",
+        "template": "newsletter",
+        "sender": sender,
+        "subject": {
+            "fi": "{{ researcher.first_name }}, uutisia",
+            "sv": "{{ researcher.first_name }}, nyheter",
+            "en": "{{ researcher.first_name }}, news",
+        },
+        "audience": {"include": include, "exclude": {"tags": ["do-not-contact"]}},
+        "body": {
+            "fi": "Hei {{ researcher.first_name }},\n\nuutisia.\n\n{{ sender.name }}\n",
+            "sv": "Hej {{ researcher.first_name }},\n\nnyheter.\n\n{{ sender.name }}\n",
+            "en": "Dear {{ researcher.first_name }},\n\nnews.\n\n{{ sender.name }}\n",
+        },
+    }
+    if split is not None:
+        doc["split"] = split
+    (root / "campaigns" / f"{cid}.yaml").write_text(
+        yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+    return cid
+
+
+def audience(root: Path, campaign: str) -> list[str]:
+    """The campaign's audience (emails), as the workspace selects it."""
+    ws = load_workspace(explicit=root)
+    return [r.email for r in ws.audience(ws.campaign(campaign).campaign)]
+
+
+def received(server: SMTPTestServer) -> Counter[str]:
+    """How many times each recipient was accepted by the server."""
+    return Counter(m.rcpt_tos[0] for m in server.messages)

@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
-from store_helpers import make_ws, smtp_settings
+from store_helpers import add_campaign, audience, clean_env, make_ws, received, smtp_settings
 
 from outreach.cli import main
 from outreach.deliver.ledger import Ledger
@@ -71,43 +70,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OUTREACH_SECRET", SECRET)
-    for name in ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_SMTP_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def add_campaign(
-    root: Path,
-    cid: str,
-    *,
-    include: dict[str, list[str]],
-    sender: str = "liaison",
-    split: dict[str, Any] | None = None,
-) -> str:
-    """A short campaign of our own, so SMTP tests send tens of messages, not hundreds."""
-    doc: dict[str, Any] = {
-        "id": cid,
-        "title": f"Test campaign {cid}",
-        "template": "newsletter",
-        "sender": sender,
-        "subject": {
-            "fi": "{{ researcher.first_name }}, uutisia",
-            "sv": "{{ researcher.first_name }}, nyheter",
-            "en": "{{ researcher.first_name }}, news",
-        },
-        "audience": {"include": include, "exclude": {"tags": ["do-not-contact"]}},
-        "body": {
-            "fi": "Hei {{ researcher.first_name }},\n\nuutisia.\n\n{{ sender.name }}\n",
-            "sv": "Hej {{ researcher.first_name }},\n\nnyheter.\n\n{{ sender.name }}\n",
-            "en": "Dear {{ researcher.first_name }},\n\nnews.\n\n{{ sender.name }}\n",
-        },
-    }
-    if split is not None:
-        doc["split"] = split
-    (root / "campaigns" / f"{cid}.yaml").write_text(
-        yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8"
-    )
-    return cid
+    clean_env(monkeypatch, SECRET)
 
 
 PHARMACY = {"faculty": ["Pharmacy"]}  # 39 researchers, one liaison (lars)
@@ -146,19 +109,28 @@ def rows(root: Path, campaign: str, *states: str) -> list[dict[str, Any]]:
         led.store.close()
 
 
-def audience(root: Path, campaign: str) -> list[str]:
-    ws = load(root)
-    return [r.email for r in ws.audience(ws.campaign(campaign).campaign)]
-
-
-def received(server: SMTPTestServer) -> Counter[str]:
-    """How many times each recipient was accepted by the server."""
-    return Counter(m.rcpt_tos[0] for m in server.messages)
-
-
 def send(root: Path, campaign: str, **options: Any) -> SendSummary:
     options.setdefault("backoff_base", 0.05)
     return send_campaign(load(root), campaign, SendOptions(**options))
+
+
+def pharmacy_over_smtp(
+    tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None, cid: str, **transport: Any
+) -> tuple[Path, str]:
+    """A workspace (store ``store_url``) sending through the test SMTP server (``transport``:
+    more SMTP settings), and a short campaign ``cid`` to Pharmacy in it: (root, cid)."""
+    root = make_ws(
+        tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server, **transport)
+    )
+    return root, add_campaign(root, cid, include=PHARMACY)
+
+
+def assert_each_sent_once(
+    summary: SendSummary, server: SMTPTestServer, expected: list[str]
+) -> None:
+    """The run went well, every recipient is sent, and the server took each exactly once."""
+    assert summary.ok and summary.final["sent"] == len(expected)
+    assert received(server) == Counter(expected)
 
 
 def outbox_files(root: Path) -> list[Path]:
@@ -274,15 +246,13 @@ def test_451_is_deferred_retried_with_backoff_and_sent_exactly_once(
     store_url: str | None,
 ) -> None:
     smtp_server.fail_nth(3, 451, "4.3.0 Try again later")
-    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "defer-test", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "defer-test")
     expected = audience(root, cid)
 
     summary = send(root, cid, backoff_base=0.2)
 
     assert summary.outcomes["deferred"] == 1
-    assert summary.final["sent"] == len(expected) and summary.ok
-    assert received(smtp_server) == Counter(expected)  # each exactly once
+    assert_each_sent_once(summary, smtp_server, expected)
     rejected = [m for m in smtp_server.attempts if m.outcome == "rejected"]
     assert len(rejected) == 1 and rejected[0].reply.startswith("451")
     victim = rejected[0].rcpt_tos[0]
@@ -297,8 +267,7 @@ def test_persistent_451_stops_after_max_attempts_and_stays_deferred(
     smtp_server: SMTPTestServer,
     store_url: str | None,
 ) -> None:
-    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "defer-many", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "defer-many")
     victim = audience(root, cid)[0]
     smtp_server.reject_rcpt(victim, 451, "4.2.0 Mailbox busy")
 
@@ -317,8 +286,7 @@ def test_550_for_one_recipient_is_failed_with_the_servers_text(
     smtp_server: SMTPTestServer,
     store_url: str | None,
 ) -> None:
-    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "reject-test", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "reject-test")
     expected = audience(root, cid)
     victim = expected[5]
     smtp_server.reject_rcpt(victim, 550, "5.1.1 <victim>: Recipient address rejected")
@@ -343,8 +311,7 @@ def test_disconnect_after_data_is_uncertain_not_resent_unless_asked(
     store_url: str | None,
 ) -> None:
     smtp_server.drop_during_data(4)  # content received, connection closed, no reply
-    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "uncertain-test", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "uncertain-test")
     expected = audience(root, cid)
 
     first = cli(root, "send", cid, "--yes")
@@ -376,8 +343,7 @@ def test_drop_right_after_354_is_uncertain_too(
 ) -> None:
     # After DATA's 354 the client cannot know how much the server kept: honest = uncertain.
     smtp_server.drop_during_data(2, after_content=False)
-    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "drop354", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "drop354")
     summary = send(root, cid)
     assert summary.final["uncertain"] == 1
     assert summary.final["sent"] == len(audience(root, cid)) - 1
@@ -390,14 +356,10 @@ def test_connection_closed_before_mail_reconnects_and_succeeds(
 ) -> None:
     # The server closes every connection after 4 messages (421 at the next MAIL FROM).
     smtp_server.max_messages_per_connection(4)
-    root = make_ws(
-        tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server, connections=2)
-    )
-    cid = add_campaign(root, "reconnect", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "reconnect", connections=2)
     expected = audience(root, cid)
     summary = send(root, cid)
-    assert summary.ok and summary.final["sent"] == len(expected)
-    assert received(smtp_server) == Counter(expected)
+    assert_each_sent_once(summary, smtp_server, expected)
     assert smtp_server.connections >= math.ceil(len(expected) / 4)
 
 
@@ -436,14 +398,10 @@ def test_slow_server_still_completes(
     tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
 ) -> None:
     smtp_server.slow(0.03)
-    root = make_ws(
-        tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server, connections=4)
-    )
-    cid = add_campaign(root, "slow", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "slow", connections=4)
     expected = audience(root, cid)
     summary = send(root, cid)
-    assert summary.ok and summary.final["sent"] == len(expected)
-    assert received(smtp_server) == Counter(expected)
+    assert_each_sent_once(summary, smtp_server, expected)
 
 
 def test_sessions_are_reused_not_one_per_message(
@@ -465,15 +423,11 @@ def test_busy_421_greeting_defers_and_reconnects(
     store_url: str | None,
 ) -> None:
     smtp_server.busy(3)  # the next three connections are greeted "421 busy" and closed
-    root = make_ws(
-        tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server, connections=2)
-    )
-    cid = add_campaign(root, "busy", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "busy", connections=2)
     expected = audience(root, cid)
     summary = send(root, cid)
     assert summary.outcomes["deferred"] >= 1
-    assert summary.ok and summary.final["sent"] == len(expected)
-    assert received(smtp_server) == Counter(expected)
+    assert_each_sent_once(summary, smtp_server, expected)
 
 
 def test_server_requiring_auth_without_a_login_stops_before_marking_anything(
@@ -482,8 +436,7 @@ def test_server_requiring_auth_without_a_login_stops_before_marking_anything(
     store_url: str | None,
 ) -> None:
     smtp_server.require_auth("rds-sender", "pw")  # but outreach.yaml names no username
-    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "noauth", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "noauth")
     result = cli(root, "send", cid, "--yes")
     assert result.exit_code == 1, result.output
     assert "530" in result.output and "Traceback" not in result.output
@@ -814,8 +767,7 @@ def test_two_sends_of_the_same_campaign_at_once_never_send_twice(
     store_url: str | None,
 ) -> None:
     smtp_server.slow(0.2)  # the first run would take ~20 s: it is surely still sending
-    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "race", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "race")
     expected = audience(root, cid)
     first = _spawn(root, cid)
     try:
@@ -839,8 +791,7 @@ def test_a_run_that_lost_its_lock_sends_nothing_it_no_longer_owns(
     store_url: str | None,
 ) -> None:
     smtp_server.slow(0.03)
-    root = make_ws(tmp_path / "ws", database=store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "stolen", include=PHARMACY)
+    root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "stolen")
     expected = audience(root, cid)
     outcome: list[BaseException | SendSummary] = []
 

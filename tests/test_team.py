@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner, Result
-from store_helpers import make_ws, smtp_settings
+from store_helpers import add_campaign, audience, clean_env, make_ws, received, smtp_settings
 
 from outreach.cli import main
 from outreach.deliver.ledger import Ledger, PlannedRow, SlotLost
@@ -57,41 +56,10 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OUTREACH_SECRET", SECRET)
-    for name in (
-        "OUTREACH_WORKSPACE",
-        "OUTREACH_DATABASE_URL",
-        "OUTREACH_SMTP_PASSWORD",
-        "OUTREACH_LEASE_SECONDS",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    clean_env(monkeypatch, SECRET, "OUTREACH_LEASE_SECONDS")
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def add_campaign(root: Path, cid: str, include: dict[str, list[str]]) -> str:
-    doc = {
-        "id": cid,
-        "title": f"Team test {cid}",
-        "template": "newsletter",
-        "sender": "liaison",
-        "subject": {
-            "fi": "{{ researcher.first_name }}, uutisia",
-            "sv": "{{ researcher.first_name }}, nyheter",
-            "en": "{{ researcher.first_name }}, news",
-        },
-        "audience": {"include": include, "exclude": {"tags": ["do-not-contact"]}},
-        "body": {
-            "fi": "Hei {{ researcher.first_name }},\n\nuutisia.\n\n{{ sender.name }}\n",
-            "sv": "Hej {{ researcher.first_name }},\n\nnyheter.\n\n{{ sender.name }}\n",
-            "en": "Dear {{ researcher.first_name }},\n\nnews.\n\n{{ sender.name }}\n",
-        },
-    }
-    (root / "campaigns" / f"{cid}.yaml").write_text(
-        yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8"
-    )
-    return cid
 
 
 def cli(root: Path, *args: str) -> Result:
@@ -137,13 +105,19 @@ def counts(root: Path, campaign: str) -> Counter[str]:
     return +Counter(r["status"] for r in rows(root, campaign))
 
 
-def audience(root: Path, campaign: str) -> list[str]:
-    ws = load_workspace(explicit=root)
-    return [r.email for r in ws.audience(ws.campaign(campaign).campaign)]
-
-
-def received(server: SMTPTestServer) -> Counter[str]:
-    return Counter(m.rcpt_tos[0] for m in server.messages)
+def paced_campaign(
+    tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None, cid: str, per_minute: int
+) -> tuple[Path, str, list[str]]:
+    """A workspace sending through the test SMTP server at ``per_minute`` per mailbox, and
+    campaign ``cid`` to the three liaisons' researchers: (root, cid, audience)."""
+    root = make_ws(
+        tmp_path / "ws",
+        store_url,
+        transport=smtp_settings(smtp_server),
+        limits={"per_sender_per_minute": per_minute, "per_sender_per_day": 10_000},
+    )
+    add_campaign(root, cid, include=THREE_LIAISONS)
+    return root, cid, audience(root, cid)
 
 
 def over_quota(times: list[float], quota: int, window: float) -> int:
@@ -177,14 +151,7 @@ def test_three_sender_processes_deliver_each_message_once_within_every_quota(
     tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
 ) -> None:
     per_minute = 300  # one message every 0.2 s per mailbox: pekka's 52 take ~10 s
-    root = make_ws(
-        tmp_path / "ws",
-        store_url,
-        transport=smtp_settings(smtp_server),
-        limits={"per_sender_per_minute": per_minute, "per_sender_per_day": 10_000},
-    )
-    cid = add_campaign(root, "team-quota", THREE_LIAISONS)
-    expected = audience(root, cid)
+    root, cid, expected = paced_campaign(tmp_path, smtp_server, store_url, "team-quota", per_minute)
     assert len(expected) == 102
     # Small claims (10 rows of a sender at a time), so all three share every mailbox.
     procs = [spawn(root, "send", cid, "--worker", "--batch", "3", "--yes") for _ in range(3)]
@@ -211,14 +178,7 @@ def test_a_worker_killed_mid_run_leaves_its_share_to_the_others_after_its_lease(
 ) -> None:
     per_minute = 600  # 0.1 s per mailbox: pekka's 52 take ~5 s
     lease = 2.0
-    root = make_ws(
-        tmp_path / "ws",
-        store_url,
-        transport=smtp_settings(smtp_server),
-        limits={"per_sender_per_minute": per_minute, "per_sender_per_day": 10_000},
-    )
-    cid = add_campaign(root, "team-crash", THREE_LIAISONS)
-    expected = audience(root, cid)
+    root, cid, expected = paced_campaign(tmp_path, smtp_server, store_url, "team-crash", per_minute)
     env = {"OUTREACH_LEASE_SECONDS": str(lease)}
     procs = [
         spawn(root, "send", cid, "--worker", "--batch", "3", "--yes", env=env) for _ in range(3)
@@ -271,7 +231,7 @@ def test_workers_n_forks_n_senders_that_deliver_each_message_once(
     tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
 ) -> None:
     root = make_ws(tmp_path / "ws", store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "workers", THREE_LIAISONS)
+    cid = add_campaign(root, "workers", include=THREE_LIAISONS)
     expected = audience(root, cid)
     ((code, output),) = finish([spawn(root, "send", cid, "--workers", "3", "--yes")])
     assert code == 0, output
@@ -316,7 +276,7 @@ def test_plain_send_and_team_exclude_each_other(
 ) -> None:
     smtp_server.slow(0.2)
     root = make_ws(tmp_path / "ws", store_url, transport=smtp_settings(smtp_server))
-    cid = add_campaign(root, "exclusive", THREE_LIAISONS)
+    cid = add_campaign(root, "exclusive", include=THREE_LIAISONS)
     solo = spawn(root, "send", cid, "--yes")
     try:
         smtp_server.wait_for(1, timeout=30)
@@ -359,7 +319,7 @@ def test_an_expired_team_lease_lets_a_solo_run_recover_and_finish(
     tmp_path: Path, store_url: str | None
 ) -> None:
     root = make_ws(tmp_path / "ws", store_url)
-    cid = add_campaign(root, "expired-team", THREE_LIAISONS)
+    cid = add_campaign(root, "expired-team", include=THREE_LIAISONS)
     assert cli(root, "send", cid, "--limit", "1").exit_code == 0  # plans the ledger
     led = ledger_of(root)
     try:
@@ -380,7 +340,7 @@ def test_a_worker_arriving_while_a_dead_worker_holds_every_row_waits_and_sends_t
     tmp_path: Path, store_url: str | None
 ) -> None:
     root = make_ws(tmp_path / "ws", store_url)
-    cid = add_campaign(root, "all-held", THREE_LIAISONS)
+    cid = add_campaign(root, "all-held", include=THREE_LIAISONS)
     expected = audience(root, cid)
     assert cli(root, "send", cid, "--limit", "1").exit_code == 0  # plans the ledger
     led = ledger_of(root)
