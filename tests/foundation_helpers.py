@@ -36,6 +36,24 @@ def copy_example(dest: Path) -> Path:
     return dest
 
 
+def copy_example_sent(dest: Path, campaign: str) -> Path:
+    """A fresh copy of the example workspace in ``dest`` after ``campaign`` was sent
+    through the outbox transport (with no workspace, database or secret from the
+    environment), checked to have gone well."""
+    from outreach.deliver.run import SendOptions, send_campaign
+    from outreach.workspace import load_workspace
+
+    saved = {k: os.environ.pop(k) for k in (*ENV_VARS, "OUTREACH_SECRET") if k in os.environ}
+    try:
+        root = copy_example(dest)
+        ws = load_workspace(explicit=root, only_campaigns=[campaign])
+        summary = send_campaign(ws, campaign, SendOptions(transport="outbox", now=True))
+        assert summary.ok and summary.outcomes["sent"] > 100, summary
+    finally:
+        os.environ.update(saved)
+    return root
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every file and folder under ``root`` with a hash of its content."""
     out: dict[str, str] = {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -728,20 +727,9 @@ CAMPAIGN = "familiar-faces-2027"
 
 @pytest.fixture(scope="module")
 def sent_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from foundation_helpers import ENV_VARS, copy_example
+    from foundation_helpers import copy_example_sent
 
-    from outreach.deliver.run import SendOptions, send_campaign
-    from outreach.workspace import load_workspace
-
-    saved = {k: os.environ.pop(k) for k in (*ENV_VARS, "OUTREACH_SECRET") if k in os.environ}
-    try:
-        root = copy_example(tmp_path_factory.mktemp("e2e") / "ws")
-        ws = load_workspace(explicit=root, only_campaigns=[CAMPAIGN])
-        summary = send_campaign(ws, CAMPAIGN, SendOptions(transport="outbox", now=True))
-        assert summary.ok and summary.outcomes["sent"] > 100, summary
-    finally:
-        os.environ.update(saved)
-    return root
+    return copy_example_sent(tmp_path_factory.mktemp("e2e") / "ws", CAMPAIGN)
 
 
 def test_end_to_end_send_reply_ingest_report(

@@ -5,7 +5,6 @@ what is suppressed and what the next send skips. Plus `outreach log` (contacts b
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from foundation_helpers import ENV_VARS, copy_example
+from foundation_helpers import ENV_VARS, copy_example, copy_example_sent
 from track_helpers import (
     Sent,
     cli,
@@ -51,16 +50,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def sent_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example workspace after `send newsletter-autumn-2026` through the outbox."""
-    saved = {k: os.environ.pop(k) for k in (*ENV_VARS, "OUTREACH_SECRET") if k in os.environ}
-    try:
-        root = copy_example(tmp_path_factory.mktemp("sent") / "ws")
-        ws = load_workspace(explicit=root, only_campaigns=[CAMPAIGN])
-        summary = send_campaign(ws, CAMPAIGN, SendOptions(transport="outbox", now=True))
-        assert summary.outcomes["sent"] > 100, summary
-        assert summary.ok, summary
-    finally:
-        os.environ.update(saved)
-    return root
+    return copy_example_sent(tmp_path_factory.mktemp("sent") / "ws", CAMPAIGN)
 
 
 @pytest.fixture
