@@ -10,13 +10,15 @@ outgoing face introduces the new one.
 The rules (docs/ARCHITECTURE.md, "Territories"):
 
 * **Override first.** A researcher's ``liaison`` column names an active liaison: that one,
-  always, even past capacity (a person decided it).
+  always, even past capacity (a person decided it): the liaison goes over capacity and the
+  override is flagged; it never takes the seat of someone who already has that liaison.
 * **Stability.** A researcher who has a face keeps it unless (a) that liaison is removed
   from people/liaisons.yaml or marked inactive, (b) that liaison no longer has any segment
   matching the researcher (a segment was edited, or the researcher moved unit), (c) an
-  override names someone else, or (d) the liaison is over capacity. A new, more specific
-  segment does **not** move people who already have a face (``--rebalance`` does, and says
-  so); it takes the new researchers.
+  override names someone else, or (d) the liaison is over capacity among those who
+  already have it and they are the most recently assigned (see Capacity). A new, more
+  specific segment does **not** move people who already have a face (``--rebalance``
+  does, and says so); it takes the new researchers.
 * **New and forced moves** go to the most specific matching segment's owner (unit over
   department over faculty; in a clash, the first id in sort order, and the clash is an
   error that blocks ``--apply``).
@@ -24,9 +26,12 @@ The rules (docs/ARCHITECTURE.md, "Territories"):
   is exceeded, the overflow goes to the next matching segment owner (the next less
   specific one) that has room. If no matching owner has room, the researcher is still
   given the best face (a face beats no face) and listed as *over capacity*, so a manager
-  sees who needs help. Who overflows: overrides never; among kept researchers the most
-  recently assigned (the longest relationships stay); researchers who already had a face
-  are placed before new ones, so newcomers never push anyone out.
+  sees who needs help. Who overflows: among those who already have the liaison, seats go
+  by seniority (the longest relationships stay, the most recently assigned overflow), an
+  override holding a seat like anyone else but never overflowing (past capacity it stays,
+  flagged). Arrivals (new researchers, and overrides that newly name the liaison) only take
+  free seats, and researchers who already had a face are placed before new ones, so
+  newcomers never push anyone out, in this plan or, once applied, in the next.
 * **Churn** is the share of researchers who had a face and whose face changes (moved, or
   left without one), among those still in people/.
 """
@@ -217,6 +222,7 @@ class _Pending:
     fallback: str | None = None  # capacity / rebalance: stay here if nobody has room
     order: int = 0  # researchers who had a face first
     overflowed: bool = False  # placed with a less specific owner: the first was full
+    arriving: str | None = None  # an override that newly names this liaison
 
 
 def plan_assignments(
@@ -244,7 +250,8 @@ def plan_assignments(
                 )
             )
     capacity = {lid: liaisons[lid].capacity for lid in active}
-    seated: dict[str, list[tuple[int, datetime | None, str]]] = {lid: [] for lid in active}
+    # Who already has each liaison: (is kept rather than an override, since, email).
+    seated: dict[str, list[tuple[int, datetime, str]]] = {lid: [] for lid in active}
     target: dict[str, tuple[str | None, str | None]] = {}  # email -> (liaison, placed)
     decided: dict[str, _Pending] = {}
     pending: list[_Pending] = []
@@ -261,10 +268,15 @@ def plan_assignments(
         prev = cur.liaison_id if cur else None
         if r.liaison and r.liaison in active:
             target[r.email] = (r.liaison, "override")
-            seated[r.liaison].append((0, None, r.email))
             why = None if prev in (None, r.liaison) else OVERRIDE
             detail = f"override in people/researchers names `{r.liaison}`"
             decided[r.email] = _Pending(r, prev, why, detail)
+            if cur is not None and prev == r.liaison:
+                seated[r.liaison].append((0, cur.valid_from, r.email))
+            else:  # arriving: takes a seat only if one is free, never someone's seat
+                decided[r.email].arriving = r.liaison
+                decided[r.email].order = 0 if cur is not None else 1
+                pending.append(decided[r.email])
             continue
         if r.liaison and r.liaison in liaisons:
             inactive_overrides[r.liaison] += 1
@@ -290,16 +302,29 @@ def plan_assignments(
             pending.append(_Pending(r, prev, why, detail, order=0))
 
     by_email = {r.email: r for r in people}
-    # Capacity: overrides stay; among kept researchers the most recently assigned overflow.
+    over: set[str] = set()
+    # Capacity among those who already have the liaison: seats go by seniority (longest
+    # relationship first). An override never overflows: past capacity it stays, flagged;
+    # a kept researcher without a seat overflows (the most recently assigned first). One
+    # apply stamps every row with the same time: on a tie the kept researcher goes first,
+    # so an override that arrived past capacity stays the one past it (nobody moves).
     for lid, members in seated.items():
         cap = capacity.get(lid)
         if cap is None or len(members) <= cap:
             continue
-        overrides = [m for m in members if m[0] == 0]
-        kept = sorted((m for m in members if m[0] == 1), key=lambda m: (m[1], m[2]))
-        room = max(0, cap - len(overrides))
-        seated[lid] = overrides + kept[:room]
-        for _, _, email in kept[room:]:
+        keep: list[tuple[int, datetime, str]] = []
+        overflow: list[str] = []
+        for m in sorted(members, key=lambda m: (m[1], -m[0], m[2])):
+            if m[0] == 0:
+                keep.append(m)
+                if len(keep) > cap:
+                    over.add(m[2])
+            elif len(keep) < cap:
+                keep.append(m)
+            else:
+                overflow.append(m[2])
+        seated[lid] = keep
+        for email in overflow:
             r = by_email[email]
             del target[email]
             del decided[email]
@@ -314,15 +339,20 @@ def plan_assignments(
                 )
             )
     count = {lid: len(m) for lid, m in seated.items()}
-    over: set[str] = set()
 
     def has_room(lid: str) -> bool:
         cap = capacity.get(lid)
         return cap is None or count[lid] < cap
 
-    pending.sort(key=lambda p: (p.order, p.r.email))
+    # Researchers who had a face are placed before new ones; within each, overrides first.
+    pending.sort(key=lambda p: (p.order, p.arriving is None, p.r.email))
     for p in pending:
         r = p.r
+        if p.arriving is not None:  # an override: honoured, past capacity if need be
+            if not has_room(p.arriving):
+                over.add(r.email)
+            count[p.arriving] += 1
+            continue
         cands = index.candidates(r)
         if not cands:
             target[r.email] = (None, None)
@@ -448,12 +478,19 @@ def plan_assignments(
                 severity="warning",
             )
         )
+    by_override = Counter(
+        e.liaison for e in entries if e.over_capacity and e.liaison and e.placed == "override"
+    )
     for lid, n in sorted(over_by.items()):
+        causes: list[str] = []
+        if by_override[lid]:
+            causes.append(f"{by_override[lid]} placed by an override")
+        if n - by_override[lid]:
+            causes.append(f"{n - by_override[lid]} with no other matching segment owner with room")
         problems.append(
             Problem(
                 f"liaison `{lid}` is over capacity: {after[lid]} researchers for a capacity "
-                f"of {capacity.get(lid)}, and no other matching segment owner has room "
-                f"({n} over)",
+                f"of {capacity.get(lid)} ({n} over: {', '.join(causes)})",
                 Location("people/liaisons.yaml", None, None, "capacity"),
                 "raise the capacity, or give part of the segment to another liaison",
                 severity="warning",
