@@ -11,8 +11,8 @@ from __future__ import annotations
 import difflib
 import html as htmllib
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import partial
 from html.parser import HTMLParser
@@ -28,12 +28,13 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from .campaign import Campaign, Item
-from .errors import Location, TemplateError
+from .errors import Location, OutreachError, TemplateError
 from .experiment import SERVICE
 from .i18n import translate
 from .people import Expert, Liaison, Researcher, ServiceIdentity, localised
 from .plan import Recipient
 from .settings import LocalText, Settings
+from .stamp import FIELDS, RESEARCHER_FIELDS, StampPlan, fill, plan_stamps, sentinel
 from .yamlio import YamlDoc
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -166,6 +167,8 @@ class Renderer:
         self._views: dict[tuple[str, str], dict[str, Any]] = {}
         self._sources: dict[str, tuple[str, int]] = {}
         self._texts: dict[str, str] = {}  # string template name -> its source
+        self._plans: dict[int, tuple[Campaign, StampPlan | None]] = {}
+        self._stamps: dict[tuple[Any, ...], Rendered] = {}
 
     # -- formatting -----------------------------------------------------------------------
     @staticmethod
@@ -435,6 +438,100 @@ class Renderer:
         links: Links,
         doc: YamlDoc | None = None,
     ) -> Rendered:
+        stamped = self._stamped(campaign, recipient, links, doc)
+        if stamped is not None:
+            return stamped
+        return self._render_message(
+            campaign, recipient, self.researcher_view(recipient.researcher), links, doc
+        )
+
+    # -- stamps: one rendering per group of recipients (see stamp.py) ---------------------
+    def _stamp_plan(self, campaign: Campaign, doc: YamlDoc | None) -> StampPlan | None:
+        key = id(campaign)
+        if key in self._plans:
+            return self._plans[key][1]
+        plan = None
+        name = campaign.template
+        if self.file_template(f"{name}.txt.j2") is not None:  # else the text comes from HTML
+            plan = plan_stamps(
+                self.files,
+                [f"{name}.html.j2", f"{name}.txt.j2"],
+                self.strings,
+                _user_strings(campaign),
+            )
+        self._plans[key] = (campaign, plan)  # the campaign is kept so its id stays unique
+        return plan
+
+    def _stamped(
+        self,
+        campaign: Campaign,
+        recipient: Recipient,
+        links: Links,
+        doc: YamlDoc | None,
+    ) -> Rendered | None:
+        plan = self._stamp_plan(campaign, doc)
+        if plan is None:
+            return None
+        r = recipient.researcher
+        values = [
+            r.email,
+            r.name,
+            r.first_name,
+            r.faculty,
+            r.department,
+            r.unit,
+            r.language or "",
+            links.unsubscribe_url or "",
+            links.unsubscribe_mailto or "",
+        ]
+        if not plan.accepts(dict(zip(FIELDS, values, strict=True))):
+            return None
+        items = tuple(
+            i
+            for i, item in enumerate(campaign.items)
+            if item.audience is None or item.audience.selects(r)
+        )
+        key = (
+            id(campaign),
+            recipient.lang,
+            recipient.arm,
+            recipient.liaison.id if recipient.liaison else None,
+            recipient.introduces.id if recipient.introduces else None,
+            items,
+            tuple(not v for v in values),
+        )
+        stamp = self._stamps.get(key)
+        if stamp is None:
+            marks = [sentinel(i) if v else "" for i, v in enumerate(values)]
+            view = self.researcher_view(r)
+            view.update(zip(RESEARCHER_FIELDS, marks, strict=False))
+            sentinel_links = Links("", marks[7] or None, marks[8] or None)
+            try:
+                stamp = self._render_message(campaign, recipient, view, sentinel_links, doc)
+            except OutreachError:
+                return None  # the ordinary path raises the error, naming the recipient
+            if len(self._stamps) >= 4096:
+                self._stamps.clear()
+            self._stamps[key] = stamp
+        in_html = [v.replace("&", "&amp;") for v in values]
+        return replace(
+            stamp,
+            email=r.email,
+            name=r.name,
+            subject=fill(stamp.subject, values),
+            html=fill(stamp.html, in_html),
+            text=fill(stamp.text, values),
+            token=links.token,
+        )
+
+    def _render_message(
+        self,
+        campaign: Campaign,
+        recipient: Recipient,
+        researcher: dict[str, Any],
+        links: Links,
+        doc: YamlDoc | None,
+    ) -> Rendered:
         lang = recipient.lang
         r = recipient.researcher
         service_view = self.person_view(self.service, lang)
@@ -458,7 +555,7 @@ class Renderer:
         organisation = {"name": self.settings.organisation.name, "domain": self.domain}
         unsubscribe = {"url": links.unsubscribe_url or "", "mailto": links.unsubscribe_mailto or ""}
         context: dict[str, Any] = {
-            "researcher": self.researcher_view(r),
+            "researcher": researcher,
             "sender": sender_view,
             "liaison": liaison_view,
             "service": service_view,
@@ -574,6 +671,20 @@ class Renderer:
         title = self.text_of(campaign, doc, ("items", index, "title"), item.title, lang, context)
         body = self.text_of(campaign, doc, ("items", index, "body"), item.body, lang, context)
         return {"title": title, "html": Markup(self.md.render(body)), "text": body.strip()}
+
+
+def _user_strings(campaign: Campaign) -> Iterator[str]:
+    """Every user-written string of a campaign that is rendered as a template."""
+    texts: list[LocalText | None] = [campaign.subject, campaign.body, campaign.preheader]
+    if campaign.introduce is not None:
+        texts.append(campaign.introduce.note)
+    for item in campaign.items:
+        texts += [item.title, item.body]
+    for text in texts:
+        if isinstance(text, str):
+            yield text
+        elif text is not None:
+            yield from text.values()
 
 
 def _is_block(doc: YamlDoc, path: tuple[str | int, ...]) -> bool:

@@ -1,0 +1,183 @@
+"""Stamping: render a message once per group of recipients, then fill in each recipient.
+
+Most of a newsletter is the same for every researcher of one liaison, language and item
+selection: only their name, address and unsubscribe link differ. Evaluating the templates,
+the Markdown and the CSS inliner once per recipient is most of the cost of sending, so the
+renderer renders a *stamp* once per group, with a sentinel (a private-use character pair
+around a number) where each per-recipient value goes, and then substitutes the values.
+
+This is only done where it provably gives the same bytes as rendering the recipient on
+their own:
+
+- The templates (the HTML and text files, everything they include, extend or import, and
+  every user-written string of the campaign) are checked statically: a per-recipient value
+  (``researcher.*``, ``unsubscribe.*``) may only be printed (``{{ researcher.first_name }}``)
+  or tested for truth (``{% if unsubscribe.url %}``); a filter, comparison, call, loop or
+  assignment that touches one sends the whole campaign down the ordinary path.
+- Each value must look the same wherever it lands: no newline, no character that HTML
+  escaping or the CSS inliner's serialiser would write differently, and, for values in
+  Markdown or subject strings, nothing Markdown could read as markup (a name made of
+  letters and digits joined by single spaces, hyphens or full stops). A recipient whose
+  values do not qualify is rendered the ordinary way.
+- Whether each value is empty is part of the group, so truth tests come out the same.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import jinja2
+from jinja2 import nodes
+
+OPEN, CLOSE = "\ue000", "\ue001"
+SENTINEL = re.compile("\ue000([0-9]+)\ue001")
+
+# Per-recipient roots of the template context, and their fields a stamp may vary.
+RESEARCHER_FIELDS = ("email", "name", "first_name", "faculty", "department", "unit", "language")
+UNSUBSCRIBE_FIELDS = ("url", "mailto")
+FIELDS: tuple[tuple[str, str], ...] = tuple(("researcher", f) for f in RESEARCHER_FIELDS) + tuple(
+    ("unsubscribe", f) for f in UNSUBSCRIBE_FIELDS
+)
+ROOTS = frozenset(root for root, _ in FIELDS)
+
+# Values printed into Markdown or a subject: letters and digits, joined by single spaces,
+# hyphens or full stops, starting and ending with a letter or digit: Markdown sees them as
+# plain words (emphasis, links and escapes need punctuation it could not find here).
+_MARKDOWN_PLAIN = re.compile(r"[^\W_](?:[ .\-]?[^\W_])*\Z")
+# Values printed only by the template files: HTML escaping turns `&` into `&amp;`, as the
+# CSS inliner's serialiser does; the other characters below it writes differently.
+_HTML_UNSTABLE = re.compile("[<>\"'\u00a0\r\n\t\x00-\x08\x0b\x0c\x0e-\x1f\ue000\ue001]")
+
+
+def sentinel(index: int) -> str:
+    return f"{OPEN}{index}{CLOSE}"
+
+
+@dataclass(frozen=True)
+class StampPlan:
+    """What the static check found: which fields the templates print, and where."""
+
+    in_strings: frozenset[tuple[str, str]]  # printed by a subject, body, item or note
+    in_files: frozenset[tuple[str, str]]  # printed by a template file only
+
+    def accepts(self, values: Mapping[tuple[str, str], str]) -> bool:
+        """True when every value this campaign prints may be stamped."""
+        for key, value in values.items():
+            if not value:
+                continue
+            if key in self.in_strings:
+                if _MARKDOWN_PLAIN.match(value) is None:
+                    return False
+            elif key in self.in_files and _HTML_UNSTABLE.search(value) is not None:
+                return False
+        return True
+
+
+class _Unsafe(Exception):
+    """A template uses a per-recipient value in a way a stamp cannot reproduce."""
+
+
+def _walk(
+    node: nodes.Node, parents: tuple[nodes.Node, ...], printed: set[tuple[str, str]]
+) -> Iterator[str]:
+    """Check one template's tree; yield the names of templates it includes or imports."""
+    if isinstance(node, (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+        if not isinstance(node.template, nodes.Const) or not isinstance(node.template.value, str):
+            raise _Unsafe("a template chosen at run time")
+        yield node.template.value
+    if isinstance(node, nodes.Name) and node.name in ROOTS:
+        _check_use(node, parents, printed)
+    for child in node.iter_child_nodes():
+        yield from _walk(child, (*parents, node), printed)
+
+
+def _check_use(
+    name: nodes.Name, parents: tuple[nodes.Node, ...], printed: set[tuple[str, str]]
+) -> None:
+    if name.ctx != "load" or not parents:
+        raise _Unsafe(f"`{name.name}` assigned or passed")
+    access = parents[-1]
+    if isinstance(access, nodes.Getattr) and access.node is name:
+        field = access.attr
+    elif (
+        isinstance(access, nodes.Getitem)
+        and access.node is name
+        and isinstance(access.arg, nodes.Const)
+        and isinstance(access.arg.value, str)
+    ):
+        field = access.arg.value
+    else:
+        raise _Unsafe(f"`{name.name}` used whole")
+    if (name.name, field) not in FIELDS:
+        raise _Unsafe(f"`{name.name}.{field}`")
+    above = parents[:-1]
+    if above and isinstance(above[-1], nodes.Output):
+        printed.add((name.name, field))
+        return
+    # A truth test: `if x`, `if not x`, `if x and y`, `a if x else b`, nothing else.
+    child: nodes.Node = access
+    for parent in reversed(above):
+        if isinstance(parent, nodes.Not) or (
+            isinstance(parent, (nodes.And, nodes.Or)) and child in (parent.left, parent.right)
+        ):
+            child = parent
+            continue
+        if isinstance(parent, (nodes.If, nodes.CondExpr)) and parent.test is child:
+            return
+        break
+    raise _Unsafe(f"`{name.name}.{field}` computed with")
+
+
+def _check_tree(
+    env: jinja2.Environment, source: str, printed: set[tuple[str, str]], seen: set[str]
+) -> list[str]:
+    if OPEN in source or CLOSE in source:
+        raise _Unsafe("the template holds a sentinel character")
+    try:
+        tree = env.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise _Unsafe("syntax error") from exc
+    return [n for n in _walk(tree, (), printed) if n not in seen]
+
+
+def plan_stamps(
+    files: jinja2.Environment,
+    file_names: Iterable[str],
+    strings: jinja2.Environment,
+    string_sources: Iterable[str],
+) -> StampPlan | None:
+    """The stamp plan of a campaign, or None when its templates rule stamping out."""
+    in_strings: set[tuple[str, str]] = set()
+    in_files: set[tuple[str, str]] = set()
+    try:
+        for source in string_sources:
+            _check_tree(strings, source, in_strings, set())
+        seen: set[str] = set()
+        todo = list(file_names)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if files.loader is None:
+                raise _Unsafe("no loader")
+            try:
+                source, _, _ = files.loader.get_source(files, name)
+            except jinja2.TemplateNotFound as exc:
+                raise _Unsafe(f"{name} not found") from exc
+            todo.extend(_check_tree(files, source, in_files, seen))
+    except _Unsafe:
+        return None
+    return StampPlan(frozenset(in_strings), frozenset(in_files - in_strings))
+
+
+def fill(stamped: str, values: list[str]) -> str:
+    """The stamp with each sentinel replaced by its value."""
+    if OPEN not in stamped:
+        return stamped
+    return SENTINEL.sub(lambda m: values[int(m.group(1))], stamped)
+
+
+__all__ = ["FIELDS", "StampPlan", "fill", "plan_stamps", "sentinel"]
