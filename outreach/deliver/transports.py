@@ -27,6 +27,61 @@ from ..errors import TransportError
 from ..secrets import password_from, token_from_command
 from ..settings import TransportSettings
 
+
+def wire_form(data: bytes) -> bytes | None:
+    """The bytes DATA sends: CRLF line ends, lines starting with "." doubled (RFC 5321
+    4.5.2), the final "." line; None when the message holds a bare CR or LF (it then goes
+    through aiosmtplib's own normalisation). Composed messages are CRLF throughout, so
+    this is three counts and one replace."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        return None
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
+
+
+def _fast_data_supported(protocol: object) -> bool:
+    return isinstance(getattr(protocol, "_command_lock", None), asyncio.Lock) and all(
+        callable(getattr(protocol, name, None)) for name in ("write", "read_response")
+    )
+
+
+async def _data(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    """DATA for a composed message.
+
+    aiosmtplib's ``data()`` rewrites every line ending and dot-stuffs with two regular
+    expressions: about 0.5 ms for an 18 KB newsletter with two faces, a quarter of the
+    whole cost of sending one. Our messages are CRLF already, so the same protocol steps
+    run here with the payload from ``wire_form`` (about 35 µs). It uses the command lock
+    of aiosmtplib's protocol (5.x); where that is missing, ``data()`` does the work.
+    tests/test_fastpath.py checks that the installed aiosmtplib takes this path."""
+    protocol = client.protocol
+    payload = wire_form(data)
+    if payload is None or protocol is None or not _fast_data_supported(protocol):
+        return await client.data(data)
+    lock: asyncio.Lock = protocol._command_lock  # type: ignore[assignment]
+    try:
+        async with lock:
+            protocol._response_pending = True  # a reply is expected (aiosmtplib 5.x)
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=client.timeout)
+            if start.code != 354:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol._response_pending = True
+            protocol.write(payload)
+            response = await protocol.read_response(timeout=client.timeout)
+            if response.code != 250:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
+            return response
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()
+        raise
+
+
 SENT, DEFERRED, FAILED, UNCERTAIN, RETRY = "sent", "deferred", "failed", "uncertain", "retry"
 TRANSIENT_CODES = {421, 450, 451, 452}
 
@@ -324,7 +379,7 @@ class SmtpTransport:
             await _rset(client)  # leave the pooled session clean; nothing was sent
             raise
         try:
-            response = await client.data(message.data)
+            response = await _data(client, message.data)
         except aiosmtplib.SMTPDataError as exc:
             await _rset(client)
             return _classify(exc)

@@ -1,0 +1,265 @@
+"""The send path's shortcuts give the same bytes as the long way round.
+
+* stamps (outreach/stamp.py): a message rendered once per group and filled in per recipient
+  equals the message rendered for that recipient alone: for every recipient of every
+  example campaign, and for generated names full of Markdown, HTML and header specials;
+  templates that compute with a recipient's values are never stamped;
+* headers (compose.py): subjects and display names encoded without the email package's
+  folder parse back to the same text, with no defects and no line over 78 characters;
+* DATA (transports.py): the pre-stuffed payload arrives unchanged at a real SMTP server,
+  lines starting with "." included, and the installed aiosmtplib takes that path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from dataclasses import replace
+from email.header import decode_header, make_header
+from pathlib import Path
+
+import jinja2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from render_support import CAMPAIGNS, fixed_env, load, make_workspace, prepared
+from store_helpers import make_ws, smtp_settings
+
+from outreach.compose import _encoded_address, _encoded_subject, _to_line
+from outreach.deliver import transports
+from outreach.deliver.transports import Credentials, SmtpTransport, wire_form
+from outreach.mailing import PreparedCampaign
+from outreach.render import Links, Rendered
+from outreach.stamp import plan_stamps
+
+try:  # repository root on sys.path (python -m pytest, or a root conftest)
+    from tests.servers import fixtures as _fx
+    from tests.servers.smtp import SMTPTestServer
+except ImportError:  # plain `pytest`: only tests/ is on sys.path
+    from servers import fixtures as _fx  # type: ignore[no-redef]
+    from servers.smtp import SMTPTestServer  # type: ignore[no-redef]
+
+smtp_server = _fx.smtp_server
+
+LAUNCH = "rdm-launch-2026"
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PreparedCampaign]:
+    root = make_workspace(tmp_path_factory.mktemp("ws"))
+    with fixed_env():
+        ws = load(root)
+        return {cid: prepared(ws, cid) for cid in CAMPAIGNS}
+
+
+def _both(p: PreparedCampaign, recipient: object) -> tuple[Rendered, Rendered, bool]:
+    """(render(), rendered alone, whether a stamp was used)."""
+    r = p.renderer
+    token = p.token(recipient.email)  # type: ignore[attr-defined]
+    url, mailto = p.composer.links(token, p.campaign.id)
+    links = Links(token, url, mailto)
+    via = r.render(p.campaign, recipient, links, p.file.doc)  # type: ignore[arg-type]
+    stamped = r._stamped(p.campaign, recipient, links, p.file.doc) is not None  # type: ignore[arg-type]
+    alone = r._render_message(
+        p.campaign,
+        recipient,  # type: ignore[arg-type]
+        r.researcher_view(recipient.researcher),  # type: ignore[attr-defined]
+        links,
+        p.file.doc,
+    )
+    return via, alone, stamped
+
+
+@pytest.mark.parametrize("campaign_id", CAMPAIGNS)
+def test_every_example_message_is_the_same_stamped_or_alone(
+    example: dict[str, PreparedCampaign], campaign_id: str
+) -> None:
+    p = example[campaign_id]
+    stamped = 0
+    for recipient in p.recipients:
+        via, alone, used = _both(p, recipient)
+        assert via == alone, recipient.email
+        stamped += used
+    # the shortcut is really taken: most recipients (a department with "&" or "," in its
+    # name is printed by the autumn newsletter's body and goes the long way)
+    assert stamped >= 0.85 * len(p.recipients)
+    assert len(p.renderer._stamps) < len(p.recipients) / 5
+
+
+_NAME_CHARS = st.characters(
+    codec="utf-8", exclude_categories=("Cs", "Cc"), include_characters="*_[]<>&\"'`#\\!- ."
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    first=st.text(_NAME_CHARS, min_size=1, max_size=24).filter(lambda s: s.strip() != ""),
+    department=st.text(_NAME_CHARS, max_size=30),
+    index=st.integers(min_value=0, max_value=10_000),
+)
+def test_generated_names_render_the_same_stamped_or_alone(
+    example: dict[str, PreparedCampaign], first: str, department: str, index: int
+) -> None:
+    for campaign_id in (LAUNCH, "newsletter-autumn-2026"):
+        p = example[campaign_id]
+        base = p.recipients[index % len(p.recipients)]
+        person = base.researcher.model_copy(
+            update={"first_name": first, "name": f"{first} Tester", "department": department}
+        )
+        via, alone, _ = _both(p, replace(base, researcher=person))
+        assert via == alone
+
+
+def test_plain_names_are_stamped_and_markup_is_not(example: dict[str, PreparedCampaign]) -> None:
+    p = example[LAUNCH]
+    base = p.recipients[0]
+    for first, expected in [
+        ("Anna-Maija", True),
+        ("Zoë", True),
+        ("Mary Ann", True),
+        ("J. R", False),
+        ("*Bo*", False),
+    ]:
+        person = base.researcher.model_copy(update={"first_name": first})
+        via, alone, used = _both(p, replace(base, researcher=person))
+        assert via == alone and used is expected, first
+
+
+def _plan(html: str, text: str = "{{ researcher.first_name }}", *strings: str) -> object:
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader({"t.html.j2": html, "t.txt.j2": text}), autoescape=True
+    )
+    return plan_stamps(env, ["t.html.j2", "t.txt.j2"], jinja2.Environment(), list(strings))
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "{{ researcher.first_name | upper }}",
+        "{% if researcher.first_name == 'Aino' %}hi{% endif %}",
+        "{{ researcher.first_name[:3] }}",
+        "{% set n = researcher.first_name %}{{ n }}",
+        "{{ researcher }}",
+        "{{ t('hello', name=researcher.first_name) }}",
+        "{% for tag in researcher.tags %}{{ tag }}{% endfor %}",
+        "{{ researcher.first_name ~ '!' }}",
+        "{% include name %}",
+        "{{ researcher['first' + '_name'] }}",
+        "\ue000{{ researcher.first_name }}",
+    ],
+)
+def test_templates_computing_with_a_recipients_values_are_never_stamped(html: str) -> None:
+    assert _plan(html) is None
+
+
+def test_printing_and_truth_tests_are_stamped() -> None:
+    plan = _plan(
+        "{% if unsubscribe.url and not researcher.unit %}<a href='{{ unsubscribe.url }}'>"
+        "{{ researcher['name'] }}</a>{% endif %}{{ 'x' if researcher.faculty else 'y' }}",
+        "{{ researcher.first_name }}",
+        "Dear {{ researcher.first_name }}",
+    )
+    assert plan is not None
+    assert plan.in_strings == {("researcher", "first_name")}  # type: ignore[attr-defined]
+    assert plan.in_files == {("unsubscribe", "url"), ("researcher", "name")}  # type: ignore[attr-defined]
+
+
+# -- headers ------------------------------------------------------------------------------
+_HEADER_TEXT = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=160
+).map(lambda s: " ".join(s.split()))
+
+
+def _parse(line: bytes) -> email.message.EmailMessage:
+    msg = email.message_from_bytes(line + b"\r\nbody\r\n", policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    return msg
+
+
+def _assert_well_formed(line: bytes) -> None:
+    assert line.isascii() and line.endswith(b"\r\n")
+    for physical in line[:-2].split(b"\r\n"):
+        assert len(physical) <= 78 or b" " not in physical.strip(), physical
+
+
+@settings(max_examples=300, deadline=None)
+@given(_HEADER_TEXT.filter(lambda s: s != "" and "=?" not in s))
+def test_encoded_subjects_parse_back_to_the_same_text(subject: str) -> None:
+    line = _encoded_subject(subject)
+    assert line is not None
+    _assert_well_formed(line)
+    msg = _parse(line)
+    assert str(msg["Subject"]) == subject
+    assert not msg.defects and not msg["Subject"].defects
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _HEADER_TEXT.filter(lambda s: s.strip() != "" and "=?" not in s),
+    st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,8})?@[a-z0-9]{1,12}\.example", fullmatch=True),
+)
+def test_encoded_display_names_parse_back_to_the_same_address(name: str, address: str) -> None:
+    line = _to_line(name, address)  # the To line the composer writes, whichever way
+    _assert_well_formed(line)
+    header = _parse(line)["To"]
+    (parsed,) = header.addresses
+    assert parsed.addr_spec == address and not header.defects
+    fast = _encoded_address("To", name, address)
+    if fast is None:
+        # only a name too long for one encoded word goes the email package's own way;
+        # which splits it mid-word, and its address parser then reads a space there
+        assert not name.isascii() and len(name.encode()) > 30
+        return
+    assert fast == line or name.isascii()
+    assert parsed.display_name == name
+    # and by RFC 2047 (6.2: the space between two encoded words is not text) as well
+    phrase = fast.decode("ascii")[len("To: ") :].rsplit(" <", 1)[0]
+    assert str(make_header(decode_header(phrase))) == name
+
+
+# -- DATA ---------------------------------------------------------------------------------
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from([b"", b".", b"..", b".x", b"a.b", b"x", b" ."]), max_size=12))
+def test_wire_form_unstuffs_to_the_message(lines: list[bytes]) -> None:
+    data = b"Subject: t\r\n\r\n" + b"\r\n".join(lines) + b"\r\n"
+    wire = wire_form(data)
+    assert wire is not None and wire.endswith(b"\r\n.\r\n")
+    body = wire[: -len(b".\r\n")].split(b"\r\n")
+    assert all(not line.startswith(b".") or line.startswith(b"..") for line in body)
+    assert b"\r\n".join(line[1:] if line.startswith(b".") else line for line in body) == data
+    assert wire_form(b"bare\nLF\r\n") is None and wire_form(b"bare\rCR\r\n") is None
+
+
+def test_dotted_lines_arrive_unchanged_through_the_fast_data_path(
+    tmp_path: Path, smtp_server: SMTPTestServer
+) -> None:
+    root = make_ws(tmp_path / "ws", transport=smtp_settings(smtp_server, connections=1))
+    with fixed_env():
+        ws = load(root)
+        p = prepared(ws, LAUNCH)
+        composed = p.message(p.recipients[0]).composed
+    dotted = composed.data.replace(b"\r\n\r\n", b"\r\n\r\n.leading dot\r\n..two\r\n", 1)
+    message = replace(composed, data=dotted)
+    transport = SmtpTransport(ws.settings.transport, ws.root)
+    used: list[bool] = []
+    original = transports._data
+
+    async def spy(client, data):  # type: ignore[no-untyped-def]
+        used.append(transports._fast_data_supported(client.protocol))
+        return await original(client, data)
+
+    async def run() -> str:
+        await transport.open()
+        try:
+            outcome = await transport.deliver(message, Credentials("default"), lambda: None)
+            return outcome.status
+        finally:
+            await transport.close()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transports, "_data", spy)
+        assert asyncio.run(run()) == "sent"
+    assert used == [True]  # the installed aiosmtplib takes the fast path
+    (received,) = smtp_server.messages
+    assert received.raw.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n") == dotted
