@@ -324,7 +324,7 @@ def _address_field(name: str, addresses: list[Address]) -> bytes:
     words instead, which fold safely and need no quotes."""
     line = _fold(name, addresses[0] if len(addresses) == 1 else addresses)
     if (
-        b"\r\n " in line
+        b"\r\n" in line[:-2]  # folded (at a space or a tab the name holds)
         and any(_PHRASE_SPECIALS.intersection(a.display_name) for a in addresses)
         and all(a.addr_spec.isascii() for a in addresses)
     ):
@@ -338,7 +338,9 @@ def _address_field(name: str, addresses: list[Address]) -> bytes:
                 if a.display_name
                 else ""
             )
-            items.append(f"{phrase}<{a.addr_spec}>")
+            last = (f"{name}: " if not items else " ") + phrase.rsplit("\r\n", 1)[-1]
+            gap = "\r\n " if phrase and len(last) + len(a.addr_spec) + 2 > 78 else ""
+            items.append(f"{phrase.rstrip() + gap if gap else phrase}<{a.addr_spec}>")
         line = (f"{name}: " + ",\r\n ".join(items) + "\r\n").encode("ascii")
     return line
 
