@@ -263,3 +263,40 @@ def test_dotted_lines_arrive_unchanged_through_the_fast_data_path(
     assert used == [True]  # the installed aiosmtplib takes the fast path
     (received,) = smtp_server.messages
     assert received.raw.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n") == dotted
+
+
+# -- ledger: one commit a message -----------------------------------------------------------
+def test_sent_marks_are_held_back_into_the_next_sending_commit(tmp_path: Path) -> None:
+    from outreach.deliver.ledger import Ledger, PlannedRow
+    from outreach.store import open_store
+
+    led = Ledger(open_store(f"sqlite:///{tmp_path / 'o.db'}"))
+    rows = [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(3)]
+    led.plan("c", rows)
+    first, second, third = led.claim("c", "me", 3)
+
+    def status() -> dict[str, int]:
+        return {r["status"]: r["total"] for r in _statuses(led)}
+
+    assert led.mark_sending(first.id, "<1@x>", "me")
+    led.mark_sent(first.id, "250 ok", "<1@x>")
+    # held back: another connection still reads `sending` (a crash now: `uncertain`)
+    with led.engine.connect() as conn:
+        raw = conn.exec_driver_sql("select status from ledger where id = ?", (first.id,))
+        assert raw.scalar() == "sending"
+    assert led.mark_sending(second.id, "<2@x>", "me")  # the same commit writes the mark
+    with led.engine.connect() as conn:
+        raw = conn.exec_driver_sql("select status from ledger where id = ?", (first.id,))
+        assert raw.scalar() == "sent"
+    led.mark_sent(second.id, "250 ok", "<2@x>")
+    assert status() == {"sent": 2, "claimed": 1}  # reading flushes
+    led.release(third.id, "me")
+
+
+def _statuses(led: object) -> list[dict[str, int]]:
+    out = []
+    for row in led.status("c"):  # type: ignore[attr-defined]
+        for key in ("planned", "claimed", "sending", "sent"):
+            if row[key]:
+                out.append({"status": key, "total": row[key]})
+    return out

@@ -27,7 +27,7 @@ Quotas (``book``): every process sending as a mailbox books each message's slot 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -179,10 +179,14 @@ _MARK_SENT = (
 )
 
 
+_SENT_MARKS_HELD = 64  # at most this many `sent` marks wait for the next commit
+
+
 class Ledger:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.engine = store.engine
+        self._sent_marks: list[dict[str, Any]] = []  # see mark_sent
 
     # -- campaign registration and edit detection ----------------------------------------
     def register_campaign(self, campaign: Campaign, *, force: bool = False) -> list[str]:
@@ -533,6 +537,7 @@ class Ledger:
         """After a crash: hand back `claimed` rows, mark `sending` rows `uncertain`.
 
         ``expired_only``: only rows whose lease has run out (a team: the others are alive)."""
+        self.flush()
         now = utcnow()
         lease = ledger.c.lease_until < now if expired_only else ledger.c.id.isnot(None)
         with self.engine.begin() as conn:
@@ -670,6 +675,7 @@ class Ledger:
             assert worker is not None
             done = 0
             with self.store.hot.transaction() as run:
+                self._write_sent_marks(run)
                 # the slot first, then the row: the order `book` locks them in
                 freed = run(_SLOT_ON_WIRE, {"sender": slot_sender, "row_id": row_id})
                 if freed:
@@ -679,6 +685,7 @@ class Ledger:
                 raise SlotLost()
             return bool(done)
         with self.store.hot.transaction() as run:
+            self._write_sent_marks(run)
             if worker is None:
                 done = run(_MARK_SENDING, params)
             else:
@@ -686,9 +693,30 @@ class Ledger:
         return bool(done)
 
     def mark_sent(self, row_id: int, reply: str, message_id: str) -> None:
-        params = {"row_id": row_id, "reply": reply[:1000], "message_id": message_id}
-        with self.store.hot.transaction() as run:
-            run(_MARK_SENT, {**params, "now": utcnow()})
+        """Record the server's acceptance. The write is held back and goes into the next
+        message's `sending` transaction (or ``flush``): one commit a message instead of
+        two. A crash before it lands leaves the row `sending`, which recovery reports as
+        `uncertain`: never resent unasked, as for a crash while waiting for the reply."""
+        self._sent_marks.append(
+            {"row_id": row_id, "reply": reply[:1000], "message_id": message_id, "now": utcnow()}
+        )
+        if len(self._sent_marks) >= _SENT_MARKS_HELD:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the `sent` marks held back by ``mark_sent``."""
+        if self._sent_marks:
+            with self.store.hot.transaction() as run:
+                self._write_sent_marks(run)
+
+    def _write_sent_marks(self, run: Callable[[Any, dict[str, Any]], int]) -> None:
+        marks, self._sent_marks = self._sent_marks, []
+        try:
+            for mark in marks:
+                run(_MARK_SENT, mark)
+        except BaseException:
+            self._sent_marks[:0] = marks  # rolled back: keep them for the next try
+            raise
 
     def mark_deferred(self, row_id: int, reply: str, retry_at: datetime) -> None:
         self._set(
@@ -887,6 +915,7 @@ class Ledger:
     # -- reading --------------------------------------------------------------------------
     def status(self, campaign_id: str | None = None) -> list[dict[str, Any]]:
         """Counts per campaign and sender, aggregated in SQL."""
+        self.flush()
         cols = [ledger.c.campaign_id, ledger.c.sender_id]
         counts = [
             func.sum(case((ledger.c.status == s, 1), else_=0)).label(s)
@@ -900,6 +929,7 @@ class Ledger:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def rows(self, campaign_id: str, statuses: Iterable[str]) -> list[dict[str, Any]]:
+        self.flush()
         with self.engine.connect() as conn:
             result = conn.execute(
                 select(ledger)

@@ -618,6 +618,7 @@ async def _send_loop(
                     fatal.append(lost_lease())
                     return
                 ledger.renew_claims(owner, options.lease_seconds)
+                ledger.flush()
 
         heartbeat = asyncio.create_task(keep_lease())
 
@@ -754,6 +755,7 @@ async def _send_loop(
             total_claimed += refill(room)
             queued = sum(len(q) for q in queues.values())
             if queued == 0:
+                ledger.flush()  # waiting anyway: the held-back `sent` marks land now
                 if inflight:
                     live = [t for t in inflight if not t.done()]
                     if live:
@@ -796,6 +798,7 @@ async def _send_loop(
                         best_sender, best_time = sender, t
             if best_time > now:
                 # Nothing may go yet: wait for a quota slot, or for a message to reach DATA.
+                ledger.flush()
                 await asyncio.sleep(min(best_time - now, 0.005 if booked else 1.0))
                 continue
             await semaphore.acquire()
@@ -831,6 +834,7 @@ async def _send_loop(
             task.add_done_callback(inflight.discard)
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
+        ledger.flush()
         # Anything still queued locally goes back to `planned` for the next run.
         for q in queues.values():
             for work in q:
@@ -844,6 +848,8 @@ async def _send_loop(
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+        with contextlib.suppress(Exception):  # the database may be what failed
+            ledger.flush()
         await transport.close()
         progress.finish()
 
