@@ -328,7 +328,7 @@ def _address_field(name: str, addresses: list[Address]) -> bytes:
         and any(_PHRASE_SPECIALS.intersection(a.display_name) for a in addresses)
         and all(a.addr_spec.isascii() for a in addresses)
     ):
-        items = []
+        items: list[str] = []
         for a in addresses:
             phrase = (
                 Header(a.display_name, "utf-8", maxlinelen=76, header_name=name).encode(
