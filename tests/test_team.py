@@ -559,6 +559,51 @@ def test_concurrent_ingests_of_overlapping_mailboxes_count_each_message_once(
     assert report.exit_code == 0, report.output
 
 
+def _save_positions(root: Path, worker: int, go: Any) -> None:
+    from outreach.track.ingest import Ingestor
+    from outreach.track.sources import ImapState
+
+    ws = load_workspace(explicit=root)
+    store = open_store(ws.database_url())
+    ingestor = Ingestor(ws, store)
+    go.wait()
+    for uid in range(worker, 400, 4):  # four processes, interleaved positions
+        ingestor.save_imap_state("imap://liaison@mail.example", "INBOX", ImapState(7, uid))
+    store.close()
+
+
+def test_ingests_of_the_same_imap_folder_at_once_keep_its_furthest_position(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    from outreach.track.ingest import Ingestor
+    from outreach.track.sources import ImapState
+
+    root = make_ws(tmp_path / "ws", store_url)
+    assert cli(root, "db", "upgrade").exit_code == 0
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Event()
+    procs = [ctx.Process(target=_save_positions, args=(root, i, go)) for i in range(4)]
+    for proc in procs:
+        proc.start()
+    go.set()
+    for proc in procs:
+        proc.join(60)
+    # a lost race (the row inserted by another process meanwhile) was an IntegrityError
+    assert [proc.exitcode for proc in procs] == [0, 0, 0, 0]
+    ws = load_workspace(explicit=root)
+    store = open_store(ws.database_url())
+    try:
+        ingestor = Ingestor(ws, store)
+        source = "imap://liaison@mail.example"
+        assert ingestor.imap_state(source, "INBOX") == ImapState(7, 399)
+        ingestor.save_imap_state(source, "INBOX", ImapState(7, 12))  # an older, slower run
+        assert ingestor.imap_state(source, "INBOX") == ImapState(7, 399)
+        ingestor.save_imap_state(source, "INBOX", ImapState(8, 3))  # the folder was rebuilt
+        assert ingestor.imap_state(source, "INBOX") == ImapState(8, 3)
+    finally:
+        store.close()
+
+
 def test_several_liaisons_logging_at_once_lose_no_update(
     tmp_path: Path, store_url: str | None
 ) -> None:

@@ -252,6 +252,21 @@ class Store:
 
         return sqlite_insert(table).on_conflict_do_nothing()
 
+    def upsert(self, table: Table, values: dict[str, Any], update: dict[str, Any]) -> Any:
+        """``INSERT … ON CONFLICT (primary key) DO UPDATE``: one statement, so two processes
+        writing the same row at once both succeed. ``update`` may use ``excluded(column)``
+        (the value being inserted) via ``Store.excluded``."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt: Any = pg_insert(table).values(**values)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table).values(**values)
+        keys = [c.name for c in table.primary_key.columns]
+        return stmt.on_conflict_do_update(index_elements=keys, set_=update)
+
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:
             if not inspect(conn).has_table("alembic_version"):

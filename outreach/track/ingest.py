@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, select
 
 from ..errors import ConfigError, SourceError
 from ..secrets import password_from, token_from_command
@@ -372,22 +372,32 @@ class Ingestor:
         return ImapState(row.uidvalidity, row.last_uid) if row else None
 
     def save_imap_state(self, source: str, folder: str, state: ImapState) -> None:
+        """Where this mailbox folder was read up to. Two ingests of the same mailbox at once
+        both write (one upsert, no lost race); the position only moves forward while the
+        folder's UIDVALIDITY stays the same."""
+        now = utcnow()
+        t = mailbox_state
+        same_folder = t.c.uidvalidity == state.uidvalidity
+        stmt = self.store.upsert(
+            t,
+            {
+                "source": source,
+                "folder": folder,
+                "uidvalidity": state.uidvalidity,
+                "last_uid": state.last_uid,
+                "updated_at": now,
+            },
+            {
+                "last_uid": case(
+                    (same_folder & (t.c.last_uid > state.last_uid), t.c.last_uid),
+                    else_=state.last_uid,
+                ),
+                "uidvalidity": state.uidvalidity,
+                "updated_at": now,
+            },
+        )
         with self.store.engine.begin() as conn:
-            done = conn.execute(
-                update(mailbox_state)
-                .where(mailbox_state.c.source == source, mailbox_state.c.folder == folder)
-                .values(uidvalidity=state.uidvalidity, last_uid=state.last_uid, updated_at=utcnow())
-            ).rowcount
-            if not done:
-                conn.execute(
-                    insert(mailbox_state).values(
-                        source=source,
-                        folder=folder,
-                        uidvalidity=state.uidvalidity,
-                        last_uid=state.last_uid,
-                        updated_at=utcnow(),
-                    )
-                )
+            conn.execute(stmt)
 
 
 def local_items(spec: str) -> Iterator[Incoming]:
