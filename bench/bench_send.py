@@ -8,10 +8,12 @@
    newsletter (liaison's face + the introduced expert's face inline, HTML + text, per-recipient
    Message-ID token) to all N through ``outreach.deliver.run.send_campaign``: SMTP transport,
    ``connections: 4``, quotas lifted (``SendOptions(ignore_quotas=True)``). The clock covers
-   everything a user waits for: planning, the ledger (one row per recipient, two commits per
+   everything a user waits for: planning, the ledger (one row per recipient, one commit per
    message), rendering, composing, SMTP.
    Then the same again on a fresh database with ``--workers 2`` (``send_with_workers``: two
    forked team workers claiming rows; one machine's two cores).
+   Then the transport's ceiling: the same messages composed beforehand and sent by a plain
+   pooled aiosmtplib client (4 sessions, ``sendmail`` each), nothing else on the clock.
 2. **mailmerge**, from PyPI, in the same run: its own plain-text merge of the same recipients
    (template + CSV database + server config pointing at the same sink),
    ``mailmerge --no-dry-run --no-limit``. Its rate and ours (one process, and two), and the
@@ -167,6 +169,40 @@ def bench_outreach(root: Path, workers: int = 1) -> tuple[float, int, Any]:
         summary = send_campaign(ws, CAMPAIGN, options)
     elapsed = time.perf_counter() - start
     return elapsed, summary.final["sent"], summary
+
+
+def bench_plain_client(root: Path, port: int, connections: int = 4) -> tuple[float, int]:
+    """The ceiling of the transport alone: the same messages, composed beforehand (outside
+    the clock), sent by a plain pooled aiosmtplib client (``connections`` sessions, one
+    ``sendmail`` a message): no planning, rendering, composing or ledger."""
+    import asyncio
+
+    import aiosmtplib
+
+    from outreach.mailing import PreparedCampaign
+    from outreach.workspace import load_workspace
+
+    ws = load_workspace(explicit=root)
+    prepared = PreparedCampaign(ws, ws.campaign(CAMPAIGN))
+    messages = [prepared.message(r).composed for r in prepared.recipients]
+
+    async def session(queue: asyncio.Queue[Any]) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, use_tls=False, start_tls=False)
+        await client.connect()
+        while not queue.empty():
+            m = queue.get_nowait()
+            await client.sendmail(m.mail_from, list(m.recipients), m.data)
+        await client.quit()
+
+    async def run() -> None:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        for m in messages:
+            queue.put_nowait(m)
+        await asyncio.gather(*(session(queue) for _ in range(connections)))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - start, len(messages)
 
 
 MAILMERGE_TEMPLATE = """\
@@ -350,6 +386,15 @@ def main(argv: list[str] | None = None) -> int:
             if sent != args.n:
                 print(f"  !! expected {args.n} sent, the ledger says {sent}")
                 ok = False
+
+            p_elapsed, p_sent = bench_plain_client(root, port)
+            p_rate = p_sent / p_elapsed
+            print(
+                f"plain pooled aiosmtplib client, the same {p_sent} messages pre-composed: "
+                f"{p_rate:7.1f} msg/s (the transport's ceiling; outreach end to end reaches "
+                f"{rate / p_rate:.2f}x of it)"
+            )
+            print(f"RESULT send_plain_client_msgs_per_s={p_rate:.1f}")
 
             w_rate = None
             if args.workers > 1:

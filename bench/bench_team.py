@@ -6,7 +6,7 @@ The workspace is bench_send.py's (N researchers in the faculties of ``rdm-launch
 the liaison's and the introduced expert's faces inline, HTML + text, a Message-ID token per
 recipient), sent over SMTP (``connections: 4``) to ``smtp-sink`` with quotas lifted. Each
 run starts from an empty database, and the clock covers what a user waits for: loading the
-workspace, planning the ledger, rendering, composing, SMTP and two commits per message.
+workspace, planning the ledger, rendering, composing, SMTP and one commit per message.
 
 * **one process**: ``outreach send`` as it is by default (``send_campaign``, solo);
 * **two processes**: ``outreach send --workers 2`` (``send_with_workers``): this process

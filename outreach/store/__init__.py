@@ -114,11 +114,11 @@ class HotWrites:
     """Short write transactions of the send loop's hottest path, on one DBAPI connection
     kept for them.
 
-    Every message commits twice (`sending` right before DATA, `sent` right after its 250):
-    SQLAlchemy's per-statement work (pool checkout, begin, result objects) costs about as
-    much as SQLite's own. The statements are Core statements compiled once for the dialect,
-    and values pass through the column types' bind processors, so what is stored is what
-    Core would store.
+    Every message commits once (`sending` right before DATA, carrying the previous
+    message's `sent`: see ``Ledger.mark_sent``): SQLAlchemy's per-statement work (pool
+    checkout, begin, result objects) costs about as much as SQLite's own. The statements
+    are Core statements compiled once for the dialect, and values pass through the column
+    types' bind processors, so what is stored is what Core would store.
 
     On SQLite, senders in several processes take a kernel lock (flock on a file beside the
     database) around these transactions only: a waiting process wakes the moment the other
