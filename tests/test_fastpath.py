@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from render_support import CAMPAIGNS, fixed_env, load, make_workspace, prepared
 from store_helpers import make_ws, smtp_settings
 
-from outreach.compose import _encoded_address, _encoded_subject, _to_line
+from outreach.compose import _encoded_address, _encoded_subject, _qp, _qp_by_line, _to_line
 from outreach.deliver import transports
 from outreach.deliver.transports import Credentials, SmtpTransport, wire_form
 from outreach.mailing import PreparedCampaign
@@ -300,3 +300,24 @@ def _statuses(led: object) -> list[dict[str, int]]:
             if row[key]:
                 out.append({"status": key, "total": row[key]})
     return out
+
+
+# -- quoted-printable a line at a time ---------------------------------------------------------
+_QP_CACHE: dict[str, bytes] = {}  # shared across examples, as across a campaign's messages
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200),
+        max_size=8,
+    ).map(lambda parts: st_join(parts))
+)
+def test_quoted_printable_by_line_is_the_whole_encoding(text: str) -> None:
+    assert _qp_by_line(text, _QP_CACHE) == _qp(text) == _qp_by_line(text, {})
+
+
+def st_join(parts: list[str]) -> str:
+    """Lines joined by the line ends a template may produce: LF, CRLF, lone CR, none."""
+    ends = ["\n", "\r\n", "\r", "", " \n", "\t\r\n"]
+    return "".join(p + ends[i % len(ends)] for i, p in enumerate(parts))
