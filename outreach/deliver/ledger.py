@@ -692,6 +692,25 @@ class Ledger:
                 done = run(_MARK_SENDING_FENCED, {**params, "worker": worker})
         return bool(done)
 
+    def mark_sending_many(
+        self, rows: Sequence[tuple[int, str]], worker: str, now: datetime | None = None
+    ) -> list[bool]:
+        """``mark_sending`` (fenced, no quota slot) for several (row, Message-ID) pairs in
+        one transaction: the connections that reach DATA at the same moment share a commit.
+        One result per row, as ``mark_sending`` gives."""
+        when = now or utcnow()
+        with self.store.hot.transaction() as run:
+            self._write_sent_marks(run)
+            return [
+                bool(
+                    run(
+                        _MARK_SENDING_FENCED,
+                        {"row_id": row_id, "message_id": mid, "now": when, "worker": worker},
+                    )
+                )
+                for row_id, mid in rows
+            ]
+
     def mark_sent(self, row_id: int, reply: str, message_id: str) -> None:
         """Record the server's acceptance. The write is held back and goes into the next
         message's `sending` transaction (or ``flush``): one commit a message instead of

@@ -622,6 +622,8 @@ async def _send_loop(
 
         heartbeat = asyncio.create_task(keep_lease())
 
+        sending_marks = _SendingMarks(ledger, owner)
+
         def record(work: Work, recipient: Recipient, status: str) -> None:
             summary.outcomes[status] += 1
             summary.per_sender.setdefault(work.sender_id, Counter())[status] += 1
@@ -646,8 +648,16 @@ async def _send_loop(
                     on_wire = True
                     booked.discard(work.sender_id)
 
+                async def before_data_together() -> None:
+                    nonlocal on_wire
+                    if not await sending_marks.mark(work.id, message.composed.message_id):
+                        raise ClaimLost()
+                    on_wire = True
+
                 outcome = await transport.deliver(
-                    message.composed, creds(work.sender_id), before_data
+                    message.composed,
+                    creds(work.sender_id),
+                    before_data if slot else before_data_together,
                 )
                 status = outcome.status
                 if status == SENT:
@@ -852,6 +862,39 @@ async def _send_loop(
             ledger.flush()
         await transport.close()
         progress.finish()
+
+
+class _SendingMarks:
+    """Group commit of `sending` marks (sends without a quota slot): the connections that
+    reach DATA in the same turn of the event loop share one transaction, each still marked
+    before its own message goes on the wire. Under a quota every message books a slot and
+    marks alone (``Ledger.mark_sending``)."""
+
+    def __init__(self, ledger: Ledger, owner: str) -> None:
+        self.ledger = ledger
+        self.owner = owner
+        self.waiting: list[tuple[int, str, asyncio.Future[bool]]] = []
+
+    def mark(self, row_id: int, message_id: str) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        if not self.waiting:
+            loop.call_soon(self._commit)
+        self.waiting.append((row_id, message_id, done))
+        return done
+
+    def _commit(self) -> None:
+        batch, self.waiting = self.waiting, []
+        try:
+            results = self.ledger.mark_sending_many([(r, m) for r, m, _ in batch], self.owner)
+        except Exception as exc:  # rolled back: no message of the batch goes on the wire
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for (_, _, done), ok in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(ok)
 
 
 async def _wait_for_others(

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import mailbox
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +26,16 @@ from ..compose import Composed
 from ..errors import TransportError
 from ..secrets import password_from, token_from_command
 from ..settings import TransportSettings
+
+# Called right before the message goes on the wire; it may return an awaitable (the send
+# loop commits the `sending` marks of several connections in one transaction).
+BeforeData = Callable[[], Awaitable[None] | None]
+
+
+async def marked(before_data: BeforeData) -> None:
+    pending = before_data()
+    if pending is not None:
+        await pending
 
 
 def wire_form(data: bytes) -> bytes | None:
@@ -107,7 +117,7 @@ class Transport(Protocol):
     async def open(self) -> None: ...
 
     async def deliver(
-        self, message: Composed, credentials: Credentials, before_data: Callable[[], None]
+        self, message: Composed, credentials: Credentials, before_data: BeforeData
     ) -> Outcome: ...
 
     async def close(self) -> None: ...
@@ -130,10 +140,10 @@ class OutboxTransport:
             (self.path / sub).mkdir(exist_ok=True)
 
     async def deliver(
-        self, message: Composed, credentials: Credentials, before_data: Callable[[], None]
+        self, message: Composed, credentials: Credentials, before_data: BeforeData
     ) -> Outcome:
         assert self.box is not None
-        before_data()
+        await marked(before_data)
         envelope = (
             f"X-Envelope-From: {message.mail_from}\r\n"
             f"X-Envelope-To: {', '.join(message.recipients)}\r\n"
@@ -157,7 +167,7 @@ class DryRunTransport:
         return None
 
     async def deliver(
-        self, message: Composed, credentials: Credentials, before_data: Callable[[], None]
+        self, message: Composed, credentials: Credentials, before_data: BeforeData
     ) -> Outcome:
         self.count += 1
         self.bytes += len(message.data)
@@ -304,7 +314,7 @@ class SmtpTransport:
             pool.put_nowait(slot)
 
     async def deliver(
-        self, message: Composed, credentials: Credentials, before_data: Callable[[], None]
+        self, message: Composed, credentials: Credentials, before_data: BeforeData
     ) -> Outcome:
         pool = self._pool(credentials.key)
         client = await pool.get()
@@ -328,7 +338,7 @@ class SmtpTransport:
             pool.put_nowait(client if client is not None and client.is_connected else None)
 
     async def _transaction(
-        self, client: aiosmtplib.SMTP, message: Composed, before_data: Callable[[], None]
+        self, client: aiosmtplib.SMTP, message: Composed, before_data: BeforeData
     ) -> Outcome:
         try:
             try:
@@ -374,7 +384,7 @@ class SmtpTransport:
             await _rset(client)
             return _classify(exc)
         try:
-            before_data()
+            await marked(before_data)
         except BaseException:
             await _rset(client)  # leave the pooled session clean; nothing was sent
             raise
