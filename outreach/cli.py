@@ -466,6 +466,10 @@ def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> Non
         err_console.print(f"… and {len(summary.unparseable) - 20} more unparseable")
     for error in summary.errors:
         err_console.print(f"[red]error[/red]: {escape(error)}", markup=True)
+    for error in summary.config_errors:  # the other sources were read all the same
+        err_console.print(f"[red]configuration error[/red]: {escape(error)}", markup=True)
+    if summary.config_errors:
+        sys.exit(2)
     sys.exit(1 if summary.errors or summary.unparseable else 0)
 
 

@@ -283,6 +283,13 @@ def test_mailboxes_settings_password_env_and_imaps(dovecot: DovecotServer, root:
     no_traceback(run)
     assert run.code == 2 and "TEST_AINO_IMAP" in run.stderr, str(run)
 
+    # ... and with --all, the other mailboxes are still read (exit 2 all the same)
+    fill(dovecot, [message(20, people[20])], user="rds")
+    run = cli(root, ["track", "ingest", "--all"], env={"TEST_RDS_IMAP": PASSWORD})
+    no_traceback(run)
+    assert run.code == 2 and "TEST_AINO_IMAP" in run.stderr, str(run)
+    assert "ingested 1 new message(s)" in run.stdout, str(run)
+
 
 def test_imaps_untrusted_certificate_is_refused(dovecot: DovecotServer, root: Path) -> None:
     if dovecot.imaps_port is None:

@@ -82,6 +82,7 @@ class IngestSummary:
     suppressed: int = 0
     unparseable: list[tuple[str, str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    config_errors: list[str] = field(default_factory=list)  # a source set up wrongly
     matched: Counter[str] = field(default_factory=Counter)
 
 
@@ -508,4 +509,9 @@ def ingest_sources(
                 ingestor.ingest(local_items(_local_spec(ws, spec)), summary, on_item)
         except SourceError as exc:
             summary.errors.append(str(exc))
+        except ConfigError as exc:
+            # One mailbox's set-up (a password variable not set, say) does not stop the
+            # others: it is reported with what to do, and the command exits 1.
+            hint = f" ({exc.hint})" if exc.hint else ""
+            summary.config_errors.append(f"{spec}: {exc.message}{hint}")
     return summary
