@@ -68,7 +68,10 @@ class SendOptions:
     worker: str | None = None  # this run's name in the ledger (default host:pid:random)
     ignore_quotas: bool = False
     team: bool = False  # one worker of several: share the campaign (see Ledger)
-    team_batch: int = 100  # small claims keep a team's workers busy to the end
+    # A team worker's claims: small enough that no worker holds much at the end, large
+    # enough that claiming (a statement and a commit) stays cheap: 300 sent 10,000 with
+    # two workers 15% faster than 100 (bench_team), the tail a fraction of a second.
+    team_batch: int = 300
 
 
 @dataclass
