@@ -40,6 +40,9 @@ class Composed:
     mail_from: str  # envelope sender
     recipients: tuple[str, ...]  # envelope recipients
     data: bytes
+    # What SMTP DATA sends (lines starting with "." doubled, the final "." line), when the
+    # composer knows `data` is CRLF throughout; else the transport works it out.
+    wire: bytes | None = None
 
 
 # The start of an RFC 2047 encoded word (=?charset?encoding?…). The email package decodes
@@ -192,6 +195,7 @@ class Composer:
         self.envelope_from = envelope_from
         self._header_cache: dict[tuple[str, str, str], bytes] = {}
         self._qp_lines: dict[str, bytes] = {}  # see _qp_by_line
+        self._date_cache: tuple[int, str] = (-1, "")
 
     def links(self, token: str, campaign_id: str) -> tuple[str | None, str | None]:
         url = mailto = None
@@ -216,6 +220,13 @@ class Composer:
             if len(self._header_cache) < 4096:
                 self._header_cache[key] = line
         return line
+
+    def _date(self, when: float) -> str:
+        """The Date header's value, formatted once a second (email.utils: ~20 µs)."""
+        second = int(when)
+        if self._date_cache[0] != second:
+            self._date_cache = (second, formatdate(second, localtime=True))
+        return self._date_cache[1]
 
     def compose(self, r: Rendered, when: float | None = None) -> Composed:
         """MIME bytes for one message.
@@ -248,7 +259,7 @@ class Composer:
         head.append(
             _plain_subject(subject) or _encoded_subject(subject) or _fold("Subject", subject)
         )
-        date = formatdate(when if when is not None else time.time(), localtime=True)
+        date = self._date(when if when is not None else time.time())
         head.append(f"Date: {date}\r\nMessage-ID: {mid}\r\n".encode("ascii"))
         head.append(f"List-Id: <{r.campaign_id}.{self.domain}>\r\n".encode("ascii"))
         url, mailto = self.links(r.token, r.campaign_id)
@@ -286,10 +297,15 @@ class Composer:
         head_bytes = b"".join(head)
         _check_line_lengths(head_bytes)  # the email package cannot fold one long word
         data = head_bytes + b"".join(body)
+        wire = None
         if self.signer is not None:
             data = self.signer(data)
+        else:
+            # Every part above is CRLF by construction (tests re-parse every message and
+            # find no bare CR or LF); headers never start with ".", so this is the payload.
+            wire = data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
         recipients = (r.email, *(e for _, e in r.cc))
-        return Composed(mid, self.envelope_from or r.sender_email, recipients, data)
+        return Composed(mid, self.envelope_from or r.sender_email, recipients, data, wire)
 
 
 _TEXT_HEADERS = (

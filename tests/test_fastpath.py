@@ -240,14 +240,14 @@ def test_dotted_lines_arrive_unchanged_through_the_fast_data_path(
         p = prepared(ws, LAUNCH)
         composed = p.message(p.recipients[0]).composed
     dotted = composed.data.replace(b"\r\n\r\n", b"\r\n\r\n.leading dot\r\n..two\r\n", 1)
-    message = replace(composed, data=dotted)
+    message = replace(composed, data=dotted, wire=None)  # the transport stuffs it
     transport = SmtpTransport(ws.settings.transport, ws.root)
     used: list[bool] = []
     original = transports._data
 
-    async def spy(client, data):  # type: ignore[no-untyped-def]
+    async def spy(client, data, wire=None):  # type: ignore[no-untyped-def]
         used.append(transports._fast_data_supported(client.protocol))
-        return await original(client, data)
+        return await original(client, data, wire)
 
     async def run() -> str:
         await transport.open()
@@ -321,3 +321,21 @@ def st_join(parts: list[str]) -> str:
     """Lines joined by the line ends a template may produce: LF, CRLF, lone CR, none."""
     ends = ["\n", "\r\n", "\r", "", " \n", "\t\r\n"]
     return "".join(p + ends[i % len(ends)] for i, p in enumerate(parts))
+
+
+@pytest.mark.parametrize("campaign_id", CAMPAIGNS)
+def test_the_composers_wire_form_is_the_transports(
+    example: dict[str, PreparedCampaign], campaign_id: str
+) -> None:
+    """Composed.wire (built without scanning for bare CR/LF) is what wire_form finds."""
+    p = example[campaign_id]
+    for recipient in p.recipients[:40]:
+        composed = p.message(recipient).composed
+        assert composed.wire is not None
+        assert composed.wire == wire_form(composed.data)
+    # lines that start with a dot, in both parts
+    rendered = p.render(p.recipients[0])
+    dotted = replace(rendered, text=".one\n..two\nthree\n.", html="<p>\n.x\n</p>")
+    composed = p.composer.compose(dotted)
+    assert composed.wire is not None and b"\r\n..one\r\n" in composed.wire
+    assert composed.wire == wire_form(composed.data)

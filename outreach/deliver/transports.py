@@ -88,7 +88,9 @@ def _fast_data_supported(protocol: object) -> bool:
     )
 
 
-async def _data(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+async def _data(
+    client: aiosmtplib.SMTP, data: bytes, wire: bytes | None = None
+) -> aiosmtplib.SMTPResponse:
     """DATA for a composed message.
 
     aiosmtplib's ``data()`` rewrites every line ending and dot-stuffs with two regular
@@ -98,7 +100,7 @@ async def _data(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse
     of aiosmtplib's protocol (5.x); where that is missing, ``data()`` does the work.
     tests/test_fastpath.py checks that the installed aiosmtplib takes this path."""
     protocol = client.protocol
-    payload = wire_form(data)
+    payload = wire if wire is not None else wire_form(data)
     if payload is None or protocol is None or not _fast_data_supported(protocol):
         return await client.data(data)
     lock: asyncio.Lock = protocol._command_lock  # type: ignore[assignment]
@@ -417,7 +419,7 @@ class SmtpTransport:
             await _rset(client)  # leave the pooled session clean; nothing was sent
             raise
         try:
-            response = await _data(client, message.data)
+            response = await _data(client, message.data, message.wire)
         except aiosmtplib.SMTPDataError as exc:
             await _rset(client)
             return _classify(exc)
