@@ -331,6 +331,11 @@ def send(
             f"uncertain {o['uncertain']} in {summary.elapsed:.1f}s"
             + (f" ({summary.planned_new} newly planned)" if summary.planned_new else "")
         )
+        if summary.final["skipped"]:
+            err_console.print(
+                f"{summary.final['skipped']} recipient(s) skipped (opted out, bounced or an "
+                "invalid address): `outreach status " + cid + " --show skipped` says why"
+            )
         if summary.made_uncertain:
             err_console.print(
                 f"{summary.made_uncertain} message(s) from an interrupted run are uncertain: "

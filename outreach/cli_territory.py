@@ -37,11 +37,25 @@ def _write(text: str, out: Path | None) -> None:
 def _people_errors(ws: Any) -> list[Any]:
     """Errors in people/ (a clash, a broken row): they block --apply, since a researcher
     whose row could not be read would look gone and lose their face."""
-    return [
-        p
-        for p in ws.problems
-        if p.severity == "error" and (p.location.file or "").startswith("people/")
-    ]
+    from dataclasses import replace
+
+    from .people import InvalidAddress
+
+    out = []
+    for p in ws.problems:
+        if isinstance(p, InvalidAddress):
+            # `send` skips such a row; assigning without it would end their liaison
+            out.append(
+                replace(
+                    p,
+                    severity="error",
+                    message=f"invalid address `{p.address}`: {p.reason}",
+                    hint="correct the address or remove the row before assigning",
+                )
+            )
+        elif p.severity == "error" and (p.location.file or "").startswith("people/"):
+            out.append(p)
+    return out
 
 
 ENTRY_COLUMNS = (

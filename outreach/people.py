@@ -212,6 +212,33 @@ class ServiceIdentity:
         return self.name
 
 
+@dataclass(frozen=True)
+class InvalidAddress(Problem):
+    """A researcher row whose address is not one: reported by `check` as a warning, and
+    planned by `send` as a skipped ledger row that says why and where."""
+
+    address: str = ""
+    reason: str = ""
+    row: tuple[tuple[str, str], ...] = ()  # the CSV row (a tuple: problems are hashable)
+
+    def researcher(self) -> Researcher:
+        """The row as a researcher, to test it against a campaign's audience."""
+        row = dict(self.row)
+        return Researcher.model_construct(
+            _fields_set=_RESEARCHER_FIELDS,
+            email=self.address.strip().lower(),
+            name=row.get("name", ""),
+            first_name=row.get("first_name", ""),
+            faculty=row.get("faculty", ""),
+            department=row.get("department", ""),
+            unit=row.get("unit", ""),
+            language=row.get("language") or None,
+            tags=tuple(_split_tags(row.get("tags", ""), ",")),
+            liaison=row.get("liaison") or None,
+            line=self.location.line,
+        )
+
+
 @dataclass
 class Directory:
     researchers: list[Researcher]
@@ -414,11 +441,17 @@ def _build_researchers(
         try:
             email = normalise_address(email_raw, check_deliverability)
         except AddressError as exc:
+            # One mistyped address does not hold back a campaign to thousands: the row is
+            # left out, and `send` records it in the ledger as skipped, with this reason.
             problems.append(
-                Problem(
-                    f"invalid address `{email_raw}`: {exc}",
+                InvalidAddress(
+                    f"invalid address `{email_raw}`: {exc} — the row is skipped when sending",
                     Location(shown, line, None, "email"),
                     "correct the address or remove the row",
+                    severity="warning",
+                    address=email_raw,
+                    reason=str(exc),
+                    row=tuple(row.items()),
                 )
             )
             continue

@@ -709,6 +709,44 @@ def test_suppressed_addresses_are_skipped_with_the_reason(
     assert gone in shown.output and "suppressed: unsubscribe" in shown.output
 
 
+def test_invalid_addresses_are_skipped_and_recorded_not_a_reason_to_stop(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    root = make_ws(tmp_path / "ws", database=store_url)
+    cid = add_campaign(root, "typos", include=PHARMACY)
+    people = audience(root, cid)
+    csv_path = root / "people" / "researchers.csv"
+    lines = csv_path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    pharmacy = [i for i, line in enumerate(lines) if ",Pharmacy," in line]
+    science = next(i for i, line in enumerate(lines) if ",Science," in line)
+    typos = {pharmacy[0]: "first.last(at)uni.example", pharmacy[1]: "two@@uni.example"}
+    typos[science] = "not-in-the-audience"
+    for i, bad in typos.items():
+        lines[i] = ",".join([bad, *lines[i].split(",")[1:]])
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert header[0] == "email"
+
+    checked = cli(root, "check", "--no-render")
+    assert checked.exit_code == 0, checked.output
+    assert checked.output.count("skipped when sending") == 3
+
+    first = cli(root, "send", cid)
+    assert first.exit_code == 0, first.output
+    assert "2 recipient(s) skipped" in first.output
+    skipped = {r["email"]: r["reason"] for r in rows(root, cid, "skipped")}
+    assert set(skipped) == {"first.last(at)uni.example", "two@@uni.example"}
+    line_of_first = pharmacy[0] + 1  # 1-based, the header is line 1
+    assert f"people/researchers.csv:{line_of_first}" in skipped["first.last(at)uni.example"]
+    assert all(reason.startswith("invalid address") for reason in skipped.values())
+    sent_to = {envelope_to(p) for p in outbox_files(root)}
+    assert len(sent_to) == len(people) - 2
+    # a rerun sends nothing more and records nothing twice
+    assert cli(root, "send", cid).exit_code == 0
+    assert len(outbox_files(root)) == len(people) - 2
+    assert counts(root, cid) == Counter({"sent": len(people) - 2, "skipped": 2})
+
+
 # ---------------------------------------------------------------------------- edits
 
 

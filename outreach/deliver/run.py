@@ -27,9 +27,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from .. import errors as _errors
+from ..campaign import Campaign, select_audience
 from ..errors import CampaignLocked, ConfigError, OutreachError, Problem, ValidationFailed
 from ..experiment import SERVICE
 from ..mailing import PreparedCampaign
+from ..people import InvalidAddress
 from ..plan import Recipient, plan_recipients
 from ..privacy import suppressions_for_planning
 from ..store import open_store, utcnow
@@ -211,11 +213,36 @@ def _prepare(
         )
     # Plain suppressions and the keyed hashes of forgotten people's opt-outs.
     rows = planned_rows(recipients, suppressions_for_planning(ws, store))
+    rows += invalid_rows(ws, campaign)
     summary.planned_new = ledger.plan(campaign.id, rows)
     summary.recovered, summary.made_uncertain = ledger.recover(
         campaign.id, expired_only=options.team
     )
     return recipients
+
+
+def invalid_rows(ws: Workspace, campaign: Campaign) -> list[PlannedRow]:
+    """The audience's rows whose address is not one: planned as skipped, saying where."""
+    out = []
+    for problem in ws.problems:
+        if not isinstance(problem, InvalidAddress):
+            continue
+        person = problem.researcher()
+        if not select_audience(campaign, [person]):
+            continue
+        out.append(
+            PlannedRow(
+                email=problem.address[:320],
+                liaison_id=None,
+                sender_id=SERVICE,
+                arm="none",
+                lang=person.language or ws.settings.default_language,
+                faculty=person.faculty,
+                department=person.department,
+                skip_reason=f"invalid address ({problem.location}): {problem.reason}"[:1000],
+            )
+        )
+    return out
 
 
 def _pending(ledger: Ledger, campaign_id: str, options: SendOptions) -> Counter[str]:
