@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,10 +31,18 @@ from foundation_helpers import (  # noqa: E402
     run_cli,
     run_process,
 )
-from territory_helpers import remove_liaison  # noqa: E402
+from territory_helpers import (  # noqa: E402
+    T0,
+    L,
+    R,
+    by_id,
+    entry,
+    remove_liaison,
+    simulate_apply,
+)
 
 from outreach.assign import SegmentIndex, assign, naive_assign  # noqa: E402
-from outreach.people import Liaison, Researcher, Segment  # noqa: E402
+from outreach.people import Liaison, Researcher  # noqa: E402
 from outreach.plan import owners_of, plan_recipients  # noqa: E402
 from outreach.store import open_store  # noqa: E402
 from outreach.territory import (  # noqa: E402
@@ -52,7 +60,6 @@ from outreach.territory import (  # noqa: E402
     UNASSIGNED,
     UNCHANGED,
     Current,
-    Plan,
     apply_plan,
     current_assignments,
     history,
@@ -62,71 +69,9 @@ from outreach.workspace import load_workspace  # noqa: E402
 
 LIAISONS = "people/liaisons.yaml"
 CSV = "people/researchers.csv"
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def R(
-    email: str, fac: str = "", dep: str = "", unit: str = "", liaison: str | None = None
-) -> Researcher:
-    return Researcher(
-        email=email,
-        name=email.split("@")[0],
-        first_name=email.split("@")[0],
-        faculty=fac,
-        department=dep,
-        unit=unit,
-        liaison=liaison,
-    )
-
-
-def L(
-    lid: str, *segs: tuple[str, ...], capacity: int | None = None, active: bool = True
-) -> Liaison:
-    segments = [
-        Segment(**dict(zip(("faculty", "department", "unit"), s, strict=False))) for s in segs
-    ]
-    return Liaison(
-        id=lid,
-        name=lid.title(),
-        email=f"{lid}@uni.example",
-        segments=segments,
-        capacity=capacity,
-        active=active,
-    )
-
-
-def by_id(*liaisons: Liaison) -> dict[str, Liaison]:
-    return {x.id: x for x in liaisons}
-
-
-def simulate_apply(plan: Plan, before: dict[str, Current], at: datetime) -> dict[str, Current]:
-    """What apply_plan writes, in memory: the next plan's ``current``."""
-    out: dict[str, Current] = {}
-    for e in plan.entries:
-        if e.liaison is None:
-            continue
-        if e.liaison == e.previous:
-            old = before[e.email]
-            out[e.email] = Current(
-                old.liaison_id,
-                e.placed or old.reason,
-                old.valid_from,
-                e.faculty,
-                e.department,
-                e.unit,
-            )
-        else:
-            out[e.email] = Current(
-                e.liaison, e.placed or e.reason, at, e.faculty, e.department, e.unit
-            )
-    return out
-
-
-def entry(plan: Plan, email: str) -> Any:
-    return next(e for e in plan.entries if e.email == email)
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ The first test is the exact falsifying example hypothesis found for
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
-from outreach.people import Liaison, Researcher, Segment
+from territory_helpers import T0, L, R, by_id, entry, simulate_apply
+
 from outreach.territory import (
     CAPACITY,
     MOVED,
@@ -20,65 +20,8 @@ from outreach.territory import (
     UNASSIGNED,
     UNCHANGED,
     Current,
-    Plan,
     plan_assignments,
 )
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def R(
-    email: str, fac: str = "", dep: str = "", unit: str = "", liaison: str | None = None
-) -> Researcher:
-    name = email.split("@")[0]
-    return Researcher(
-        email=email,
-        name=name,
-        first_name=name,
-        faculty=fac,
-        department=dep,
-        unit=unit,
-        liaison=liaison,
-    )
-
-
-def L(
-    lid: str, *segs: tuple[str, ...], capacity: int | None = None, active: bool = True
-) -> Liaison:
-    segments = [
-        Segment(**dict(zip(("faculty", "department", "unit"), s, strict=False))) for s in segs
-    ]
-    return Liaison(
-        id=lid,
-        name=lid.title(),
-        email=f"{lid}@uni.example",
-        segments=segments,
-        capacity=capacity,
-        active=active,
-    )
-
-
-def by_id(*liaisons: Liaison) -> dict[str, Liaison]:
-    return {x.id: x for x in liaisons}
-
-
-def applied(plan: Plan, before: dict[str, Current], at: datetime) -> dict[str, Current]:
-    """What ``apply_plan`` records, in memory: the next plan's ``current``."""
-    out: dict[str, Current] = {}
-    for e in plan.entries:
-        if e.liaison is None:
-            continue
-        if e.liaison == e.previous:
-            old = before[e.email]
-            reason, since = e.placed or old.reason, old.valid_from
-        else:
-            reason, since = e.placed or e.reason, at
-        out[e.email] = Current(e.liaison, reason, since, e.faculty, e.department, e.unit)
-    return out
-
-
-def entry(plan: Plan, email: str) -> Any:
-    return next(e for e in plan.entries if e.email == email)
 
 
 def cur(
@@ -109,8 +52,10 @@ HYPOTHESIS_PEOPLE = [
 
 def test_hypothesis_example_a_newcomer_override_never_moves_an_existing_researcher() -> None:
     # the state the property builds: plan from nothing, apply, plan again (no edit), apply
-    state = applied(plan_assignments(HYPOTHESIS_PEOPLE, HYPOTHESIS_LIAISONS, {}), {}, T0)
-    state = applied(plan_assignments(HYPOTHESIS_PEOPLE, HYPOTHESIS_LIAISONS, state), state, T0)
+    state = simulate_apply(plan_assignments(HYPOTHESIS_PEOPLE, HYPOTHESIS_LIAISONS, {}), {}, T0)
+    state = simulate_apply(
+        plan_assignments(HYPOTHESIS_PEOPLE, HYPOTHESIS_LIAISONS, state), state, T0
+    )
     assert state["r5@x"].liaison_id == "l1"  # l1 is now at its capacity of 1
     newcomer = R("n0@x", "Med", liaison="l1")
 
@@ -131,13 +76,13 @@ def test_hypothesis_example_a_newcomer_override_never_moves_an_existing_research
     assert entry(plan, "r0@x").status == UNASSIGNED
 
 
-def test_hypothesis_example_stays_stable_once_applied() -> None:
+def test_hypothesis_example_stays_stable_once_simulate_apply() -> None:
     """Applying the plan and planning again moves nobody: the newcomer's seat past capacity
     does not turn into a capacity move of the researcher who was there first."""
     people = [*HYPOTHESIS_PEOPLE, R("n0@x", "Med", liaison="l1")]
-    state = applied(plan_assignments(HYPOTHESIS_PEOPLE, HYPOTHESIS_LIAISONS, {}), {}, T0)
+    state = simulate_apply(plan_assignments(HYPOTHESIS_PEOPLE, HYPOTHESIS_LIAISONS, {}), {}, T0)
     plan = plan_assignments(people, HYPOTHESIS_LIAISONS, state)
-    later = applied(plan, state, T0 + timedelta(days=1))
+    later = simulate_apply(plan, state, T0 + timedelta(days=1))
     again = plan_assignments(people, HYPOTHESIS_LIAISONS, later)
     assert not again.changes(), again.changes()
     assert entry(again, "r5@x").liaison == "l1" and not entry(again, "r5@x").over_capacity
@@ -182,7 +127,7 @@ def test_a_newcomer_override_does_not_take_the_seat_a_forced_move_needs() -> Non
     assert (new.liaison, new.over_capacity) == ("unit", True)
     # one apply stamps both seats with the same time: the tie goes to the researcher
     # without an override (an override never overflows, so it is the one past capacity)
-    later = applied(with_newcomer, state, T0 + timedelta(days=1))
+    later = simulate_apply(with_newcomer, state, T0 + timedelta(days=1))
     assert later["orphan@x"].valid_from == later["new@x"].valid_from
     again = plan_assignments([*people, R("new@x", "Med", liaison="unit")], liaisons, later)
     assert not again.changes(), again.changes()
