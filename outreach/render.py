@@ -510,7 +510,7 @@ class Renderer:
                 stamp = self._render_message(campaign, recipient, view, sentinel_links, doc)
             except OutreachError:
                 return None  # the ordinary path raises the error, naming the recipient
-            if len(self._stamps) >= 4096:
+            if len(self._stamps) >= 1024:  # a stamp is ~10-30 KB; real campaigns have tens
                 self._stamps.clear()
             self._stamps[key] = stamp
         in_html = [v.replace("&", "&amp;") for v in values]
