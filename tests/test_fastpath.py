@@ -339,3 +339,19 @@ def test_the_composers_wire_form_is_the_transports(
     composed = p.composer.compose(dotted)
     assert composed.wire is not None and b"\r\n..one\r\n" in composed.wire
     assert composed.wire == wire_form(composed.data)
+
+
+def test_handover_recipients_are_the_same_stamped_or_alone(
+    example: dict[str, PreparedCampaign],
+) -> None:
+    """A handover introduces each researcher's new liaison: a stamp per new face."""
+    p = example[LAUNCH]
+    liaisons = list(p.renderer.liaisons.values())
+    used = 0
+    for i, base in enumerate(p.recipients[:60]):
+        moved = replace(base, introduces=liaisons[i % len(liaisons)])
+        via, alone, stamped = _both(p, moved)
+        assert via == alone, moved.email
+        assert liaisons[i % len(liaisons)].name in via.html
+        used += stamped
+    assert used >= 50
