@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert, select
 
 from .errors import Location, Problem, ValidationFailed
 from .people import AddressError, normalise_address
 from .store import Store, utcnow
-from .store.schema import contacts
+from .store.schema import contacts, ledger, responses
 from .workspace import Workspace
 
 KINDS = ("meeting", "call", "reply", "inbound", "visit")
@@ -118,9 +119,41 @@ def validate_contact(
     return Contact(kind, address, owner, happened, note or None), []
 
 
-def record(store: Store, items: list[Contact], source: str) -> int:
+def record(
+    store: Store, items: list[Contact], source: str, reply_window_days: int | None = None
+) -> int:
+    """Write the contacts, in one transaction. With ``reply_window_days``, a logged reply
+    that follows a campaign message to that researcher within the window is attributed to
+    it: the contact carries the campaign, and a response (kind reply, match `logged`) is
+    recorded, so reply rates count a reply given in person or to a mailbox that is not
+    read. Logging the same reply twice, or a reply also read from a mailbox, counts once
+    (reports take the first reply per campaign and researcher)."""
     now = utcnow()
     with store.engine.begin() as conn:
+        attributed = []
+        replies = []
+        for c in items:
+            sent = _message_replied_to(conn, c, reply_window_days)
+            if sent is None:
+                attributed.append(c)
+                continue
+            attributed.append(replace(c, campaign_id=sent.campaign_id))
+            replies.append(
+                {
+                    "incoming_id": f"logged-reply:{sent.campaign_id}:{c.email}:"
+                    f"{c.happened_at.isoformat()}",
+                    "kind": "reply",
+                    "email": c.email,
+                    "from_address": c.email,
+                    "campaign_id": sent.campaign_id,
+                    "matched_message_id": sent.message_id,
+                    "match": "logged",
+                    "reason": f"logged by hand ({source}): outreach log reply",
+                    "source": source,
+                    "received_at": c.happened_at,
+                    "ingested_at": now,
+                }
+            )
         conn.execute(
             insert(contacts),
             [
@@ -134,10 +167,30 @@ def record(store: Store, items: list[Contact], source: str) -> int:
                     "source": source,
                     "created_at": now,
                 }
-                for c in items
+                for c in attributed
             ],
         )
+        for row in replies:
+            conn.execute(store.insert_ignore(responses).values(**row))
     return len(items)
+
+
+def _message_replied_to(conn: Connection, c: Contact, window_days: int | None) -> Any:
+    """The latest campaign message sent to the researcher before a logged reply, within
+    the reply window; None for other contacts or when there is none."""
+    if c.kind != "reply" or window_days is None or c.campaign_id is not None:
+        return None
+    return conn.execute(
+        select(ledger.c.campaign_id, ledger.c.message_id)
+        .where(
+            ledger.c.email == c.email,
+            ledger.c.status == "sent",
+            ledger.c.sent_at <= c.happened_at,
+            ledger.c.sent_at >= c.happened_at - timedelta(days=window_days),
+        )
+        .order_by(ledger.c.sent_at.desc())
+        .limit(1)
+    ).first()
 
 
 def log_one(
@@ -154,7 +207,7 @@ def log_one(
     )
     if contact is None:
         raise ValidationFailed(problems)
-    record(store, [contact], "cli")
+    record(store, [contact], "cli", ws.settings.tracking.reply_window_days)
     return contact
 
 
@@ -214,4 +267,4 @@ def log_csv(ws: Workspace, store: Store, path: Path, default_kind: str | None = 
             good.append(contact)
     if problems:
         raise ValidationFailed(problems)
-    return record(store, good, shown)
+    return record(store, good, shown, ws.settings.tracking.reply_window_days)

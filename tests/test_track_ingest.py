@@ -5,6 +5,7 @@ what is suppressed and what the next send skips. Plus `outreach log` (contacts b
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -373,6 +374,40 @@ def test_log_one_meeting(log_root: Path) -> None:
     run = cli(log_root, ["log", "call", people[1].upper(), "--date", "2026-10-06"])
     assert run.code == 0, str(run)
     assert contacts(log_root)[1][2] in liaisons
+
+
+def _replied(root: Path) -> int:
+    run = cli(root, ["report", "--format", "json"])
+    assert run.code == 0, str(run)
+    return int(json.loads(run.stdout)["total"]["replied"])
+
+
+def test_a_logged_reply_counts_in_the_reply_rate_once(log_root: Path) -> None:
+    """A reply given in person (or to a mailbox that is not read), logged by hand, is
+    attributed to the campaign message it follows and counted once."""
+    people, _ = researchers_and_liaisons(log_root)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    # before anything was sent: a contact, attributed to nothing
+    assert cli(log_root, ["log", "reply", people[0], "--date", yesterday]).code == 0
+    assert cli(log_root, ["send", "newsletter-autumn-2026"]).code == 0
+    mailed = {r[0] for r in query(log_root, "select email from ledger where status = 'sent'")}
+    assert people[0] in mailed
+    assert _replied(log_root) == 0
+    for _ in range(2):  # the same reply logged twice (no --date: now, after the send)
+        run = cli(log_root, ["log", "reply", people[0]])
+        no_traceback(run)
+        assert run.code == 0, str(run)
+    assert cli(log_root, ["log", "meeting", people[1]]).code == 0
+    assert _replied(log_root) == 1
+    rows = query(log_root, "select kind, campaign_id from contacts order by id")
+    assert rows == [
+        ("reply", None),
+        ("reply", "newsletter-autumn-2026"),
+        ("reply", "newsletter-autumn-2026"),
+        ("meeting", None),
+    ]
+    logged = query(log_root, "select campaign_id, email, match from responses")
+    assert set(logged) == {("newsletter-autumn-2026", people[0], "logged")}
 
 
 def test_log_csv_of_meetings(log_root: Path, tmp_path: Path) -> None:
