@@ -388,32 +388,29 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(root, pristine)  # before the first run: an empty database
             use_mailmerge = not args.skip_mailmerge and ensure_mailmerge(not args.no_install)
             runs: dict[str, list[float]] = {"one": [], "workers": [], "mailmerge": []}
+
             # Rounds interleave the contenders, so a busy moment of a shared machine hits
             # them alike; each figure is the median of its rounds.
-            for k in range(args.repeat):
-                run_root = root if k == 0 else _fresh_copy(pristine, folder / f"ws-{k}")
-                elapsed, sent, summary = bench_outreach(run_root)
-                runs["one"].append(sent / elapsed)
+            def outreach_round(k: int, run_root: Path, workers: int) -> float:
+                nonlocal ok
+                elapsed, sent, summary = bench_outreach(run_root, workers)
+                label = "" if workers == 1 else f"--workers {workers}: "
                 print(
-                    f"[{k + 1}] outreach   {sent} personalised face newsletters in "
+                    f"[{k + 1}] outreach   {label}{sent} personalised face newsletters in "
                     f"{elapsed:6.2f} s = {sent / elapsed:7.1f} msg/s end to end (send loop "
                     f"{summary.elapsed:.2f} s, {summary.connections_opened} SMTP sessions)"
                 )
                 if sent != args.n:
                     print(f"  !! expected {args.n} sent, the ledger says {sent}")
                     ok = False
+                return sent / elapsed
+
+            for k in range(args.repeat):
+                run_root = root if k == 0 else _fresh_copy(pristine, folder / f"ws-{k}")
+                runs["one"].append(outreach_round(k, run_root, 1))
                 if args.workers > 1:
                     team_root = _fresh_copy(pristine, folder / f"ws-workers-{k}")
-                    w_elapsed, w_sent, w_summary = bench_outreach(team_root, args.workers)
-                    runs["workers"].append(w_sent / w_elapsed)
-                    print(
-                        f"[{k + 1}] outreach   --workers {args.workers}: {w_sent} in "
-                        f"{w_elapsed:6.2f} s = {w_sent / w_elapsed:7.1f} msg/s end to end "
-                        f"({w_summary.connections_opened} SMTP sessions)"
-                    )
-                    if w_sent != args.n:
-                        print(f"  !! expected {args.n} sent, the ledger says {w_sent}")
-                        ok = False
+                    runs["workers"].append(outreach_round(k, team_root, args.workers))
                 if use_mailmerge:
                     mn = args.mailmerge_n or args.n
                     m_elapsed, m_sent = bench_mailmerge(
