@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -36,22 +35,10 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_report import pg_reachable, pg_schema  # noqa: E402
 from bench_send import CAMPAIGN, make_workspace, smtp_sink  # noqa: E402
 
 TARGET = 1.6
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def pg_reachable() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
-    try:
-        psycopg.connect(PG_SERVER, connect_timeout=3).close()
-    except Exception as exc:  # any failure: say why and skip PostgreSQL
-        return f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}"
-    return None
 
 
 @contextmanager
@@ -60,16 +47,8 @@ def database(store: str, folder: Path) -> Iterator[str]:
     if store == "sqlite":
         yield f"sqlite:///{folder / 'outreach.db'}"
         return
-    import psycopg
-
-    name = f"bench_team_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield f"{PG_SERVER}?options=-csearch_path%3D{name}"
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    with pg_schema() as url:
+        yield url
 
 
 def set_database(root: Path, url: str) -> None:

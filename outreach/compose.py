@@ -302,8 +302,8 @@ class Composer:
             data = self.signer(data)
         else:
             # Every part above is CRLF by construction (tests re-parse every message and
-            # find no bare CR or LF); headers never start with ".", so this is the payload.
-            wire = data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+            # find no bare CR or LF): no scan for them is needed.
+            wire = dot_stuffed(data)
         recipients = (r.email, *(e for _, e in r.cc))
         return Composed(mid, self.envelope_from or r.sender_email, recipients, data, wire)
 
@@ -360,6 +360,17 @@ def _address_field(name: str, addresses: list[Address]) -> bytes:
             items.append(f"{phrase.rstrip() + gap if gap else phrase}<{a.addr_spec}>")
         line = (f"{name}: " + ",\r\n ".join(items) + "\r\n").encode("ascii")
     return line
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """SMTP DATA's payload for CRLF-only ``data``: every line starting with "." doubled
+    (RFC 5321 4.5.2), a final CRLF, then the "." line that ends the message."""
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 def _qp(text: str) -> bytes:

@@ -446,7 +446,7 @@ class Renderer:
         )
 
     # -- stamps: one rendering per group of recipients (see stamp.py) ---------------------
-    def _stamp_plan(self, campaign: Campaign, doc: YamlDoc | None) -> StampPlan | None:
+    def _stamp_plan(self, campaign: Campaign) -> StampPlan | None:
         key = id(campaign)
         if key in self._plans:
             return self._plans[key][1]
@@ -469,7 +469,7 @@ class Renderer:
         links: Links,
         doc: YamlDoc | None,
     ) -> Rendered | None:
-        plan = self._stamp_plan(campaign, doc)
+        plan = self._stamp_plan(campaign)
         if plan is None:
             return None
         r = recipient.researcher
@@ -484,7 +484,7 @@ class Renderer:
             links.unsubscribe_url or "",
             links.unsubscribe_mailto or "",
         ]
-        if not plan.accepts(dict(zip(FIELDS, values, strict=True))):
+        if not plan.accepts(zip(FIELDS, values, strict=True)):
             return None
         items = tuple(
             i

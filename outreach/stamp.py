@@ -25,7 +25,7 @@ their own:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import jinja2
@@ -62,9 +62,9 @@ class StampPlan:
     in_strings: frozenset[tuple[str, str]]  # printed by a subject, body, item or note
     in_files: frozenset[tuple[str, str]]  # printed by a template file only
 
-    def accepts(self, values: Mapping[tuple[str, str], str]) -> bool:
+    def accepts(self, values: Iterable[tuple[tuple[str, str], str]]) -> bool:
         """True when every value this campaign prints may be stamped."""
-        for key, value in values.items():
+        for key, value in values:
             if not value:
                 continue
             if key in self.in_strings:

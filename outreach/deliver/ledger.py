@@ -38,7 +38,6 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
-    insert,
     literal_column,
     or_,
     select,
@@ -355,23 +354,18 @@ class Ledger:
                     .where(campaign_locks.c.campaign_id == campaign_id)
                     .values(owner=TEAM, mode=TEAM, expires_at=max(held, expires))
                 )
-                done = conn.execute(
-                    update(send_workers)
-                    .where(
-                        send_workers.c.campaign_id == campaign_id,
-                        send_workers.c.worker == worker,
+                conn.execute(
+                    self.store.upsert(
+                        send_workers,
+                        {
+                            "campaign_id": campaign_id,
+                            "worker": worker,
+                            "started_at": now,
+                            "expires_at": expires,
+                        },
+                        {"expires_at": expires},
                     )
-                    .values(expires_at=expires)
-                ).rowcount
-                if not done:
-                    conn.execute(
-                        insert(send_workers).values(
-                            campaign_id=campaign_id,
-                            worker=worker,
-                            started_at=now,
-                            expires_at=expires,
-                        )
-                    )
+                )
         if error is not None:
             raise error
 

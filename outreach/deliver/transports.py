@@ -23,7 +23,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from ..compose import Composed
+from ..compose import Composed, dot_stuffed
 from ..errors import TransportError
 from ..secrets import password_from, token_from_command
 from ..settings import TransportSettings
@@ -40,19 +40,12 @@ async def marked(before_data: BeforeData) -> None:
 
 
 def wire_form(data: bytes) -> bytes | None:
-    """The bytes DATA sends: CRLF line ends, lines starting with "." doubled (RFC 5321
-    4.5.2), the final "." line; None when the message holds a bare CR or LF (it then goes
-    through aiosmtplib's own normalisation). Composed messages are CRLF throughout, so
-    this is three counts and one replace."""
+    """The bytes DATA sends (``dot_stuffed``); None when the message holds a bare CR or LF
+    (it then goes through aiosmtplib's own normalisation)."""
     crlf = data.count(b"\r\n")
     if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         return None
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    if not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + b".\r\n"
+    return dot_stuffed(data)
 
 
 # An address that needs no quoting: aiosmtplib's mail()/rcpt() would parse it with
