@@ -19,7 +19,7 @@ from sqlalchemy import Connection, insert, select
 from .errors import Location, Problem, ValidationFailed
 from .people import AddressError, normalise_address
 from .store import Store, utcnow
-from .store.schema import contacts, ledger, responses
+from .store.schema import SENT_ROW, contacts, ledger, responses
 from .workspace import Workspace
 
 KINDS = ("meeting", "call", "reply", "inbound", "visit")
@@ -184,7 +184,7 @@ def _message_replied_to(conn: Connection, c: Contact, window_days: int | None) -
         select(ledger.c.campaign_id, ledger.c.message_id)
         .where(
             ledger.c.email == c.email,
-            ledger.c.status == "sent",
+            SENT_ROW,
             ledger.c.sent_at <= c.happened_at,
             ledger.c.sent_at >= c.happened_at - timedelta(days=window_days),
         )

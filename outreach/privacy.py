@@ -66,6 +66,7 @@ from .store.schema import (
     PERSONAL_TABLES,
     SENDING,
     SENT,
+    SENT_ROW,
     campaign_locks,
     campaigns,
     forgotten_counts,
@@ -994,7 +995,7 @@ def _campaign_facts(conn: Connection) -> dict[str, dict[str, Any]]:
         c: _aware(t)
         for c, t in conn.execute(
             select(ledger.c.campaign_id, func.min(ledger.c.sent_at))
-            .where(ledger.c.status == SENT)
+            .where(SENT_ROW)
             .group_by(ledger.c.campaign_id)
         )
     }

@@ -33,3 +33,63 @@ def test_older_revision_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(SchemaOutdated) as info:
         open_store(url)
     assert "outreach db upgrade" in (info.value.hint or "")
+
+
+def _plan(store: object, sql: str, params: tuple[object, ...] = ()) -> str:
+    with store.engine.connect() as conn:  # type: ignore[attr-defined]
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+        return " | ".join(row[-1] for row in rows)
+
+
+def test_the_hot_queries_read_the_partial_ledger_indexes(tmp_path: Path) -> None:
+    """SQLite uses a partial index only when the query's WHERE implies the index's: lookups
+    built on the predicates the library's queries use (SENT_ROW, IN_FLIGHT_ROW,
+    CLAIMABLE_ROW) are planned with their parameters bound, as they are sent."""
+    from sqlalchemy.dialects import sqlite
+
+    from outreach.deliver.ledger import Ledger
+    from outreach.store.schema import CLAIMABLE_ROW, IN_FLIGHT_ROW, SENT_ROW, ledger
+
+    store = open_store(f"sqlite:///{tmp_path / 'plans.db'}")
+
+    def planned(stmt: object) -> str:
+        compiled = stmt.compile(  # type: ignore[attr-defined]
+            dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True}
+        )
+        params = tuple(compiled.params[name] for name in compiled.positiontup)
+        return _plan(store, str(compiled), params)
+
+    from sqlalchemy import func, select
+
+    cases = {
+        "ix_ledger_sent_email": select(ledger.c.sent_at).where(
+            ledger.c.email.in_(["a@x.org", "b@x.org"]), SENT_ROW
+        ),
+        "ix_ledger_sent": select(func.min(ledger.c.sent_at)).where(
+            ledger.c.campaign_id == "c", SENT_ROW
+        ),
+        "ix_ledger_inflight": select(func.count()).where(
+            ledger.c.campaign_id == "c", IN_FLIGHT_ROW, ledger.c.claimed_by != "w"
+        ),
+        "ix_ledger_todo": select(func.min(ledger.c.next_attempt_at)).where(
+            ledger.c.campaign_id == "c", CLAIMABLE_ROW, ledger.c.status == "deferred"
+        ),
+        "ix_ledger_msgid": select(ledger.c.email).where(ledger.c.message_id.in_(["<a@x>"])),
+    }
+    try:
+        for index, stmt in cases.items():
+            plan = planned(stmt)
+            assert index in plan, (index, plan)
+        report = (
+            "SELECT campaign_id, arm, liaison_id, lang, faculty, department, COUNT(*) "
+            "FROM ledger l WHERE l.status = 'sent' GROUP BY campaign_id, arm, liaison_id, "
+            "lang, faculty, department"
+        )
+        plan = _plan(store, report)
+        assert "ix_ledger_sent_report" in plan and "TEMP B-TREE" not in plan, plan
+        exposure = "SELECT COUNT(DISTINCT l.email) FROM ledger l WHERE l.status = 'sent'"
+        plan = _plan(store, exposure)  # the report's exposure count: a covering scan
+        assert "COVERING INDEX ix_ledger_sent_email" in plan, plan
+        Ledger(store).recover("c")  # the recovery statements run against the new indexes
+    finally:
+        store.close()

@@ -701,3 +701,48 @@ def test_processes_opening_a_new_store_at_once_build_it_once(
         assert "The ledger is empty" in output
     result = cli(root, "db", "upgrade")
     assert f"schema {HEAD_REVISION} -> {HEAD_REVISION}" in result.output
+
+
+def test_upgrading_a_revision_0002_ledger_swaps_its_indexes_and_keeps_every_row(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from outreach.store.schema import ledger
+
+    retired = {  # what revision 0003 replaces
+        "ix_ledger_status",
+        "ix_ledger_sender_sent",
+        "ix_ledger_message_id",
+        "ix_ledger_email",
+        "ix_ledger_report",
+    }
+
+    root = make_ws(tmp_path / "ws", store_url)
+    assert cli(root, "send", NEWSLETTER, "--limit", "30").exit_code == 0
+    before = counts(root, NEWSLETTER)
+    report_before = cli(root, "report", "--format", "json")
+    assert report_before.exit_code == 0, report_before.output
+    store = open_store(load_workspace(explicit=root).database_url())
+    with store.engine.begin() as conn:  # the indexes revision 0002 left
+        command.downgrade(_alembic_config(store.engine, conn), "0002")
+    with store.engine.connect() as conn:
+        old = {i["name"] for i in inspect(conn).get_indexes("ledger")}
+    store.close()
+    assert retired <= old and "ix_ledger_sent_report" not in old
+
+    upgraded = cli(root, "db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"schema 0002 -> {HEAD_REVISION}" in upgraded.output
+    store = open_store(load_workspace(explicit=root).database_url())
+    with store.engine.connect() as conn:
+        now = {i["name"] for i in inspect(conn).get_indexes("ledger")}
+    store.close()
+    # (PostgreSQL lists the unique constraint's index too)
+    assert now - {"uq_ledger_campaign_email"} == {i.name for i in ledger.indexes}
+    assert not retired & now
+    assert counts(root, NEWSLETTER) == before
+    assert cli(root, "report", "--format", "json").output == report_before.output
+    assert cli(root, "send", NEWSLETTER).exit_code == 0
+    assert counts(root, NEWSLETTER) == Counter(sent=247)

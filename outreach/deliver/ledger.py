@@ -48,12 +48,15 @@ from ..campaign import Campaign
 from ..errors import CampaignChanged, CampaignLocked
 from ..store import Store, utcnow
 from ..store.schema import (
+    CLAIMABLE_ROW,
     CLAIMED,
     DEFERRED,
     FAILED,
+    IN_FLIGHT_ROW,
     PLANNED,
     SENDING,
     SENT,
+    SENT_ROW,
     SKIPPED,
     SOLO,
     TEAM,
@@ -168,7 +171,6 @@ _MARK_SENT = (
     .values(
         status=SENT,
         server_reply=bindparam("reply"),
-        message_id=bindparam("message_id"),
         sent_at=bindparam("now"),
         updated_at=bindparam("now"),
         claimed_by=None,
@@ -537,12 +539,22 @@ class Ledger:
         with self.engine.begin() as conn:
             back = conn.execute(
                 update(ledger)
-                .where(ledger.c.campaign_id == campaign_id, ledger.c.status == CLAIMED, lease)
+                .where(
+                    ledger.c.campaign_id == campaign_id,
+                    IN_FLIGHT_ROW,
+                    ledger.c.status == CLAIMED,
+                    lease,
+                )
                 .values(status=PLANNED, claimed_by=None, lease_until=None, updated_at=now)
             ).rowcount
             lost = conn.execute(
                 update(ledger)
-                .where(ledger.c.campaign_id == campaign_id, ledger.c.status == SENDING, lease)
+                .where(
+                    ledger.c.campaign_id == campaign_id,
+                    IN_FLIGHT_ROW,
+                    ledger.c.status == SENDING,
+                    lease,
+                )
                 .values(
                     status=UNCERTAIN,
                     reason="the sender stopped between DATA and the server's answer",
@@ -560,7 +572,7 @@ class Ledger:
             n, until = conn.execute(
                 select(func.count(), func.min(ledger.c.lease_until)).where(
                     ledger.c.campaign_id == campaign_id,
-                    ledger.c.status.in_([CLAIMED, SENDING]),
+                    IN_FLIGHT_ROW,
                     or_(ledger.c.claimed_by.is_(None), ledger.c.claimed_by != worker),
                 )
             ).one()
@@ -590,7 +602,11 @@ class Ledger:
         now = now or utcnow()
         states = [PLANNED, DEFERRED] + ([UNCERTAIN] if resend_uncertain else [])
         # Spelled as literals, so the planner sees the partial index ix_ledger_todo applies.
-        status = ledger.c.status.in_([literal_column(f"'{s}'") for s in states])
+        status = (
+            ledger.c.status.in_([literal_column(f"'{s}'") for s in states])
+            if resend_uncertain
+            else CLAIMABLE_ROW
+        )
         due = and_(
             ledger.c.campaign_id == campaign_id,
             status,
@@ -627,7 +643,7 @@ class Ledger:
     def next_due(self, campaign_id: str, exclude: Collection[int] = ()) -> datetime | None:
         """When the earliest deferred row (not in ``exclude``) may be retried."""
         query = select(func.min(ledger.c.next_attempt_at)).where(
-            ledger.c.campaign_id == campaign_id, ledger.c.status == DEFERRED
+            ledger.c.campaign_id == campaign_id, CLAIMABLE_ROW, ledger.c.status == DEFERRED
         )
         if exclude:
             query = query.where(ledger.c.id.notin_(list(exclude)))
@@ -635,11 +651,15 @@ class Ledger:
             value: datetime | None = conn.execute(query).scalar_one()
             return None if value is None else _aware(value)
 
-    def renew_claims(self, worker: str, lease_seconds: float = 120.0) -> None:
+    def renew_claims(self, campaign_id: str, worker: str, lease_seconds: float = 120.0) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(ledger)
-                .where(ledger.c.claimed_by == worker, ledger.c.status.in_([CLAIMED, SENDING]))
+                .where(
+                    ledger.c.campaign_id == campaign_id,
+                    IN_FLIGHT_ROW,
+                    ledger.c.claimed_by == worker,
+                )
                 .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
             )
 
@@ -909,22 +929,6 @@ class Ledger:
                 .values(slot_seq=None, slot_at=None)
             )
 
-    def sent_since(self, sender_ids: Iterable[str], since: datetime) -> dict[str, list[datetime]]:
-        """Send times per sender in a window (every campaign counts against a mailbox)."""
-        ids = list(sender_ids)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(ledger.c.sender_id, ledger.c.updated_at).where(
-                    ledger.c.sender_id.in_(ids),
-                    ledger.c.status.in_([SENT, SENDING, UNCERTAIN]),
-                    ledger.c.updated_at >= since,
-                )
-            )
-            out: dict[str, list[datetime]] = {i: [] for i in ids}
-            for r in rows:
-                out[r.sender_id].append(_aware(r.updated_at))
-            return out
-
     # -- reading --------------------------------------------------------------------------
     def status(self, campaign_id: str | None = None) -> list[dict[str, Any]]:
         """Counts per campaign and sender, aggregated in SQL."""
@@ -962,7 +966,7 @@ def _prior_contacts(conn: Any, rows: Sequence[PlannedRow]) -> dict[tuple[str, st
             select(ledger.c.email, ledger.c.liaison_id, func.count())
             .where(
                 ledger.c.email.in_(chunk),
-                ledger.c.status == SENT,
+                SENT_ROW,
                 ledger.c.arm == "liaison",
             )
             .group_by(ledger.c.email, ledger.c.liaison_id)

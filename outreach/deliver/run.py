@@ -647,7 +647,7 @@ async def _send_loop(
                 if not alive:
                     fatal.append(lost_lease())
                     return
-                ledger.renew_claims(owner, options.lease_seconds)
+                ledger.renew_claims(campaign.id, owner, options.lease_seconds)
                 ledger.flush()
 
         heartbeat = asyncio.create_task(keep_lease())

@@ -1,7 +1,7 @@
 """Report aggregation in SQL, shaped so SQLite never sorts a million rows.
 
 * ``base``: ledger rows per (campaign, arm, liaison, language, faculty, department) — a
-  GROUP BY that streams the covering index ``ix_ledger_report`` — with the familiarity
+  GROUP BY that streams the covering index ``ix_ledger_sent_report`` — with the familiarity
   buckets as conditional sums (no extra grouping).
 * ``responded``: the ledger rows that have responses (a fifth of them, typically):
   responses aggregated per (campaign, researcher) first (index order), joined to their
@@ -201,7 +201,7 @@ def inbound(conn: Connection, dialect: str, filters: Filters) -> list[dict[str, 
     first mail count. The days observed run from the arm's first mail to now.
 
     Two cheap statements rather than one GROUP BY over every researcher: the researchers
-    and first mails per arm stream the covering index on (email, status, arm, sent_at);
+    and first mails per arm stream the covering index of sent rows on (email, arm, sent_at, status);
     the contacts are matched to the few researchers who wrote in."""
     where, params = _where(filters)
     if dialect == "postgresql":

@@ -17,8 +17,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    literal,
+    literal_column,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
 
@@ -117,27 +118,68 @@ ledger = Table(
     Column("slot_at", DateTime(timezone=True)),
     UniqueConstraint("campaign_id", "email", name="uq_ledger_campaign_email"),
 )
-Index("ix_ledger_status", ledger.c.campaign_id, ledger.c.status, ledger.c.sent_at)
-Index("ix_ledger_sender_sent", ledger.c.sender_id, ledger.c.sent_at)
-Index("ix_ledger_message_id", ledger.c.message_id)
-Index("ix_ledger_slot", ledger.c.sender_id, ledger.c.slot_seq)
+
+
+# The ledger's indexes (revision 0003) are partial wherever they can be: every message
+# moves its row planned -> claimed -> sending -> sent, and an index whose key or predicate
+# holds `status` is rewritten at each step. Each index below is touched by at most one
+# step, so a message costs about 7 index pages a commit instead of 16 (measured: 32 KiB
+# of WAL a message instead of 67, and a quarter less CPU on the send loop's writes).
+# Queries that should use a partial index repeat its predicate in the same form
+# (``SENT_ROW``, ``IN_FLIGHT_ROW``, ``CLAIMABLE_ROW``): SQLite matches the terms as written.
+def _status_in(states: tuple[str, ...]) -> ColumnElement[bool]:
+    if len(states) == 1:
+        return ledger.c.status == literal_column(f"'{states[0]}'")
+    return ledger.c.status.in_([literal_column(f"'{s}'") for s in states])
+
+
 # What is left to send, per sender, in the order it is sent (revision 0002): a claim reads
 # exactly the rows it takes, not every row of the campaign (it holds SQLite's write lock).
 CLAIMABLE = (PLANNED, DEFERRED)
-_claimable = ledger.c.status.in_([literal(s) for s in CLAIMABLE])
+CLAIMABLE_ROW = _status_in(CLAIMABLE)
 Index(
     "ix_ledger_todo",
     ledger.c.campaign_id,
     ledger.c.sender_id,
     ledger.c.id,
-    sqlite_where=_claimable,
-    postgresql_where=_claimable,
+    sqlite_where=CLAIMABLE_ROW,
+    postgresql_where=CLAIMABLE_ROW,
 )
-Index("ix_ledger_email", ledger.c.email, ledger.c.status, ledger.c.arm, ledger.c.sent_at)
+# Rows a worker holds (a few batches at most): recovery, lease renewal and a team's wait.
+IN_FLIGHT = (CLAIMED, SENDING)
+IN_FLIGHT_ROW = _status_in(IN_FLIGHT)
+Index(
+    "ix_ledger_inflight",
+    ledger.c.campaign_id,
+    ledger.c.claimed_by,
+    sqlite_where=IN_FLIGHT_ROW,
+    postgresql_where=IN_FLIGHT_ROW,
+)
+# Sent mail, entered once when the server accepts it: reports, reply matching, familiarity.
+SENT_ROW = _status_in((SENT,))
+# Each ends with `status`, constant in it: SQLite counts an index as covering only if it
+# holds every column the query names, the predicate's too; last, so that `status = 'sent'`
+# is no prefix the planner (without statistics) would rank above a covering scan.
+Index(
+    "ix_ledger_sent",
+    ledger.c.campaign_id,
+    ledger.c.sent_at,
+    ledger.c.status,
+    sqlite_where=SENT_ROW,
+    postgresql_where=SENT_ROW,
+)
+Index(
+    "ix_ledger_sent_email",
+    ledger.c.email,
+    ledger.c.arm,
+    ledger.c.sent_at,
+    ledger.c.status,
+    sqlite_where=SENT_ROW,
+    postgresql_where=SENT_ROW,
+)
 # Covering index in report order: the report's GROUP BY streams it instead of sorting.
 Index(
-    "ix_ledger_report",
-    ledger.c.status,
+    "ix_ledger_sent_report",
     ledger.c.campaign_id,
     ledger.c.arm,
     ledger.c.liaison_id,
@@ -145,8 +187,20 @@ Index(
     ledger.c.faculty,
     ledger.c.department,
     ledger.c.prior_contacts,
+    ledger.c.status,
+    sqlite_where=SENT_ROW,
+    postgresql_where=SENT_ROW,
 )
-
+# Replies are matched by the Message-ID they quote; rows not yet on the wire have none.
+_HAS_MESSAGE_ID = ledger.c.message_id.isnot(None)
+Index(
+    "ix_ledger_msgid",
+    ledger.c.message_id,
+    sqlite_where=_HAS_MESSAGE_ID,
+    postgresql_where=_HAS_MESSAGE_ID,
+)
+# A mailbox's k-th latest send under a quota (revision 0002), one probe away.
+Index("ix_ledger_slot", ledger.c.sender_id, ledger.c.slot_seq)
 arms = Table(
     "arms",
     metadata,

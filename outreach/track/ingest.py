@@ -23,7 +23,7 @@ from sqlalchemy import case, select
 from ..errors import ConfigError, SourceError
 from ..secrets import password_from, token_from_command
 from ..store import Store, utcnow
-from ..store.schema import SENT, ledger, mailbox_state, responses, suppressions
+from ..store.schema import SENT_ROW, ledger, mailbox_state, responses, suppressions
 from ..workspace import Workspace
 from .classify import (
     BOUNCE_HARD,
@@ -158,7 +158,7 @@ class Matcher:
                 rows = conn.execute(
                     select(
                         ledger.c.email, ledger.c.campaign_id, ledger.c.message_id, ledger.c.sent_at
-                    ).where(ledger.c.email.in_(list(addresses)), ledger.c.status == SENT)
+                    ).where(ledger.c.email.in_(list(addresses)), SENT_ROW)
                 )
                 for r in rows:
                     by_address.setdefault(r.email, []).append(r)
