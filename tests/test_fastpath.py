@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import store_helpers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from render_support import CAMPAIGNS, fixed_env, load, make_workspace, prepared
@@ -291,6 +292,63 @@ def test_sent_marks_are_held_back_into_the_next_sending_commit(tmp_path: Path) -
     led.mark_sent(second.id, "250 ok", "<2@x>")
     assert status() == {"sent": 2, "claimed": 1}  # reading flushes
     led.release(third.id, "me")
+
+
+pg_url = store_helpers.pg_url  # PostgreSQL on 127.0.0.1:5432, a fresh schema; skips if none
+
+
+def test_sending_marks_commit_off_the_event_loop_on_postgresql(pg_url: str) -> None:
+    """PostgreSQL: `sending` marks commit in a thread, batched while one is in flight; a
+    failed commit marks nothing, fails its messages, and keeps the held-back `sent` marks."""
+    from outreach.deliver.ledger import Ledger, PlannedRow
+    from outreach.deliver.run import _SendingMarks
+    from outreach.store import open_store
+
+    led = Ledger(open_store(pg_url))
+    rows = [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(8)]
+    led.plan("c", rows)
+    work = led.claim("c", "me", 8)
+    marks = _SendingMarks(led, "me")
+    assert marks.executor is not None
+    threads: set[str] = set()
+    original = led.mark_sending_many
+
+    def spy(*args: object, **kwargs: object) -> list[bool]:
+        import threading
+
+        threads.add(threading.current_thread().name)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    led.mark_sending_many = spy  # type: ignore[method-assign]
+
+    async def first_six() -> list[bool]:
+        return list(await asyncio.gather(*(marks.mark(w.id, f"<{w.id}@x>") for w in work[:6])))
+
+    try:
+        assert asyncio.run(first_six()) == [True] * 6
+        assert threads and all(name.startswith("outreach-marks") for name in threads)
+        led.mark_sent(work[0].id, "250 ok", f"<{work[0].id}@x>")
+
+        def broken(*args: object, **kwargs: object) -> list[bool]:
+            raise RuntimeError("the database went away")
+
+        led.mark_sending_many = broken  # type: ignore[method-assign]
+
+        async def seventh() -> None:
+            await marks.mark(work[6].id, f"<{work[6].id}@x>")
+
+        with pytest.raises(RuntimeError, match="went away"):
+            asyncio.run(seventh())
+        led.mark_sending_many = original  # type: ignore[method-assign]
+        assert len(led._sent_marks) == 1  # given back, written by the next commit
+        assert {r["status"]: r["total"] for r in _statuses(led)} == {
+            "sent": 1,
+            "sending": 5,
+            "claimed": 2,
+        }
+    finally:
+        marks.close()
+        led.store.close()
 
 
 def _statuses(led: object) -> list[dict[str, int]]:

@@ -707,14 +707,26 @@ class Ledger:
         return bool(done)
 
     def mark_sending_many(
-        self, rows: Sequence[tuple[int, str]], worker: str, now: datetime | None = None
+        self,
+        rows: Sequence[tuple[int, str]],
+        worker: str,
+        now: datetime | None = None,
+        sent_marks: list[dict[str, Any]] | None = None,
     ) -> list[bool]:
         """``mark_sending`` (fenced, no quota slot) for several (row, Message-ID) pairs in
         one transaction: the connections that reach DATA at the same moment share a commit.
-        One result per row, as ``mark_sending`` gives."""
+        One result per row, as ``mark_sending`` gives.
+
+        ``sent_marks`` (from ``take_sent_marks``) are written in the same transaction
+        instead of the held-back ones: a caller committing from another thread takes them
+        first, in the event loop's thread, and gives them back if the commit fails."""
         when = now or utcnow()
         with self.store.hot.transaction() as run:
-            self._write_sent_marks(run)
+            if sent_marks is None:
+                self._write_sent_marks(run)
+            else:
+                for mark in sent_marks:
+                    run(_MARK_SENT, mark)
             return [
                 bool(
                     run(
@@ -735,6 +747,15 @@ class Ledger:
         )
         if len(self._sent_marks) >= _SENT_MARKS_HELD:
             self.flush()
+
+    def take_sent_marks(self) -> list[dict[str, Any]]:
+        """The held-back `sent` marks, handed to a commit made elsewhere (see
+        ``mark_sending_many``); ``give_back_sent_marks`` if that commit fails."""
+        marks, self._sent_marks = self._sent_marks, []
+        return marks
+
+    def give_back_sent_marks(self, marks: list[dict[str, Any]]) -> None:
+        self._sent_marks[:0] = marks
 
     def flush(self) -> None:
         """Write the `sent` marks held back by ``mark_sent``."""
