@@ -5,6 +5,8 @@ Every table the tool owns is here; ``outreach forget`` walks this list.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -133,53 +135,55 @@ def _status_in(states: tuple[str, ...]) -> ColumnElement[bool]:
     return ledger.c.status.in_([literal_column(f"'{s}'") for s in states])
 
 
+def _partial_index(name: str, where: ColumnElement[bool], *columns: Column[Any]) -> Index:
+    """An index of the rows ``where`` holds, on both dialects."""
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
 # What is left to send, per sender, in the order it is sent (revision 0002): a claim reads
 # exactly the rows it takes, not every row of the campaign (it holds SQLite's write lock).
 CLAIMABLE = (PLANNED, DEFERRED)
 CLAIMABLE_ROW = _status_in(CLAIMABLE)
-Index(
+_partial_index(
     "ix_ledger_todo",
+    CLAIMABLE_ROW,
     ledger.c.campaign_id,
     ledger.c.sender_id,
     ledger.c.id,
-    sqlite_where=CLAIMABLE_ROW,
-    postgresql_where=CLAIMABLE_ROW,
 )
 # Rows a worker holds (a few batches at most): recovery, lease renewal and a team's wait.
 IN_FLIGHT = (CLAIMED, SENDING)
 IN_FLIGHT_ROW = _status_in(IN_FLIGHT)
-Index(
+_partial_index(
     "ix_ledger_inflight",
+    IN_FLIGHT_ROW,
     ledger.c.campaign_id,
     ledger.c.claimed_by,
-    sqlite_where=IN_FLIGHT_ROW,
-    postgresql_where=IN_FLIGHT_ROW,
 )
 # Sent mail, entered once when the server accepts it: reports, reply matching, familiarity.
 SENT_ROW = _status_in((SENT,))
 # Each ends with `status`, constant in it: SQLite counts an index as covering only if it
 # holds every column the query names, the predicate's too; last, so that `status = 'sent'`
 # is no prefix the planner (without statistics) would rank above a covering scan.
-Index(
+_partial_index(
     "ix_ledger_sent",
+    SENT_ROW,
     ledger.c.campaign_id,
     ledger.c.sent_at,
     ledger.c.status,
-    sqlite_where=SENT_ROW,
-    postgresql_where=SENT_ROW,
 )
-Index(
+_partial_index(
     "ix_ledger_sent_email",
+    SENT_ROW,
     ledger.c.email,
     ledger.c.arm,
     ledger.c.sent_at,
     ledger.c.status,
-    sqlite_where=SENT_ROW,
-    postgresql_where=SENT_ROW,
 )
 # Covering index in report order: the report's GROUP BY streams it instead of sorting.
-Index(
+_partial_index(
     "ix_ledger_sent_report",
+    SENT_ROW,
     ledger.c.campaign_id,
     ledger.c.arm,
     ledger.c.liaison_id,
@@ -188,16 +192,13 @@ Index(
     ledger.c.department,
     ledger.c.prior_contacts,
     ledger.c.status,
-    sqlite_where=SENT_ROW,
-    postgresql_where=SENT_ROW,
 )
 # Replies are matched by the Message-ID they quote; rows not yet on the wire have none.
 _HAS_MESSAGE_ID = ledger.c.message_id.isnot(None)
-Index(
+_partial_index(
     "ix_ledger_msgid",
+    _HAS_MESSAGE_ID,
     ledger.c.message_id,
-    sqlite_where=_HAS_MESSAGE_ID,
-    postgresql_where=_HAS_MESSAGE_ID,
 )
 # A mailbox's k-th latest send under a quota (revision 0002), one probe away.
 Index("ix_ledger_slot", ledger.c.sender_id, ledger.c.slot_seq)
