@@ -13,11 +13,13 @@ their own:
   every user-written string of the campaign) are checked statically: a per-recipient value
   (``researcher.*``, ``unsubscribe.*``) may only be printed (``{{ researcher.first_name }}``)
   or tested for truth (``{% if unsubscribe.url %}``); a filter, comparison, call, loop or
-  assignment that touches one sends the whole campaign down the ordinary path.
+  assignment that touches one, or a filter block, ``{% set %}`` block, macro or call block
+  around one (or around an include), sends the whole campaign down the ordinary path.
 - Each value must look the same wherever it lands: no newline, no character that HTML
   escaping or the CSS inliner's serialiser would write differently, and, for values in
   Markdown or subject strings, nothing Markdown could read as markup (a name made of
-  letters and digits joined by single spaces, hyphens or full stops). A recipient whose
+  letters and digits joined by single spaces, hyphens or full stops, starting with a
+  letter). A recipient whose
   values do not qualify is rendered the ordinary way.
 - Whether each value is empty is part of the group, so truth tests come out the same.
 """
@@ -43,9 +45,10 @@ FIELDS: tuple[tuple[str, str], ...] = tuple(("researcher", f) for f in RESEARCHE
 ROOTS = frozenset(root for root, _ in FIELDS)
 
 # Values printed into Markdown or a subject: letters and digits, joined by single spaces,
-# hyphens or full stops, starting and ending with a letter or digit: Markdown sees them as
-# plain words (emphasis, links and escapes need punctuation it could not find here).
-_MARKDOWN_PLAIN = re.compile(r"[^\W_](?:[ .\-]?[^\W_])*\Z")
+# hyphens or full stops, starting with a letter and ending with a letter or digit: Markdown
+# sees them as plain words (emphasis, links and escapes need punctuation it could not find
+# here; a value starting with digits could open an ordered list: `1984. ` at a line start).
+_MARKDOWN_PLAIN = re.compile(r"[^\W\d_](?:[ .\-]?[^\W_])*\Z")
 # Values printed only by the template files: HTML escaping turns `&` into `&amp;`, as the
 # CSS inliner's serialiser does; the other characters below it writes differently.
 _HTML_UNSTABLE = re.compile("[<>\"'\u00a0\r\n\t\x00-\x08\x0b\x0c\x0e-\x1f\ue000\ue001]")
@@ -79,6 +82,14 @@ class _Unsafe(Exception):
     """A template uses a per-recipient value in a way a stamp cannot reproduce."""
 
 
+# Constructs that turn rendered output into a value (a filter block, `{% set %}…{% endset %}`,
+# a macro or a call block's body): what is printed inside them may be transformed before
+# it reaches the message, so a per-recipient value or an included template there rules a
+# stamp out. `self` and `super` hand a block's output over as a value too.
+_CAPTURING = (nodes.FilterBlock, nodes.AssignBlock, nodes.Macro, nodes.CallBlock)
+_OUTPUT_AS_VALUE = frozenset({"self", "super"})
+
+
 def _walk(
     node: nodes.Node, parents: tuple[nodes.Node, ...], printed: set[tuple[str, str]]
 ) -> Iterator[str]:
@@ -86,11 +97,21 @@ def _walk(
     if isinstance(node, (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
         if not isinstance(node.template, nodes.Const) or not isinstance(node.template.value, str):
             raise _Unsafe("a template chosen at run time")
+        if isinstance(node, nodes.Include) and _captured(parents):
+            raise _Unsafe("a template included where its output becomes a value")
         yield node.template.value
+    if isinstance(node, nodes.Name) and node.name in _OUTPUT_AS_VALUE:
+        raise _Unsafe(f"`{node.name}`: a block's output used as a value")
     if isinstance(node, nodes.Name) and node.name in ROOTS:
+        if _captured(parents):
+            raise _Unsafe(f"`{node.name}` inside a block whose output becomes a value")
         _check_use(node, parents, printed)
     for child in node.iter_child_nodes():
         yield from _walk(child, (*parents, node), printed)
+
+
+def _captured(parents: tuple[nodes.Node, ...]) -> bool:
+    return any(isinstance(p, _CAPTURING) for p in parents)
 
 
 def _check_use(
@@ -130,16 +151,14 @@ def _check_use(
     raise _Unsafe(f"`{name.name}.{field}` computed with")
 
 
-def _check_tree(
-    env: jinja2.Environment, source: str, printed: set[tuple[str, str]], seen: set[str]
-) -> list[str]:
+def _check_tree(env: jinja2.Environment, source: str, printed: set[tuple[str, str]]) -> list[str]:
     if OPEN in source or CLOSE in source:
         raise _Unsafe("the template holds a sentinel character")
     try:
         tree = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise _Unsafe("syntax error") from exc
-    return [n for n in _walk(tree, (), printed) if n not in seen]
+    return list(_walk(tree, (), printed))
 
 
 def plan_stamps(
@@ -153,7 +172,7 @@ def plan_stamps(
     in_files: set[tuple[str, str]] = set()
     try:
         for source in string_sources:
-            _check_tree(strings, source, in_strings, set())
+            _check_tree(strings, source, in_strings)
         seen: set[str] = set()
         todo = list(file_names)
         while todo:
@@ -167,7 +186,7 @@ def plan_stamps(
                 source, _, _ = files.loader.get_source(files, name)
             except jinja2.TemplateNotFound as exc:
                 raise _Unsafe(f"{name} not found") from exc
-            todo.extend(_check_tree(files, source, in_files, seen))
+            todo.extend(_check_tree(files, source, in_files))
     except _Unsafe:
         return None
     return StampPlan(frozenset(in_strings), frozenset(in_files - in_strings))
@@ -180,4 +199,4 @@ def fill(stamped: str, values: list[str]) -> str:
     return SENTINEL.sub(lambda m: values[int(m.group(1))], stamped)
 
 
-__all__ = ["FIELDS", "StampPlan", "fill", "plan_stamps", "sentinel"]
+__all__ = ["FIELDS", "RESEARCHER_FIELDS", "StampPlan", "fill", "plan_stamps", "sentinel"]
