@@ -158,12 +158,6 @@ def make_workspace(folder: Path, n: int, port: int, seed: int = 2026) -> list[di
     return people
 
 
-def _fresh_copy(pristine: Path, target: Path) -> Path:
-    """A copy of the generated workspace before any run (an empty database)."""
-    shutil.copytree(pristine, target)
-    return target
-
-
 def bench_outreach(root: Path, workers: int = 1) -> tuple[float, int, Any]:
     from outreach.deliver.run import SendOptions, send_campaign, send_with_workers
     from outreach.workspace import load_workspace
@@ -406,10 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                 return sent / elapsed
 
             for k in range(args.repeat):
-                run_root = root if k == 0 else _fresh_copy(pristine, folder / f"ws-{k}")
+                run_root = root if k == 0 else shutil.copytree(pristine, folder / f"ws-{k}")
                 runs["one"].append(outreach_round(k, run_root, 1))
                 if args.workers > 1:
-                    team_root = _fresh_copy(pristine, folder / f"ws-workers-{k}")
+                    team_root = shutil.copytree(pristine, folder / f"ws-workers-{k}")
                     runs["workers"].append(outreach_round(k, team_root, args.workers))
                 if use_mailmerge:
                     mn = args.mailmerge_n or args.n

@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email import policy as email_policy
+from email.charset import Charset
 from email.header import Header
 from email.headerregistry import Address
 from email.message import MIMEPart
 from email.utils import formataddr, formatdate
-from itertools import pairwise
+from functools import cached_property
+from itertools import pairwise, repeat
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,9 +42,14 @@ class Composed:
     mail_from: str  # envelope sender
     recipients: tuple[str, ...]  # envelope recipients
     data: bytes
-    # What SMTP DATA sends (lines starting with "." doubled, the final "." line), when the
-    # composer knows `data` is CRLF throughout; else the transport works it out.
-    wire: bytes | None = None
+    crlf: bool = False  # the composer knows `data` is CRLF throughout
+
+    @cached_property
+    def wire(self) -> bytes | None:
+        """What SMTP DATA sends (lines starting with "." doubled, the final "." line), when
+        `data` is known to be CRLF throughout; else None and the transport works it out.
+        Made on first use: only the SMTP transport needs it."""
+        return dot_stuffed(self.data) if self.crlf else None
 
 
 # The start of an RFC 2047 encoded word (=?charset?encoding?…). The email package decodes
@@ -297,15 +304,13 @@ class Composer:
         head_bytes = b"".join(head)
         _check_line_lengths(head_bytes)  # the email package cannot fold one long word
         data = head_bytes + b"".join(body)
-        wire = None
+        # Every part above is CRLF by construction (tests re-parse every message and find
+        # no bare CR or LF): the transport need not scan for them. A signature is not ours.
+        crlf = self.signer is None
         if self.signer is not None:
             data = self.signer(data)
-        else:
-            # Every part above is CRLF by construction (tests re-parse every message and
-            # find no bare CR or LF): no scan for them is needed.
-            wire = dot_stuffed(data)
         recipients = (r.email, *(e for _, e in r.cc))
-        return Composed(mid, self.envelope_from or r.sender_email, recipients, data, wire)
+        return Composed(mid, self.envelope_from or r.sender_email, recipients, data, crlf)
 
 
 _TEXT_HEADERS = (
@@ -381,6 +386,9 @@ def _qp(text: str) -> bytes:
 
 
 _QP_LINES_KEPT = 50_000
+# Longer lines are encoded every time, not kept: a template written on one long line would
+# otherwise keep an 18 KB line per recipient (50,000 of them: about 2 GB).
+_QP_LINE_KEPT_LENGTH = 1_000
 
 
 def _qp_by_line(text: str, cache: dict[str, bytes]) -> bytes:
@@ -394,9 +402,10 @@ def _qp_by_line(text: str, cache: dict[str, bytes]) -> bytes:
             encoded = binascii.b2a_qp(
                 (line + "\r\n").encode("utf-8"), quotetabs=False, istext=True, header=False
             )
-            if len(cache) >= _QP_LINES_KEPT:
-                cache.clear()
-            cache[line] = encoded
+            if len(line) <= _QP_LINE_KEPT_LENGTH:
+                if len(cache) >= _QP_LINES_KEPT:
+                    cache.clear()
+                cache[line] = encoded
         out.append(encoded)
     return b"".join(out)[:-2]
 
@@ -405,53 +414,15 @@ _PLAIN_HEADER = re.compile(r"^[\x20-\x7e]*$")
 _PRINTABLE_WORD = re.compile(r"[\x21-\x7e]+\Z")
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")  # RFC 5322 atext: no quoting needed
 
-# RFC 2047 "Q" encoding as strict as a display name needs (5.3): letters, digits and
-# !*+-/ stay, a space becomes "_", every other byte =XX. One table, one join per word.
-_Q = [
-    chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "!*+-/") else f"={b:02X}"
-    for b in range(256)
-]
-_Q[0x20] = "_"
-_EW_OPEN, _B_OPEN, _EW_CLOSE = "=?utf-8?q?", "=?utf-8?b?", "?="
+_UTF8 = Charset("utf-8")
 
 
-def _encoded_words(text: str, longest: int = 75) -> list[str]:
-    """`text` as RFC 2047 encoded words of at most `longest` characters (75 at most),
-    never splitting a character: decoders join adjacent encoded words without the space
-    between them. "Q" for mostly Latin text, "B" (base64) where it is shorter, as for
-    Greek or Cyrillic names (as the email package chooses)."""
-    room = min(longest, 75) - len(_EW_OPEN) - len(_EW_CLOSE)
-    data = text.encode("utf-8")
-    q_size = sum(len(_Q[b]) for b in data)
-    if q_size > 4 * -(-len(data) // 3):
-        return _base64_words(text, room)
-    words: list[str] = []
-    current: list[str] = []
-    size = 0
-    for ch in text:
-        q = "".join([_Q[b] for b in ch.encode("utf-8")])
-        if size + len(q) > room and current:
-            words.append(_EW_OPEN + "".join(current) + _EW_CLOSE)
-            current, size = [], 0
-        current.append(q)
-        size += len(q)
-    if current:
-        words.append(_EW_OPEN + "".join(current) + _EW_CLOSE)
-    return words
-
-
-def _base64_words(text: str, room: int) -> list[str]:
-    words: list[str] = []
-    chunk = b""
-    for ch in text:
-        b = ch.encode("utf-8")
-        if chunk and 4 * -(-(len(chunk) + len(b)) // 3) > room:
-            words.append(_B_OPEN + binascii.b2a_base64(chunk, newline=False).decode() + _EW_CLOSE)
-            chunk = b""
-        chunk += b
-    if chunk:
-        words.append(_B_OPEN + binascii.b2a_base64(chunk, newline=False).decode() + _EW_CLOSE)
-    return words
+def _encoded_words(text: str, longest: int) -> list[str]:
+    """`text` as RFC 2047 encoded words of at most `longest` characters, never splitting a
+    character (decoders join adjacent encoded words without the space between them): "Q"
+    for mostly Latin text, "B" where it is shorter, as for Greek or Cyrillic names. The
+    email package's own encoder, without its header folder (which costs ~150 µs)."""
+    return [w for w in _UTF8.header_encode_lines(text, repeat(longest)) if w]
 
 
 def _fold_tokens(name: str, tokens: list[str]) -> bytes:

@@ -14,12 +14,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert
 
 from .errors import Location, Problem, ValidationFailed
 from .people import AddressError, normalise_address
 from .store import Store, utcnow
-from .store.schema import SENT_ROW, contacts, ledger, responses
+from .store.schema import contacts, responses
+from .track.match import answered, sent_to
 from .workspace import Workspace
 
 KINDS = ("meeting", "call", "reply", "inbound", "visit")
@@ -132,8 +133,9 @@ def record(
     with store.engine.begin() as conn:
         attributed = []
         replies = []
-        for c in items:
-            sent = _message_replied_to(conn, c, reply_window_days)
+        replied_to = _messages_replied_to(conn, items, reply_window_days)
+        for i, c in enumerate(items):
+            sent = replied_to.get(i)
             if sent is None:
                 attributed.append(c)
                 continue
@@ -175,22 +177,19 @@ def record(
     return len(items)
 
 
-def _message_replied_to(conn: Connection, c: Contact, window_days: int | None) -> Any:
-    """The latest campaign message sent to the researcher before a logged reply, within
-    the reply window; None for other contacts or when there is none."""
-    if c.kind != "reply" or window_days is None or c.campaign_id is not None:
-        return None
-    return conn.execute(
-        select(ledger.c.campaign_id, ledger.c.message_id)
-        .where(
-            ledger.c.email == c.email,
-            SENT_ROW,
-            ledger.c.sent_at <= c.happened_at,
-            ledger.c.sent_at >= c.happened_at - timedelta(days=window_days),
-        )
-        .order_by(ledger.c.sent_at.desc())
-        .limit(1)
-    ).first()
+def _messages_replied_to(
+    conn: Connection, items: list[Contact], window_days: int | None
+) -> dict[int, Any]:
+    """For each logged reply (by position in ``items``), the campaign message it answers:
+    the latest sent to the researcher within the reply window before it, by the rule ingest
+    matches a reply without a Message-ID by (one query for all of them)."""
+    if window_days is None:
+        return {}
+    replies = {i: c for i, c in enumerate(items) if c.kind == "reply" and c.campaign_id is None}
+    sent = sent_to(conn, {c.email for c in replies.values()})
+    window = timedelta(days=window_days)
+    found = {i: answered(sent.get(c.email, []), c.happened_at, window) for i, c in replies.items()}
+    return {i: row for i, row in found.items() if row is not None}
 
 
 def log_one(

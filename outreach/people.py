@@ -221,21 +221,14 @@ class InvalidAddress(Problem):
     reason: str = ""
     row: tuple[tuple[str, str], ...] = ()  # the CSV row (a tuple: problems are hashable)
 
+    delimiter: str = ","  # the CSV's, for the tags column
+
     def researcher(self) -> Researcher:
         """The row as a researcher, to test it against a campaign's audience."""
         row = dict(self.row)
-        return Researcher.model_construct(
-            _fields_set=_RESEARCHER_FIELDS,
-            email=self.address.strip().lower(),
-            name=row.get("name", ""),
-            first_name=row.get("first_name", ""),
-            faculty=row.get("faculty", ""),
-            department=row.get("department", ""),
-            unit=row.get("unit", ""),
-            language=row.get("language") or None,
-            tags=tuple(_split_tags(row.get("tags", ""), ",")),
-            liaison=row.get("liaison") or None,
-            line=self.location.line,
+        email = self.address.strip().lower()
+        return _researcher_from_row(
+            row, email, row.get("name", ""), self.location.line, self.delimiter
         )
 
 
@@ -421,6 +414,29 @@ def load_researchers_yaml(
     return researchers, problems + more
 
 
+def _researcher_from_row(
+    row: dict[str, str], email: str, name: str, line: int | None, delimiter: str
+) -> Researcher:
+    """One researchers.csv row as a Researcher (its address and name already checked)."""
+    first = row.get("first_name") or (name.split()[0] if name.split() else name)
+    language = row.get("language") or None
+    # Faculty, department, unit, language and tags repeat on every row: intern them, and
+    # share one fields-set, so 100,000 researchers stay small in memory.
+    return Researcher.model_construct(
+        _fields_set=_RESEARCHER_FIELDS,
+        email=email,
+        name=name,
+        first_name=sys.intern(first),
+        faculty=sys.intern(row.get("faculty", "")),
+        department=sys.intern(row.get("department", "")),
+        unit=sys.intern(row.get("unit", "")),
+        language=sys.intern(language) if language else None,
+        tags=tuple(sys.intern(t) for t in _split_tags(row.get("tags", ""), delimiter)),
+        liaison=row.get("liaison") or None,
+        line=line,
+    )
+
+
 def _build_researchers(
     rows: Iterable[tuple[int, dict[str, str]]],
     shown: str,
@@ -452,6 +468,7 @@ def _build_researchers(
                     address=email_raw,
                     reason=str(exc),
                     row=tuple(row.items()),
+                    delimiter=delimiter,
                 )
             )
             continue
@@ -487,24 +504,7 @@ def _build_researchers(
                 )
             )
             continue
-        first = row.get("first_name") or (name.split()[0] if name.split() else name)
-        # Faculty, department, unit, language and tags repeat on every row: intern them, and
-        # share one fields-set, so 100,000 researchers stay small in memory.
-        out.append(
-            Researcher.model_construct(
-                _fields_set=_RESEARCHER_FIELDS,
-                email=email,
-                name=name,
-                first_name=sys.intern(first),
-                faculty=sys.intern(row.get("faculty", "")),
-                department=sys.intern(row.get("department", "")),
-                unit=sys.intern(row.get("unit", "")),
-                language=sys.intern(language) if language else None,
-                tags=tuple(sys.intern(t) for t in _split_tags(row.get("tags", ""), delimiter)),
-                liaison=row.get("liaison") or None,
-                line=line,
-            )
-        )
+        out.append(_researcher_from_row(row, email, name, line, delimiter))
     return out, problems
 
 

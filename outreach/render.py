@@ -473,17 +473,9 @@ class Renderer:
         if plan is None:
             return None
         r = recipient.researcher
-        values = [
-            r.email,
-            r.name,
-            r.first_name,
-            r.faculty,
-            r.department,
-            r.unit,
-            r.language or "",
-            links.unsubscribe_url or "",
-            links.unsubscribe_mailto or "",
-        ]
+        # in the order of FIELDS: the researcher's fields, then the unsubscribe link's
+        values = [getattr(r, f) or "" for f in RESEARCHER_FIELDS]
+        values += [links.unsubscribe_url or "", links.unsubscribe_mailto or ""]
         if not plan.accepts(zip(FIELDS, values, strict=True)):
             return None
         items = tuple(
@@ -503,9 +495,10 @@ class Renderer:
         stamp = self._stamps.get(key)
         if stamp is None:
             marks = [sentinel(i) if v else "" for i, v in enumerate(values)]
+            *researcher_marks, url_mark, mailto_mark = marks
             view = self.researcher_view(r)
-            view.update(zip(RESEARCHER_FIELDS, marks, strict=False))
-            sentinel_links = Links("", marks[7] or None, marks[8] or None)
+            view.update(zip(RESEARCHER_FIELDS, researcher_marks, strict=True))
+            sentinel_links = Links("", url_mark or None, mailto_mark or None)
             try:
                 stamp = self._render_message(campaign, recipient, view, sentinel_links, doc)
             except OutreachError:

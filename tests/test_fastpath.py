@@ -272,7 +272,7 @@ def test_dotted_lines_arrive_unchanged_through_the_fast_data_path(
         p = prepared(ws, LAUNCH)
         composed = p.message(p.recipients[0]).composed
     dotted = composed.data.replace(b"\r\n\r\n", b"\r\n\r\n.leading dot\r\n..two\r\n", 1)
-    message = replace(composed, data=dotted, wire=None)  # the transport stuffs it
+    message = replace(composed, data=dotted, crlf=False)  # the transport stuffs it
     transport = SmtpTransport(ws.settings.transport, ws.root)
     used: list[bool] = []
     original = transports._data
@@ -311,7 +311,7 @@ def test_sent_marks_are_held_back_into_the_next_sending_commit(tmp_path: Path) -
         return {r["status"]: r["total"] for r in _statuses(led)}
 
     assert led.mark_sending(first.id, "<1@x>", "me")
-    led.mark_sent(first.id, "250 ok", "<1@x>")
+    led.mark_sent(first.id, "250 ok")
     # held back: another connection still reads `sending` (a crash now: `uncertain`)
     with led.engine.connect() as conn:
         raw = conn.exec_driver_sql("select status from ledger where id = ?", (first.id,))
@@ -320,12 +320,50 @@ def test_sent_marks_are_held_back_into_the_next_sending_commit(tmp_path: Path) -
     with led.engine.connect() as conn:
         raw = conn.exec_driver_sql("select status from ledger where id = ?", (first.id,))
         assert raw.scalar() == "sent"
-    led.mark_sent(second.id, "250 ok", "<2@x>")
+    led.mark_sent(second.id, "250 ok")
     assert status() == {"sent": 2, "claimed": 1}  # reading flushes
     led.release(third.id, "me")
 
 
 pg_url = store_helpers.pg_url  # PostgreSQL on 127.0.0.1:5432, a fresh schema; skips if none
+
+
+def test_a_failed_sending_commit_keeps_the_sent_marks_it_carried(tmp_path: Path) -> None:
+    """The held-back `sent` mark rides in the next `sending` transaction; when that
+    transaction fails (here a trigger aborts the `sending` update), the mark is rolled back
+    with it and must be written by the next commit, not lost (the row would read
+    `uncertain` although the server accepted it)."""
+    from outreach.deliver.ledger import Ledger, PlannedRow
+    from outreach.store import open_store
+
+    led = Ledger(open_store(f"sqlite:///{tmp_path / 'o.db'}"))
+    rows = [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(3)]
+    led.plan("c", rows)
+    first, second, third = led.claim("c", "me", 3)
+    with led.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON ledger "
+            f"WHEN NEW.id = {second.id} AND NEW.status = 'sending' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    try:
+        assert led.mark_sending(first.id, "<1@x>", "me")
+        led.mark_sent(first.id, "250 ok")
+        for attempt in (
+            lambda: led.mark_sending(second.id, "<2@x>", "me"),
+            lambda: led.mark_sending_many([(second.id, "<2@x>")], "me"),
+        ):
+            with pytest.raises(Exception, match="refused"):  # the driver's IntegrityError
+                attempt()
+            with led.engine.connect() as conn:
+                raw = conn.exec_driver_sql("select status from ledger where id = ?", (first.id,))
+                assert raw.scalar() == "sending"  # rolled back with the failed transaction
+        assert led.mark_sending(third.id, "<3@x>", "me")  # the next commit carries it
+        with led.engine.connect() as conn:
+            raw = conn.exec_driver_sql("select status from ledger where id = ?", (first.id,))
+            assert raw.scalar() == "sent"
+    finally:
+        led.store.close()
 
 
 def test_sending_marks_commit_off_the_event_loop_on_postgresql(pg_url: str) -> None:
@@ -358,7 +396,7 @@ def test_sending_marks_commit_off_the_event_loop_on_postgresql(pg_url: str) -> N
     try:
         assert asyncio.run(first_six()) == [True] * 6
         assert threads and all(name.startswith("outreach-marks") for name in threads)
-        led.mark_sent(work[0].id, "250 ok", f"<{work[0].id}@x>")
+        led.mark_sent(work[0].id, "250 ok")
 
         def broken(*args: object, **kwargs: object) -> list[bool]:
             raise RuntimeError("the database went away")
@@ -404,6 +442,13 @@ _QP_CACHE: dict[str, bytes] = {}  # shared across examples, as across a campaign
 )
 def test_quoted_printable_by_line_is_the_whole_encoding(text: str) -> None:
     assert _qp_by_line(text, _QP_CACHE) == _qp(text) == _qp_by_line(text, {})
+
+
+def test_long_lines_are_encoded_but_not_kept() -> None:
+    cache: dict[str, bytes] = {}
+    one_line_template = "<p>" + "x" * 5_000 + "</p>"
+    assert _qp_by_line(f"short\n{one_line_template}", cache) == _qp(f"short\n{one_line_template}")
+    assert list(cache) == ["short"]
 
 
 def st_join(parts: list[str]) -> str:

@@ -671,3 +671,23 @@ def test_init_into_a_file_path_leaves_nothing(tmp_path: Path) -> None:
     assert run.code == 2, run
     assert "hint:" in run.stderr
     assert snapshot(tmp_path) == before
+
+
+def test_an_invalid_row_reads_as_the_same_researcher_as_a_valid_one(tmp_path: Path) -> None:
+    """`send` tests an invalid row against the campaign's audience (to record it skipped):
+    it must read like any other row, tags split by the same rule (here a `;` CSV)."""
+    from outreach.people import InvalidAddress, load_researchers_csv
+
+    sheet = tmp_path / "researchers.csv"
+    sheet.write_text(
+        "email;name;faculty;department;unit;language;tags\n"
+        "aino.virtanen@uni.example;Aino Virtanen;Pharmacy;Drug Research;;fi;rdm,pilot\n"
+        "not an address;Aino Virtanen;Pharmacy;Drug Research;;fi;rdm,pilot\n",
+        encoding="utf-8",
+    )
+    (valid,), problems = load_researchers_csv(sheet, "people/researchers.csv", ["fi", "en"])
+    (invalid,) = [p for p in problems if isinstance(p, InvalidAddress)]
+    seen = invalid.researcher()
+    assert seen.tags == valid.tags == ("rdm", "pilot")
+    assert (seen.first_name, seen.faculty, seen.language) == ("Aino", "Pharmacy", "fi")
+    assert seen.line == 3

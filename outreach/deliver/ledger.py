@@ -27,7 +27,8 @@ Quotas (``book``): every process sending as a mailbox books each message's slot 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +39,6 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
-    literal_column,
     or_,
     select,
     update,
@@ -68,6 +68,7 @@ from ..store.schema import (
     ledger,
     send_workers,
     sender_slots,
+    status_in,
     suppressions,
 )
 from .scheduler import DAY, MINUTE
@@ -601,12 +602,9 @@ class Ledger:
         """
         now = now or utcnow()
         states = [PLANNED, DEFERRED] + ([UNCERTAIN] if resend_uncertain else [])
-        # Spelled as literals, so the planner sees the partial index ix_ledger_todo applies.
-        status = (
-            ledger.c.status.in_([literal_column(f"'{s}'") for s in states])
-            if resend_uncertain
-            else CLAIMABLE_ROW
-        )
+        # CLAIMABLE_ROW is the partial index ix_ledger_todo's predicate, so the planner uses
+        # it; with uncertain rows too, no index covers the states and the campaign is read.
+        status = status_in(tuple(states)) if resend_uncertain else CLAIMABLE_ROW
         due = and_(
             ledger.c.campaign_id == campaign_id,
             status,
@@ -688,8 +686,7 @@ class Ledger:
         if slot_sender is not None:
             assert worker is not None
             done = 0
-            with self.store.hot.transaction() as run:
-                self._write_sent_marks(run)
+            with self._hot_transaction() as run:
                 # the slot first, then the row: the order `book` locks them in
                 freed = run(_SLOT_ON_WIRE, {"sender": slot_sender, "row_id": row_id})
                 if freed:
@@ -698,8 +695,7 @@ class Ledger:
             if not freed:
                 raise SlotLost()
             return bool(done)
-        with self.store.hot.transaction() as run:
-            self._write_sent_marks(run)
+        with self._hot_transaction() as run:
             if worker is None:
                 done = run(_MARK_SENDING, params)
             else:
@@ -710,7 +706,6 @@ class Ledger:
         self,
         rows: Sequence[tuple[int, str]],
         worker: str,
-        now: datetime | None = None,
         sent_marks: list[dict[str, Any]] | None = None,
     ) -> list[bool]:
         """``mark_sending`` (fenced, no quota slot) for several (row, Message-ID) pairs in
@@ -720,13 +715,8 @@ class Ledger:
         ``sent_marks`` (from ``take_sent_marks``) are written in the same transaction
         instead of the held-back ones: a caller committing from another thread takes them
         first, in the event loop's thread, and gives them back if the commit fails."""
-        when = now or utcnow()
-        with self.store.hot.transaction() as run:
-            if sent_marks is None:
-                self._write_sent_marks(run)
-            else:
-                for mark in sent_marks:
-                    run(_MARK_SENT, mark)
+        when = utcnow()
+        with self._hot_transaction(sent_marks) as run:
             return [
                 bool(
                     run(
@@ -737,14 +727,13 @@ class Ledger:
                 for row_id, mid in rows
             ]
 
-    def mark_sent(self, row_id: int, reply: str, message_id: str) -> None:
-        """Record the server's acceptance. The write is held back and goes into the next
-        message's `sending` transaction (or ``flush``): one commit a message instead of
-        two. A crash before it lands leaves the row `sending`, which recovery reports as
-        `uncertain`: never resent unasked, as for a crash while waiting for the reply."""
-        self._sent_marks.append(
-            {"row_id": row_id, "reply": reply[:1000], "message_id": message_id, "now": utcnow()}
-        )
+    def mark_sent(self, row_id: int, reply: str) -> None:
+        """Record the server's acceptance (the row keeps the Message-ID its `sending` mark
+        wrote). The write is held back and goes into the next message's `sending`
+        transaction (or ``flush``): one commit a message instead of two. A crash before it
+        lands leaves the row `sending`, which recovery reports as `uncertain`: never resent
+        unasked, as for a crash while waiting for the reply."""
+        self._sent_marks.append({"row_id": row_id, "reply": reply[:1000], "now": utcnow()})
         if len(self._sent_marks) >= _SENT_MARKS_HELD:
             self.flush()
 
@@ -760,16 +749,26 @@ class Ledger:
     def flush(self) -> None:
         """Write the `sent` marks held back by ``mark_sent``."""
         if self._sent_marks:
-            with self.store.hot.transaction() as run:
-                self._write_sent_marks(run)
+            with self._hot_transaction():
+                pass
 
-    def _write_sent_marks(self, run: Callable[[Any, dict[str, Any]], int]) -> None:
-        marks, self._sent_marks = self._sent_marks, []
+    @contextmanager
+    def _hot_transaction(
+        self, sent_marks: list[dict[str, Any]] | None = None
+    ) -> Iterator[Callable[[Any, dict[str, Any]], int]]:
+        """A send-loop transaction (``HotWrites``) that first writes the held-back `sent`
+        marks, or ``sent_marks`` taken earlier by the caller. When the transaction fails,
+        its commit included, the marks it took itself are kept for the next one (a caller
+        that took its own gives them back itself): a rolled-back mark is never lost."""
+        taken = self.take_sent_marks() if sent_marks is None else sent_marks
         try:
-            for mark in marks:
-                run(_MARK_SENT, mark)
+            with self.store.hot.transaction() as run:
+                for mark in taken:
+                    run(_MARK_SENT, mark)
+                yield run
         except BaseException:
-            self._sent_marks[:0] = marks  # rolled back: keep them for the next try
+            if sent_marks is None:
+                self.give_back_sent_marks(taken)
             raise
 
     def mark_deferred(self, row_id: int, reply: str, retry_at: datetime) -> None:

@@ -656,7 +656,7 @@ async def _send_loop(
         heartbeat = asyncio.create_task(keep_lease())
 
         sending_marks = _SendingMarks(ledger, owner)
-        marks = sending_marks
+        marks = sending_marks  # (not None: for the closures below)
 
         def record(work: Work, recipient: Recipient, status: str) -> None:
             summary.outcomes[status] += 1
@@ -695,7 +695,7 @@ async def _send_loop(
                 )
                 status = outcome.status
                 if status == SENT:
-                    ledger.mark_sent(work.id, outcome.reply, message.composed.message_id)
+                    ledger.mark_sent(work.id, outcome.reply)
                 elif status in (DEFERRED, RETRY):
                     # 4xx, or the connection was lost before DATA: try again after a backoff.
                     retry_at = utcnow() + timedelta(seconds=_backoff(options, tries[work.id]))

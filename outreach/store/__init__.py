@@ -254,8 +254,8 @@ class Store:
 
     def upsert(self, table: Table, values: dict[str, Any], update: dict[str, Any]) -> Any:
         """``INSERT … ON CONFLICT (primary key) DO UPDATE``: one statement, so two processes
-        writing the same row at once both succeed. ``update`` may use ``excluded(column)``
-        (the value being inserted) via ``Store.excluded``."""
+        writing the same row at once both succeed. ``update`` maps columns to new values:
+        plain values, or expressions of the row already there (``table.c.column``)."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 

@@ -129,7 +129,8 @@ ledger = Table(
 # of WAL a message instead of 67, and a quarter less CPU on the send loop's writes).
 # Queries that should use a partial index repeat its predicate in the same form
 # (``SENT_ROW``, ``IN_FLIGHT_ROW``, ``CLAIMABLE_ROW``): SQLite matches the terms as written.
-def _status_in(states: tuple[str, ...]) -> ColumnElement[bool]:
+def status_in(states: tuple[str, ...]) -> ColumnElement[bool]:
+    """``status IN (…)`` spelled with literals, as the partial indexes' predicates are."""
     if len(states) == 1:
         return ledger.c.status == literal_column(f"'{states[0]}'")
     return ledger.c.status.in_([literal_column(f"'{s}'") for s in states])
@@ -143,7 +144,7 @@ def _partial_index(name: str, where: ColumnElement[bool], *columns: Column[Any])
 # What is left to send, per sender, in the order it is sent (revision 0002): a claim reads
 # exactly the rows it takes, not every row of the campaign (it holds SQLite's write lock).
 CLAIMABLE = (PLANNED, DEFERRED)
-CLAIMABLE_ROW = _status_in(CLAIMABLE)
+CLAIMABLE_ROW = status_in(CLAIMABLE)
 _partial_index(
     "ix_ledger_todo",
     CLAIMABLE_ROW,
@@ -153,7 +154,7 @@ _partial_index(
 )
 # Rows a worker holds (a few batches at most): recovery, lease renewal and a team's wait.
 IN_FLIGHT = (CLAIMED, SENDING)
-IN_FLIGHT_ROW = _status_in(IN_FLIGHT)
+IN_FLIGHT_ROW = status_in(IN_FLIGHT)
 _partial_index(
     "ix_ledger_inflight",
     IN_FLIGHT_ROW,
@@ -161,7 +162,7 @@ _partial_index(
     ledger.c.claimed_by,
 )
 # Sent mail, entered once when the server accepts it: reports, reply matching, familiarity.
-SENT_ROW = _status_in((SENT,))
+SENT_ROW = status_in((SENT,))
 # Each ends with `status`, constant in it: SQLite counts an index as covering only if it
 # holds every column the query names, the predicate's too; last, so that `status = 'sent'`
 # is no prefix the planner (without statistics) would rank above a covering scan.
@@ -231,7 +232,7 @@ responses = Table(
     Column("from_address", String(320)),
     Column("campaign_id", String(200)),
     Column("matched_message_id", String(400)),
-    Column("match", String(20)),  # message-id | address | none
+    Column("match", String(20)),  # message-id | address | none | logged (outreach log reply)
     Column("reason", Text),
     Column("subject", Text),
     Column("source", Text),

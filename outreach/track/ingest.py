@@ -13,7 +13,7 @@ import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -23,7 +23,7 @@ from sqlalchemy import case, select
 from ..errors import ConfigError, SourceError
 from ..secrets import password_from, token_from_command
 from ..store import Store, utcnow
-from ..store.schema import SENT_ROW, ledger, mailbox_state, responses, suppressions
+from ..store.schema import ledger, mailbox_state, responses, suppressions
 from ..workspace import Workspace
 from .classify import (
     BOUNCE_HARD,
@@ -36,6 +36,7 @@ from .classify import (
     Decision,
     classify,
 )
+from .match import answered, aware, sent_to
 from .parse import Parsed, Unparseable, parse
 from .sources import (
     ImapSource,
@@ -110,13 +111,6 @@ def _text(value: str | None, limit: int | None) -> str | None:
     return value[:limit] if limit is not None else value
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    # Stored in UTC: SQLite drops offsets, so a +02:00 Date would otherwise shift by 2 h.
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class Matcher:
     def __init__(self, store: Store | None, window_days: int, domain: str | None = None) -> None:
         self.store = store
@@ -153,15 +147,7 @@ class Matcher:
                 if not (d.referenced and d.referenced in by_id):
                     addresses.add((d.recipient or p.from_address or "").lower())
             addresses.discard("")
-            by_address: dict[str, list[Any]] = {}
-            if addresses:
-                rows = conn.execute(
-                    select(
-                        ledger.c.email, ledger.c.campaign_id, ledger.c.message_id, ledger.c.sent_at
-                    ).where(ledger.c.email.in_(list(addresses)), SENT_ROW)
-                )
-                for r in rows:
-                    by_address.setdefault(r.email, []).append(r)
+            by_address = sent_to(conn, addresses)
         out: list[Match] = []
         for p, d in items:
             if d.referenced and d.referenced in by_id:
@@ -169,16 +155,9 @@ class Matcher:
                 out.append(Match(r.campaign_id, r.email, d.referenced, "message-id"))
                 continue
             address = (d.recipient or p.from_address or "").lower()
-            when = _aware(p.date) or utcnow()
-            best: tuple[Any, datetime] | None = None
-            for r in by_address.get(address, []):
-                sent = _aware(r.sent_at)
-                if sent is None or sent > when + timedelta(hours=1):
-                    continue
-                if when - sent <= self.window and (best is None or sent > best[1]):
-                    best = (r, sent)
-            if best is not None:
-                row = best[0]
+            when = aware(p.date) or utcnow()
+            row = answered(by_address.get(address, []), when, self.window)
+            if row is not None:
                 out.append(Match(row.campaign_id, row.email, row.message_id, "address"))
             else:
                 out.append(Match(None, None, d.referenced, "none"))
@@ -303,7 +282,7 @@ class Ingestor:
                 "reason": _text(d.reason, 1000),
                 "subject": _text(p.subject, 500) if p is not None else None,
                 "source": _text(f"{item.source}#{item.key}", 1000),
-                "received_at": _aware(p.date) if p is not None else None,
+                "received_at": aware(p.date) if p is not None else None,
                 "ingested_at": now,
                 "body": _text(p.text, None) if (p is not None and self.keep_bodies) else None,
             }
@@ -511,7 +490,6 @@ def ingest_sources(
             summary.errors.append(str(exc))
         except ConfigError as exc:
             # One mailbox's set-up (a password variable not set, say) does not stop the
-            # others: it is reported with what to do, and the command exits 1.
-            hint = f" ({exc.hint})" if exc.hint else ""
-            summary.config_errors.append(f"{spec}: {exc.message}{hint}")
+            # others: it is reported (where, what, what to do), and the command exits 2.
+            summary.config_errors.append(f"{spec}: {exc}")
     return summary
