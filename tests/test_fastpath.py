@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+from collections.abc import Iterator
 from dataclasses import replace
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -93,6 +94,20 @@ _NAME_CHARS = st.characters(
 )
 
 
+def _renamed(
+    example: dict[str, PreparedCampaign], first: str, department: str, index: int
+) -> Iterator[tuple[str, Rendered, Rendered, bool]]:
+    """(campaign, stamped-or-alone, alone, stamp used) for a recipient of each of two
+    campaigns, renamed."""
+    for campaign_id in (LAUNCH, "newsletter-autumn-2026"):
+        p = example[campaign_id]
+        base = p.recipients[index % len(p.recipients)]
+        person = base.researcher.model_copy(
+            update={"first_name": first, "name": f"{first} Tester", "department": department}
+        )
+        yield (campaign_id, *_both(p, replace(base, researcher=person)))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     first=st.text(_NAME_CHARS, min_size=1, max_size=24).filter(lambda s: s.strip() != ""),
@@ -102,13 +117,7 @@ _NAME_CHARS = st.characters(
 def test_generated_names_render_the_same_stamped_or_alone(
     example: dict[str, PreparedCampaign], first: str, department: str, index: int
 ) -> None:
-    for campaign_id in (LAUNCH, "newsletter-autumn-2026"):
-        p = example[campaign_id]
-        base = p.recipients[index % len(p.recipients)]
-        person = base.researcher.model_copy(
-            update={"first_name": first, "name": f"{first} Tester", "department": department}
-        )
-        via, alone, _ = _both(p, replace(base, researcher=person))
+    for _, via, alone, _ in _renamed(example, first, department, index):
         assert via == alone
 
 
@@ -124,13 +133,7 @@ _PLAIN_WORD = r"[A-Za-zäöåÄÖÅéüß]{1,10}"
 def test_generated_plain_names_are_stamped_and_render_the_same(
     example: dict[str, PreparedCampaign], first: str, department: str, index: int
 ) -> None:
-    for campaign_id in (LAUNCH, "newsletter-autumn-2026"):
-        p = example[campaign_id]
-        base = p.recipients[index % len(p.recipients)]
-        person = base.researcher.model_copy(
-            update={"first_name": first, "name": f"{first} Tester", "department": department}
-        )
-        via, alone, used = _both(p, replace(base, researcher=person))
+    for campaign_id, via, alone, used in _renamed(example, first, department, index):
         assert used, (campaign_id, first, department)  # the shortcut is what is tested here
         assert via == alone
 
