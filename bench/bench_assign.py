@@ -44,7 +44,7 @@ def university(rng: random.Random) -> list[tuple[str, str, str]]:
 
 
 def make_liaisons(n: int, units: list[tuple[str, str, str]], rng: random.Random) -> list[Any]:
-    from outreach.people import Liaison, Segment
+    from outreach.workspace.people import Liaison, Segment
 
     faculties = sorted({u[0] for u in units})
     departments = sorted({u[:2] for u in units})
@@ -82,7 +82,7 @@ def make_liaisons(n: int, units: list[tuple[str, str, str]], rng: random.Random)
 def make_researchers(
     n: int, units: list[tuple[str, str, str]], rng: random.Random, start: int = 0
 ) -> list[Any]:
-    from outreach.people import Researcher
+    from outreach.workspace.people import Researcher
 
     out = []
     for i in range(start, start + n):
@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from outreach.assign import naive_assign
+    from outreach.audience.territory import apply_plan, current_assignments, plan_assignments
     from outreach.store import open_store
-    from outreach.territory import apply_plan, current_assignments, plan_assignments
+    from outreach.workspace.segments import naive_assign
 
     rng = random.Random(2027)
     units = university(rng)

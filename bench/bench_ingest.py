@@ -67,11 +67,11 @@ def make_workspace(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
     sys.path.insert(0, str(HERE))
     from bench_load import make_workspace as make_people
 
-    from outreach.secrets import token_secret
+    from outreach.message.tokens import message_id, message_token
     from outreach.store import open_store, utcnow
     from outreach.store.schema import ledger
-    from outreach.tokens import message_id, message_token
-    from outreach.workspace import load_workspace
+    from outreach.workspace.credentials import token_secret
+    from outreach.workspace.loader import load_workspace
 
     root = make_people(folder, RESEARCHERS)
     ws = load_workspace(explicit=root, only_campaigns=[])
@@ -152,7 +152,7 @@ def make_maildir(folder: Path, n: int, sent: list[tuple[str, str]], seed: int = 
 def phase_ingest(root: Path, maildir: Path, profile: bool) -> dict[str, object]:
     from outreach.store import open_store
     from outreach.track.ingest import ingest_sources
-    from outreach.workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     ws = load_workspace(explicit=root, only_campaigns=[])
     store = open_store(ws.database_url())

@@ -5,7 +5,7 @@
 Generates a workspace in a temporary folder (the example's settings, liaisons, experts and
 campaigns; a researchers.csv of N people spread over the example's faculties, departments and
 units, with Finnish, Swedish and English names), then times
-``outreach.checks.run_check(render=False)``: settings, people and campaigns loaded and
+``outreach.message.check.run_check(render=False)``: settings, people and campaigns loaded and
 validated, every address checked, every campaign's audience selected, every researcher
 assigned a liaison. For comparison it times the minimum any tool must do on the same file: a
 plain ``csv.DictReader`` + ``email_validator.validate_email`` loop.
@@ -46,7 +46,7 @@ TAGS = ["", "", "", "professor", "phd", "do-not-contact", "professor|phd"]
 
 
 def example_root() -> Path:
-    from outreach.example import example_root as root
+    from outreach.workspace.example import example_root as root
 
     return root()
 
@@ -102,14 +102,14 @@ def baseline(csv_path: Path) -> int:
 
 
 def outreach_check(root: Path) -> Any:
-    from outreach.checks import run_check
+    from outreach.message.check import run_check
 
     return run_check(explicit=root, render=False)
 
 
 def clear_caches() -> None:
     """Each run starts cold: no address cached from the previous run."""
-    from outreach import people
+    from outreach.workspace import people
 
     cache_clear = getattr(people.normalise_address, "cache_clear", None)
     if cache_clear is not None:

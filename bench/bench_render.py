@@ -45,14 +45,14 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 from PIL import Image
 
-from outreach.example import init_workspace
-from outreach.i18n import translate
-from outreach.mailing import PreparedCampaign
-from outreach.people import localised
-from outreach.plan import Recipient
-from outreach.render import BUILTIN_TEMPLATES, photo_cid
-from outreach.tokens import message_id, message_token
-from outreach.workspace import Workspace, load_workspace
+from outreach.audience.recipients import Recipient
+from outreach.message.i18n import translate
+from outreach.message.prepared import PreparedCampaign
+from outreach.message.render import BUILTIN_TEMPLATES, photo_cid
+from outreach.message.tokens import message_id, message_token
+from outreach.workspace.example import init_workspace
+from outreach.workspace.loader import Workspace, load_workspace
+from outreach.workspace.people import localised
 
 CAMPAIGN = "rdm-launch-2026"
 SECRET = "bench-secret"

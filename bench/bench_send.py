@@ -56,7 +56,7 @@ TARGET_MAKESPAN = 1.05
 
 
 def example_root() -> Path:
-    from outreach.example import example_root as root
+    from outreach.workspace.example import example_root as root
 
     return root()
 
@@ -160,7 +160,7 @@ def make_workspace(folder: Path, n: int, port: int, seed: int = 2026) -> list[di
 
 def bench_outreach(root: Path, workers: int = 1) -> tuple[float, int, Any]:
     from outreach.deliver.run import SendOptions, send_campaign, send_with_workers
-    from outreach.workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     start = time.perf_counter()
     ws = load_workspace(explicit=root)
@@ -182,8 +182,8 @@ def bench_plain_client(root: Path, port: int, connections: int = 4) -> tuple[flo
 
     import aiosmtplib
 
-    from outreach.mailing import PreparedCampaign
-    from outreach.workspace import load_workspace
+    from outreach.message.prepared import PreparedCampaign
+    from outreach.workspace.loader import load_workspace
 
     ws = load_workspace(explicit=root)
     prepared = PreparedCampaign(ws, ws.campaign(CAMPAIGN))
@@ -299,7 +299,7 @@ def quota_simulated(sizes: list[int], per_minute: int, per_day: int) -> tuple[fl
 def quota_real(folder: Path, port: int, sizes: list[int], per_minute: int) -> tuple[float, float]:
     """The real send loop on the wall clock: 10 liaisons, uneven segments, one quota each."""
     from outreach.deliver.run import SendOptions, send_campaign
-    from outreach.workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     src = example_root()
     folder.mkdir()

@@ -86,7 +86,7 @@ def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float | None:
 
 def run(root: Path, workers: int) -> tuple[float, Any]:
     from outreach.deliver.run import SendOptions, send_campaign, send_with_workers
-    from outreach.workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     options = SendOptions(ignore_quotas=True, now=True)
     start = time.perf_counter()

@@ -41,7 +41,7 @@ def copy_example_sent(dest: Path, campaign: str) -> Path:
     through the outbox transport (with no workspace, database or secret from the
     environment), checked to have gone well."""
     from outreach.deliver.run import SendOptions, send_campaign
-    from outreach.workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     saved = {k: os.environ.pop(k) for k in (*ENV_VARS, "OUTREACH_SECRET") if k in os.environ}
     try:
@@ -118,7 +118,7 @@ def run_cli(
     env: Mapping[str, str] | None = None,
 ) -> Run:
     """Run the CLI in-process with click's CliRunner. ``cwd`` is entered and left again."""
-    from outreach.cli import main
+    from outreach.cli.main import main
 
     runner = CliRunner()
     overrides: dict[str, str | None] = {k: None for k in ENV_VARS}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from outreach.example import init_workspace
-from outreach.mailing import PreparedCampaign
-from outreach.workspace import Workspace, load_workspace
+from outreach.message.prepared import PreparedCampaign
+from outreach.workspace.example import init_workspace
+from outreach.workspace.loader import Workspace, load_workspace
 
 SECRET = "render-tests-fixed-secret"
 CAMPAIGNS = ("familiar-faces-2027", "newsletter-autumn-2026", "rdm-launch-2026")

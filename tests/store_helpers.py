@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from outreach.workspace import load_workspace
+from outreach.workspace.loader import load_workspace
 from tests.servers.smtp import SMTPTestServer
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from outreach.people import Liaison, Researcher, Segment
-from outreach.territory import Current, Plan
+from outreach.audience.territory import Current, Plan
+from outreach.workspace.people import Liaison, Researcher, Segment
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -41,11 +41,8 @@ from territory_helpers import (  # noqa: E402
     simulate_apply,
 )
 
-from outreach.assign import SegmentIndex, assign, naive_assign  # noqa: E402
-from outreach.people import Liaison, Researcher  # noqa: E402
-from outreach.plan import owners_of, plan_recipients  # noqa: E402
-from outreach.store import open_store  # noqa: E402
-from outreach.territory import (  # noqa: E402
+from outreach.audience.recipients import owners_of, plan_recipients  # noqa: E402
+from outreach.audience.territory import (  # noqa: E402
     CAPACITY,
     GONE,
     LIAISON_INACTIVE,
@@ -65,7 +62,10 @@ from outreach.territory import (  # noqa: E402
     history,
     plan_assignments,
 )
-from outreach.workspace import load_workspace  # noqa: E402
+from outreach.store import open_store  # noqa: E402
+from outreach.workspace.loader import load_workspace  # noqa: E402
+from outreach.workspace.people import Liaison, Researcher  # noqa: E402
+from outreach.workspace.segments import SegmentIndex, assign, naive_assign  # noqa: E402
 
 LIAISONS = "people/liaisons.yaml"
 CSV = "people/researchers.csv"
@@ -604,7 +604,7 @@ def test_handover_campaign_is_valid_and_introduces_the_new_face(ws: Path) -> Non
     assert {m["outgoing"] for m in moves.values()} == {None, "lars"}
     check = cli(ws, "check", "handover-2027")
     assert check.code == 0, check
-    from outreach.mailing import PreparedCampaign
+    from outreach.message.prepared import PreparedCampaign
 
     w = load_workspace(explicit=ws)
     prepared = PreparedCampaign(w, w.campaign("handover-2027"), create_secret=False)

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from territory_helpers import T0, L, R, by_id, entry, simulate_apply
 
-from outreach.territory import (
+from outreach.audience.territory import (
     CAPACITY,
     MOVED,
     NEW,

@@ -23,10 +23,10 @@ import store_helpers  # noqa: E402
 from foundation_helpers import assert_no_traceback, copy_example, edit, run_cli  # noqa: E402
 from territory_helpers import remove_liaison  # noqa: E402
 
-from outreach.coverage import NO_MEETINGS, compute_coverage  # noqa: E402
+from outreach.audience.coverage import NO_MEETINGS, compute_coverage  # noqa: E402
 from outreach.store import open_store  # noqa: E402
 from outreach.store.schema import contacts  # noqa: E402
-from outreach.workspace import load_workspace  # noqa: E402
+from outreach.workspace.loader import load_workspace  # noqa: E402
 
 THIS_YEAR = datetime.now(UTC).year
 
@@ -53,7 +53,7 @@ def row(data: dict[str, Any], lid: str) -> dict[str, Any]:
 
 
 def helena_people(ws: Path) -> list[str]:
-    from outreach.assign import assign
+    from outreach.workspace.segments import assign
 
     w = load_workspace(explicit=ws)
     owners = assign(w.directory.liaisons.values(), w.researchers)

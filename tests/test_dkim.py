@@ -24,18 +24,12 @@ import pytest
 from foundation_helpers import copy_example
 from track_helpers import cli, no_traceback
 
-from outreach.dkim import (
-    OVERSIGNED,
-    SIGNED_HEADERS,
-    DkimSigner,
-    from_domain,
-    load_key,
-    rsa_public_der,
-)
 from outreach.errors import ConfigError, Location
-from outreach.mailing import PreparedCampaign
-from outreach.settings import Dkim
-from outreach.workspace import load_workspace
+from outreach.message.dkim import OVERSIGNED, SIGNED_HEADERS, DkimSigner, from_domain
+from outreach.message.prepared import PreparedCampaign
+from outreach.workspace.keys import load_key, rsa_public_der
+from outreach.workspace.loader import load_workspace
+from outreach.workspace.settings import Dkim
 
 pytestmark = pytest.mark.timeout(120)
 

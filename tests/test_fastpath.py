@@ -28,12 +28,12 @@ from hypothesis import strategies as st
 from render_support import CAMPAIGNS, fixed_env, load, make_workspace, prepared
 from store_helpers import make_ws, smtp_settings
 
-from outreach.compose import _encoded_address, _encoded_subject, _qp, _qp_by_line, _to_line
 from outreach.deliver import transports
 from outreach.deliver.transports import Credentials, SmtpTransport, wire_form
-from outreach.mailing import PreparedCampaign
-from outreach.render import Links, Rendered
-from outreach.stamp import plan_stamps
+from outreach.message.compose import _encoded_address, _encoded_subject, _qp, _qp_by_line, _to_line
+from outreach.message.prepared import PreparedCampaign
+from outreach.message.render import Links, Rendered
+from outreach.message.stamp import plan_stamps
 
 try:  # repository root on sys.path (python -m pytest, or a root conftest)
     from tests.servers import fixtures as _fx

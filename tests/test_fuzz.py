@@ -30,18 +30,18 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from track_helpers import cli, no_traceback
 
-from outreach.compose import Composer
 from outreach.errors import HeaderInjection, Problem, ValidationFailed
-from outreach.mailing import PreparedCampaign
-from outreach.people import Liaison, load_people_yaml, load_researchers_csv
-from outreach.render import Rendered
+from outreach.message.compose import Composer
+from outreach.message.prepared import PreparedCampaign
+from outreach.message.render import Rendered
 from outreach.store import open_store
 from outreach.track.classify import KINDS, classify
 from outreach.track.ingest import Ingestor, IngestSummary, make_context
 from outreach.track.parse import Unparseable, parse
 from outreach.track.sources import Incoming
-from outreach.workspace import load_settings, load_workspace, secret_warnings
-from outreach.yamlio import parse_yaml
+from outreach.workspace.loader import load_settings, load_workspace, secret_warnings
+from outreach.workspace.people import Liaison, load_people_yaml, load_researchers_csv
+from outreach.workspace.yamlio import parse_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = sorted((REPO / "tests" / "corpus" / "track").glob("*.eml"))

@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from outreach.errors import Problem
-from outreach.people import (
+from outreach.workspace.people import (
     AddressError,
     _normalise_full,
     load_researchers_csv,
     normalise_address,
 )
-from outreach.yamlio import parse_yaml
+from outreach.workspace.yamlio import parse_yaml
 
 LANGUAGES = ["fi", "sv", "en"]
 REPO = Path(__file__).resolve().parent.parent

@@ -36,19 +36,12 @@ from track_helpers import (
     write_maildir,
 )
 
-from outreach.privacy import (
-    EMAIL_COLUMNS,
-    NOT_PERSONAL,
-    SUPPRESSION_PREFIX,
-    TEXT_COLUMNS,
-    forget,
-    forgotten_rows,
-    suppression_key,
-    suppression_list,
-)
+from outreach.audience.suppressions import SUPPRESSION_PREFIX, suppression_key, suppression_list
+from outreach.privacy.forget import EMAIL_COLUMNS, NOT_PERSONAL, TEXT_COLUMNS, forget
+from outreach.report.forgotten import forgotten_rows
 from outreach.store import open_store
 from outreach.store.schema import PERSONAL_TABLES, metadata
-from outreach.workspace import load_workspace, looks_like_token
+from outreach.workspace.loader import load_workspace, looks_like_token
 
 try:  # repository root on sys.path (python -m pytest, or a root conftest)
     from tests.servers import fixtures as _fx

@@ -34,16 +34,16 @@ from render_support import (
     tree,
 )
 
-import outreach.compose as compose_module
-from outreach.cli import main
-from outreach.compose import Composer, PhotoCache
+import outreach.message.compose as compose_module
+from outreach.audience.recipients import choose_language
+from outreach.cli.main import main
 from outreach.errors import HeaderInjection
-from outreach.mailing import Message, PreparedCampaign
-from outreach.people import Liaison, Researcher
-from outreach.plan import choose_language
-from outreach.preview import write_preview
-from outreach.render import Rendered
-from outreach.tokens import message_id, message_token
+from outreach.message.compose import Composer, PhotoCache
+from outreach.message.prepared import Message, PreparedCampaign
+from outreach.message.preview import write_preview
+from outreach.message.render import Rendered
+from outreach.message.tokens import message_id, message_token
+from outreach.workspace.people import Liaison, Researcher
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("OUTREACH_UPDATE_GOLDEN") == "1"
@@ -559,7 +559,7 @@ def test_sandbox_escape_in_a_real_process(ws_root: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from outreach.cli import main; main()",
+            "from outreach.cli.main import main; main()",
             "-w",
             str(ws_root),
             "check",

@@ -26,7 +26,7 @@ from outreach.track.classify import KINDS, Context, classify
 from outreach.track.ingest import decide, make_context
 from outreach.track.mime import fast_tree
 from outreach.track.parse import Unparseable, parse
-from outreach.workspace import load_workspace
+from outreach.workspace.loader import load_workspace
 
 pytestmark = pytest.mark.timeout(120)
 

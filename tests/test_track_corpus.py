@@ -23,7 +23,7 @@ from foundation_helpers import copy_example, run_cli
 from outreach.track.classify import KINDS, UNPARSEABLE, Context, classify
 from outreach.track.ingest import make_context
 from outreach.track.parse import Unparseable, parse
-from outreach.workspace import load_workspace
+from outreach.workspace.loader import load_workspace
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "track"
 HOLDOUT = Path(__file__).resolve().parent / "corpus" / "track_holdout"

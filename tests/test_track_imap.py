@@ -42,7 +42,7 @@ def root(tmp_path: Path) -> Iterator[Path]:
 
 
 def researchers(root: Path) -> list[str]:
-    from outreach.workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     return [r.email for r in load_workspace(explicit=root, only_campaigns=[]).researchers]
 

@@ -34,7 +34,7 @@ from track_helpers import (
 )
 
 from outreach.deliver.run import SendOptions, send_campaign
-from outreach.workspace import load_workspace
+from outreach.workspace.loader import load_workspace
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -245,7 +245,7 @@ def cli(
     """`outreach -w ROOT ARGS` in-process; stdin bytes and extra environment optional."""
     from click.testing import CliRunner
 
-    from outreach.cli import main
+    from outreach.cli.main import main
 
     env_: dict[str, str | None] = {k: None for k in ENV_VARS}
     env_.update(env or {})
@@ -280,7 +280,7 @@ def ingest(root: Path, specs: list[str], **kwargs: Any) -> Any:
     """ingest_sources() on the workspace at ROOT; returns its IngestSummary."""
     from outreach.store import open_store
     from outreach.track.ingest import ingest_sources
-    from outreach.workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     ws = load_workspace(explicit=root, only_campaigns=[])
     store = open_store(ws.database_url())

@@ -44,10 +44,10 @@ from sqlalchemy import (
     update,
 )
 
-from ..campaign import Campaign
-from ..errors import CampaignChanged, CampaignLocked
-from ..store import Store, utcnow
-from ..store.schema import (
+from outreach.deliver.scheduler import DAY, MINUTE
+from outreach.errors import CampaignChanged, CampaignLocked
+from outreach.store import Store, as_utc, utcnow
+from outreach.store.schema import (
     CLAIMABLE_ROW,
     CLAIMED,
     DEFERRED,
@@ -71,7 +71,7 @@ from ..store.schema import (
     status_in,
     suppressions,
 )
-from .scheduler import DAY, MINUTE
+from outreach.workspace.campaign import Campaign
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ class Ledger:
             )
         raise CampaignLocked(
             f"campaign `{campaign_id}` is being sent by {who} "
-            f"(lock held until {_aware(row.expires_at)})",
+            f"(lock held until {as_utc(row.expires_at)})",
             hint=hint,
         )
 
@@ -293,7 +293,7 @@ class Ledger:
         with self.store.write() as conn:
             row = self._lock_row(conn, campaign_id, owner, SOLO)
             mine = row.owner == owner and row.mode == SOLO
-            if mine or _aware(row.expires_at) <= now:
+            if mine or as_utc(row.expires_at) <= now:
                 conn.execute(
                     update(campaign_locks)
                     .where(campaign_locks.c.campaign_id == campaign_id)
@@ -341,7 +341,7 @@ class Ledger:
         error: CampaignLocked | None = None
         with self.store.write() as conn:
             row = self._lock_row(conn, campaign_id, TEAM, TEAM)
-            if row.mode == SOLO and _aware(row.expires_at) > now:
+            if row.mode == SOLO and as_utc(row.expires_at) > now:
                 try:
                     self._refuse(conn, campaign_id, row, ttl)
                 except CampaignLocked as exc:
@@ -351,7 +351,7 @@ class Ledger:
                     conn.execute(
                         send_workers.delete().where(send_workers.c.campaign_id == campaign_id)
                     )
-                held = _aware(row.expires_at) if row.mode == TEAM else now
+                held = as_utc(row.expires_at) if row.mode == TEAM else now
                 conn.execute(
                     update(campaign_locks)
                     .where(campaign_locks.c.campaign_id == campaign_id)
@@ -577,7 +577,7 @@ class Ledger:
                     or_(ledger.c.claimed_by.is_(None), ledger.c.claimed_by != worker),
                 )
             ).one()
-        return int(n), None if until is None else _aware(until)
+        return int(n), None if until is None else as_utc(until)
 
     def claim(
         self,
@@ -647,7 +647,7 @@ class Ledger:
             query = query.where(ledger.c.id.notin_(list(exclude)))
         with self.engine.connect() as conn:
             value: datetime | None = conn.execute(query).scalar_one()
-            return None if value is None else _aware(value)
+            return None if value is None else as_utc(value)
 
     def renew_claims(self, campaign_id: str, worker: str, lease_seconds: float = 120.0) -> None:
         with self.engine.begin() as conn:
@@ -861,12 +861,12 @@ class Ledger:
                     )
                 )
                 slot = conn.execute(mine).one()
-            last = None if slot.last_at is None else _aware(slot.last_at)
+            last = None if slot.last_at is None else as_utc(slot.last_at)
             if (
                 slot.pending_row is not None
                 and slot.pending_row != row_id
                 and slot.pending_until is not None
-                and _aware(slot.pending_until) > now
+                and as_utc(slot.pending_until) > now
             ):
                 # Another process's message of this mailbox is on its way to DATA (a few
                 # milliseconds): ask again shortly, and not before the pace allows.
@@ -924,7 +924,7 @@ class Ledger:
             .order_by(ledger.c.slot_seq.desc())
             .limit(1)
         ).scalar()
-        return None if value is None else _aware(value)
+        return None if value is None else as_utc(value)
 
     def unbook(self, sender_id: str, row_id: int) -> None:
         """The booked message did not reach DATA (refused at RCPT, connection lost, render
@@ -1002,9 +1002,3 @@ def _prior_contacts(conn: Any, rows: Sequence[PlannedRow]) -> dict[tuple[str, st
         for email, liaison_id, n in (*mail, *met):
             out[(email, liaison_id)] = out.get((email, liaison_id), 0) + int(n)
     return out
-
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -28,20 +28,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from .. import errors as _errors
-from ..campaign import Campaign, select_audience
-from ..errors import CampaignLocked, ConfigError, OutreachError, Problem, ValidationFailed
-from ..experiment import SERVICE
-from ..mailing import PreparedCampaign
-from ..people import InvalidAddress
-from ..plan import Recipient, plan_recipients
-from ..privacy import suppressions_for_planning
-from ..store import open_store, utcnow
-from ..territory import current_owners
-from ..workspace import CampaignFile, Workspace
-from .ledger import ClaimLost, Ledger, PlannedRow, SlotLost, Work
-from .scheduler import MINUTE
-from .transports import (
+from outreach import errors as _errors
+from outreach.audience.arms import SERVICE
+from outreach.audience.recipients import Recipient, plan_recipients
+from outreach.audience.suppressions import suppressions_for_planning
+from outreach.audience.territory import current_owners
+from outreach.deliver.ledger import ClaimLost, Ledger, PlannedRow, SlotLost, Work
+from outreach.deliver.scheduler import MINUTE
+from outreach.deliver.transports import (
     DEFERRED,
     FAILED,
     RETRY,
@@ -54,6 +48,12 @@ from .transports import (
     Transport,
     credentials_for,
 )
+from outreach.errors import CampaignLocked, ConfigError, OutreachError, Problem, ValidationFailed
+from outreach.message.prepared import PreparedCampaign
+from outreach.store import open_store, utcnow
+from outreach.workspace.campaign import Campaign, select_audience
+from outreach.workspace.loader import CampaignFile, Workspace
+from outreach.workspace.people import InvalidAddress
 
 
 @dataclass

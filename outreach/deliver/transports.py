@@ -23,10 +23,10 @@ from typing import Protocol
 
 import aiosmtplib
 
-from ..compose import Composed, dot_stuffed
-from ..errors import TransportError
-from ..secrets import password_from, token_from_command
-from ..settings import TransportSettings
+from outreach.errors import TransportError
+from outreach.message.compose import Composed, dot_stuffed
+from outreach.workspace.credentials import password_from, token_from_command
+from outreach.workspace.settings import TransportSettings
 
 # Called right before the message goes on the wire; it may return an awaitable (the send
 # loop commits the `sending` marks of several connections in one transaction).

@@ -12,9 +12,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from ..privacy import forgotten_rows
-from ..store import Store
-from .query import (
+from outreach.report.forgotten import forgotten_rows
+from outreach.report.query import (
     FAMILIARITY_CAP,
     KEYS,
     Filters,
@@ -24,7 +23,8 @@ from .query import (
     inbound,
     responded,
 )
-from .stats import cmh, fisher_p, newcombe, rate, sample_size_per_arm, wilson
+from outreach.report.stats import cmh, fisher_p, newcombe, rate, sample_size_per_arm, wilson
+from outreach.store import Store
 
 LIAISON, SERVICE = "liaison", "service"
 COUNTS = ("sent", "delivered", "replied", "bounce_hard", "bounce_soft", "auto_reply", "unsubscribe")

@@ -24,6 +24,8 @@ from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
+from outreach.store import as_utc
+
 KEYS = ("campaign_id", "arm", "liaison_id", "lang", "faculty", "department")
 FAMILIARITY_CAP = 5
 _BUCKETS = range(FAMILIARITY_CAP + 1)
@@ -185,7 +187,7 @@ def campaign_meta(conn: Connection, filters: Filters) -> dict[str, dict[str, Any
 FROM campaigns c"""
     out = {}
     for row in conn.execute(text(sql)):
-        first = _utc(row.first_sent) if row.first_sent is not None else None
+        first = as_utc(row.first_sent) if row.first_sent is not None else None
         out[row.campaign_id] = {
             "year": first.year if first is not None else None,
             "experiment": row.experiment or "",
@@ -246,16 +248,8 @@ WHERE ev.t >= p.first_sent GROUP BY p.arm"""
             {
                 "arm": arm,
                 "researchers": researchers,
-                "days": max(0.0, (now - _utc(first)).total_seconds() / 86400.0),
+                "days": max(0.0, (now - as_utc(first)).total_seconds() / 86400.0),
                 "inbound": hits.get(arm, 0),
             }
         )
     return out
-
-
-def _utc(value: datetime | str) -> datetime:
-    """A timestamp as read back: SQLite gives text (UTC wall time), PostgreSQL an aware
-    datetime in the session's time zone."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 try:
     import fcntl
@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - not POSIX: no gate
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from ..errors import SchemaOutdated, StoreError
-from . import schema
+from outreach.errors import SchemaOutdated, StoreError
+from outreach.store import schema
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -45,6 +45,21 @@ _MIGRATION_LOCK = 0x6F757472  # "outr"
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def as_utc(value: datetime | str) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """A timestamp as read back, in UTC. The store keeps UTC: SQLite gives naive values or
+    text (UTC wall time), PostgreSQL aware ones in the session's zone (converted, not
+    shifted)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _alembic_config(engine: Engine | None, connection: Any = None) -> Config:

@@ -9,8 +9,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..tokens import parse_message_id
-from .parse import Parsed
+from outreach.message.tokens import parse_message_id
+from outreach.track.parse import Parsed
 
 REPLY, AUTO_REPLY, BOUNCE_HARD, BOUNCE_SOFT = "reply", "auto_reply", "bounce_hard", "bounce_soft"
 UNSUBSCRIBE, INBOUND, UNRELATED, UNPARSEABLE = "unsubscribe", "inbound", "unrelated", "unparseable"

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutreachError
-from ..store import open_store
-from ..workspace import load_workspace
-from .classify import Context
-from .ingest import Matcher, classify_items, local_items, make_context
+from outreach.errors import OutreachError
+from outreach.store import open_store
+from outreach.track.classify import Context
+from outreach.track.ingest import Matcher, classify_items, local_items, make_context
+from outreach.workspace.loader import load_workspace
 
 
 def explain_files(workspace: str | Path | None, files: list[str]) -> Iterator[dict[str, Any]]:

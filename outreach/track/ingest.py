@@ -20,12 +20,10 @@ from urllib.parse import urlparse
 
 from sqlalchemy import case, select
 
-from ..errors import ConfigError, SourceError
-from ..secrets import password_from, token_from_command
-from ..store import Store, utcnow
-from ..store.schema import ledger, mailbox_state, responses, suppressions
-from ..workspace import Workspace
-from .classify import (
+from outreach.errors import ConfigError, SourceError
+from outreach.store import Store, as_utc, utcnow
+from outreach.store.schema import ledger, mailbox_state, responses, suppressions
+from outreach.track.classify import (
     BOUNCE_HARD,
     BOUNCE_SOFT,
     INBOUND,
@@ -36,9 +34,9 @@ from .classify import (
     Decision,
     classify,
 )
-from .match import answered, aware, sent_to
-from .parse import Parsed, Unparseable, parse
-from .sources import (
+from outreach.track.match import answered, sent_to
+from outreach.track.parse import Parsed, Unparseable, parse
+from outreach.track.sources import (
     ImapSource,
     ImapState,
     Incoming,
@@ -48,6 +46,8 @@ from .sources import (
     iter_mbox,
     iter_stdin,
 )
+from outreach.workspace.credentials import password_from, token_from_command
+from outreach.workspace.loader import Workspace
 
 BATCH = 500
 
@@ -155,7 +155,7 @@ class Matcher:
                 out.append(Match(r.campaign_id, r.email, d.referenced, "message-id"))
                 continue
             address = (d.recipient or p.from_address or "").lower()
-            when = aware(p.date) or utcnow()
+            when = as_utc(p.date) or utcnow()
             row = answered(by_address.get(address, []), when, self.window)
             if row is not None:
                 out.append(Match(row.campaign_id, row.email, row.message_id, "address"))
@@ -282,7 +282,7 @@ class Ingestor:
                 "reason": _text(d.reason, 1000),
                 "subject": _text(p.subject, 500) if p is not None else None,
                 "source": _text(f"{item.source}#{item.key}", 1000),
-                "received_at": aware(p.date) if p is not None else None,
+                "received_at": as_utc(p.date) if p is not None else None,
                 "ingested_at": now,
                 "body": _text(p.text, None) if (p is not None and self.keep_bodies) else None,
             }

@@ -5,12 +5,13 @@ sent to that address within the reply window before it (shared by ingest's Match
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ..store.schema import SENT_ROW, ledger
+from outreach.store import as_utc
+from outreach.store.schema import SENT_ROW, ledger
 
 # A reply dated up to this long before the message it answers still matches it: the
 # clocks of the sender's machine and the researcher's mail server disagree a little.
@@ -38,17 +39,9 @@ def answered(sent: Iterable[Any], when: datetime, window: timedelta) -> Any | No
     for clock skew) and within ``window`` of it; None when there is none."""
     best: tuple[Any, datetime] | None = None
     for r in sent:
-        at = aware(r.sent_at)
+        at = as_utc(r.sent_at)
         if at is None or at > when + CLOCK_SKEW:
             continue
         if when - at <= window and (best is None or at > best[1]):
             best = (r, at)
     return None if best is None else best[0]
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """A timestamp in UTC. The store keeps UTC: SQLite drops offsets, so a naive value is
-    UTC, and an aware one (a +02:00 Date) is converted, not shifted."""
-    if value is None:
-        return None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

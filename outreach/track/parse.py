@@ -17,7 +17,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
-from .mime import fast_tree
+from outreach.track.mime import fast_tree
 
 MAX_TEXT = 20_000
 # What classification reads (headers, the first text part, a DSN's status part, the returned

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ..errors import ConfigError, SourceError
-from .parse import MAX_PARSE
+from outreach.errors import ConfigError, SourceError
+from outreach.track.parse import MAX_PARSE
 
 MAX_MESSAGE_BYTES = 60 * 1024 * 1024
 

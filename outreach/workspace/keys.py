@@ -1,19 +1,10 @@
-"""DKIM signing (dkimpy), one key per sending domain.
-
-DMARC aligns on ``From``: mail sent as a liaison passes only when the organisation's domain
-signs it. The signature covers every header a reader or a filter trusts — From, To, Cc,
-Subject, Date, Message-ID, Reply-To, List-Id, List-Unsubscribe, List-Unsubscribe-Post,
-MIME-Version, Content-Type, Content-Language — and the ones an intermediary must not *add*
-(From, To, Cc, Subject, Reply-To, the List-* headers) are signed once more than they occur
-("oversigned"), so a second copy added in transit breaks the signature.
+"""DKIM keys: where outreach.yaml says they are, loaded and checked (signing is in
+``outreach.message.dkim``).
 
 Keys come from a file (``key_file``) or an environment variable (``key_env``), never from
 YAML, and are never logged, echoed or stored: error messages name the file or the variable,
 never the content. A key that is missing, unreadable or invalid is a :class:`ConfigError`
-when the signer is built (before the first message), not per message.
-
-Only mail whose From domain is the key's domain, or a subdomain of it (DMARC's relaxed
-alignment), is signed; other mail passes through unchanged.
+when it is loaded (before the first message), not per message.
 """
 
 from __future__ import annotations
@@ -26,53 +17,54 @@ import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, Location, Problem
-from .settings import Dkim, Settings
-from .yamlio import YamlDoc, dotted_path
+from outreach.errors import ConfigError, Location, Problem
+from outreach.workspace.settings import Dkim, Settings
+from outreach.workspace.yamlio import YamlDoc, dotted_path
 
-# Signed once per occurrence; the OVERSIGNED ones once more (an added copy breaks it).
-SIGNED_HEADERS: tuple[str, ...] = (
-    "from",
-    "reply-to",
-    "to",
-    "cc",
-    "subject",
-    "date",
-    "message-id",
-    "list-id",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "mime-version",
-    "content-type",
-    "content-language",
-)
-OVERSIGNED: tuple[str, ...] = (
-    "from",
-    "reply-to",
-    "to",
-    "cc",
-    "subject",
-    "list-id",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-)
 CANONICALIZE = (b"relaxed", b"relaxed")  # survives re-folding by Exchange and friends
-RSA, ED25519 = b"rsa-sha256", b"ed25519-sha256"
-MIN_RSA_BITS, RECOMMENDED_RSA_BITS = 1024, 2048  # RFC 8301
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # + the 32-byte seed
-_RSA_OID = bytes.fromhex("06092a864886f70d010101")
-_PEM_BODY = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
 
 _QUIET = logging.getLogger("outreach.dkim.signing")
+
+
 _QUIET.addHandler(logging.NullHandler())
+
+
 _QUIET.propagate = False  # dkimpy's debug output never reaches a log
+
+
 _QUIET.setLevel(logging.CRITICAL)
+
+
+def _dkim_module() -> Any:
+    try:
+        import dkim
+    except ImportError:  # pragma: no cover - dkimpy is a dependency
+        raise ConfigError(
+            "DKIM signing needs the dkimpy package",
+            hint="pip install dkimpy (or reinstall outreach)",
+        ) from None
+    return dkim
+
+
+RSA, ED25519 = b"rsa-sha256", b"ed25519-sha256"
+
+
+MIN_RSA_BITS, RECOMMENDED_RSA_BITS = 1024, 2048  # RFC 8301
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+_ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # + the 32-byte seed
+
+
+_RSA_OID = bytes.fromhex("06092a864886f70d010101")
+
+
+_PEM_BODY = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
 
 
 class DkimKeyUnavailable(ConfigError):
@@ -104,30 +96,16 @@ class DkimKey:
 
     def covers(self, domain: str) -> bool:
         """DMARC relaxed alignment: the From domain is ours or below it."""
-        d = _ascii_domain(domain)
+        d = ascii_domain(domain)
         return d == self.domain or d.endswith("." + self.domain)
 
 
-def _dkim_module() -> Any:
-    try:
-        import dkim
-    except ImportError:  # pragma: no cover - dkimpy is a dependency
-        raise ConfigError(
-            "DKIM signing needs the dkimpy package",
-            hint="pip install dkimpy (or reinstall outreach)",
-        ) from None
-    return dkim
-
-
-def _ascii_domain(domain: str) -> str:
+def ascii_domain(domain: str) -> str:
     d = domain.strip().rstrip(".").lower()
     try:
         return d.encode("idna").decode("ascii")
     except UnicodeError:
         return d
-
-
-# --------------------------------------------------------------------------- key loading
 
 
 def _der_len(n: int) -> bytes:
@@ -268,93 +246,12 @@ def load_key(
             location=where,
             hint="make a 2048-bit key: openssl genrsa -out dkim.pem 2048",
         )
-    domain = _ascii_domain(cfg.domain or organisation_domain)
+    domain = ascii_domain(cfg.domain or organisation_domain)
     key = DkimKey(domain, cfg.selector, algorithm, source, private, bits, public)
     # One trial signature now, so a key dkimpy cannot use fails here and not per message.
     trial = f"From: test@{domain}\r\nSubject: DKIM key check\r\n\r\nok\r\n".encode()
-    DkimSigner([key]).sign(trial, key)
+    sign_with(key, trial)
     return key
-
-
-# --------------------------------------------------------------------------- signing
-
-
-def _header_block(message: bytes) -> bytes:
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        end = message.find(b"\n\n")
-    return message if end < 0 else message[: end + 2]
-
-
-_FROM = re.compile(rb"^From:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.M | re.I)
-
-
-def from_domain(message: bytes) -> str | None:
-    """The domain of the single From address in the header, or None."""
-    head = _header_block(message)
-    found = _FROM.findall(head)
-    if len(found) != 1:
-        return None
-    value = re.sub(rb"\r?\n[ \t]", b" ", found[0]).decode("ascii", "replace")
-    addresses = [a for _, a in getaddresses([value]) if a]
-    if len(addresses) != 1 or "@" not in addresses[0]:
-        return None
-    return _ascii_domain(addresses[0].rsplit("@", 1)[1])
-
-
-class DkimSigner:
-    """``signer(message_bytes) -> signed bytes``: the Composer's signing hook."""
-
-    def __init__(self, keys: Sequence[DkimKey]) -> None:
-        # The most specific domain wins (med.uni.example before uni.example).
-        self.keys = sorted(keys, key=lambda k: -len(k.domain))
-        self.headers = [h.encode() for h in (*SIGNED_HEADERS, *OVERSIGNED)]
-
-    def key_for(self, domain: str | None) -> DkimKey | None:
-        if not domain:
-            return None
-        return next((k for k in self.keys if k.covers(domain)), None)
-
-    def sign(self, message: bytes, key: DkimKey) -> bytes:
-        dkim = _dkim_module()
-        try:
-            signature = dkim.sign(
-                message,
-                key.selector.encode("ascii"),
-                key.domain.encode("ascii"),
-                key.private,
-                canonicalize=CANONICALIZE,
-                signature_algorithm=key.algorithm,
-                include_headers=self.headers,
-                logger=_QUIET,
-            )
-        except Exception as exc:  # noqa: BLE001 - dkimpy's errors; the key must not leak
-            raise ConfigError(
-                f"DKIM signing with {key.source} failed ({type(exc).__name__})",
-                hint="check the key with `outreach dkim record`; an ed25519 key needs PyNaCl",
-            ) from None
-        return bytes(signature) + message
-
-    def __call__(self, message: bytes) -> bytes:
-        key = self.key_for(from_domain(message))
-        return message if key is None else self.sign(message, key)
-
-
-def signer_from_settings(settings: Settings, root: Path) -> DkimSigner | None:
-    """The signer for ``dkim:`` in outreach.yaml, or None when DKIM is not configured."""
-    configs = settings.dkim_keys()
-    if not configs:
-        return None
-    org = settings.organisation.domain
-    return DkimSigner(
-        [
-            load_key(cfg, root, org, _where(None, settings, i, _key_field(cfg)))
-            for i, cfg in enumerate(configs)
-        ]
-    )
-
-
-# --------------------------------------------------------------------------- check
 
 
 def _key_field(cfg: Dkim) -> str:
@@ -431,10 +328,10 @@ def unsigned_senders(
     if not configs:
         return []
     org = settings.organisation.domain
-    domains = [_ascii_domain(c.domain or org) for c in configs]
+    domains = [ascii_domain(c.domain or org) for c in configs]
     problems = []
     for what, email, where in senders:
-        domain = _ascii_domain(email.rsplit("@", 1)[-1])
+        domain = ascii_domain(email.rsplit("@", 1)[-1])
         if not any(domain == d or domain.endswith("." + d) for d in domains):
             problems.append(
                 Problem(
@@ -449,23 +346,38 @@ def unsigned_senders(
     return problems
 
 
+def load_keys(settings: Settings, root: Path) -> list[DkimKey]:
+    """Every key of ``dkim:`` in outreach.yaml, loaded (a ConfigError names the first bad one)."""
+    org = settings.organisation.domain
+    return [
+        load_key(cfg, root, org, _where(None, settings, i, _key_field(cfg)))
+        for i, cfg in enumerate(settings.dkim_keys())
+    ]
+
+
 def dns_records(settings: Settings, root: Path) -> list[DkimKey]:
     """The loaded keys, for `outreach dkim record` (which prints their public halves)."""
-    signer = signer_from_settings(settings, root)
-    return list(signer.keys) if signer else []
+    return load_keys(settings, root)
 
 
-__all__ = [
-    "DkimKey",
-    "DkimKeyUnavailable",
-    "DkimSigner",
-    "OVERSIGNED",
-    "SIGNED_HEADERS",
-    "dkim_problems",
-    "dns_records",
-    "from_domain",
-    "load_key",
-    "parse_key",
-    "signer_from_settings",
-    "unsigned_senders",
-]
+def sign_with(key: DkimKey, message: bytes, headers: Sequence[bytes] = (b"from",)) -> bytes:
+    """``message`` with a DKIM-Signature over ``headers``; a failure names the key's source,
+    never its content."""
+    dkim = _dkim_module()
+    try:
+        signature = dkim.sign(
+            message,
+            key.selector.encode("ascii"),
+            key.domain.encode("ascii"),
+            key.private,
+            canonicalize=CANONICALIZE,
+            signature_algorithm=key.algorithm,
+            include_headers=list(headers),
+            logger=_QUIET,
+        )
+    except Exception as exc:  # noqa: BLE001 - dkimpy's errors; the key must not leak
+        raise ConfigError(
+            f"DKIM signing with {key.source} failed ({type(exc).__name__})",
+            hint="check the key with `outreach dkim record`; an ed25519 key needs PyNaCl",
+        ) from None
+    return bytes(signature) + message

@@ -27,17 +27,17 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from .campaign import Campaign, Item
-from .errors import Location, OutreachError, TemplateError
-from .experiment import SERVICE
-from .i18n import translate
-from .people import Expert, Liaison, Researcher, ServiceIdentity, localised
-from .plan import Recipient
-from .settings import LocalText, Settings
-from .stamp import FIELDS, RESEARCHER_FIELDS, StampPlan, fill, plan_stamps, sentinel
-from .yamlio import YamlDoc
+from outreach.audience.arms import SERVICE
+from outreach.audience.recipients import Recipient
+from outreach.errors import Location, OutreachError, TemplateError
+from outreach.message.i18n import translate
+from outreach.message.stamp import FIELDS, RESEARCHER_FIELDS, StampPlan, fill, plan_stamps, sentinel
+from outreach.workspace.campaign import Campaign, Item
+from outreach.workspace.people import Expert, Liaison, Researcher, ServiceIdentity, localised
+from outreach.workspace.settings import LocalText, Settings
+from outreach.workspace.yamlio import YamlDoc
 
-BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+BUILTIN_TEMPLATES = Path(__file__).parent.parent / "templates"
 _BABEL_LOCALES = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_GB"}
 _DATE_FORMS = ("short", "medium", "long", "full")
 _NO_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'")

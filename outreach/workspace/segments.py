@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .people import Liaison, Researcher, Segment
+from outreach.workspace.people import Liaison, Researcher, Segment
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
-from .campaign import Campaign
+from outreach.workspace.campaign import Campaign
 
 LIAISON, SERVICE = "liaison", "service"
 ARMS = (LIAISON, SERVICE)

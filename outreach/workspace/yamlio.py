@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .errors import Location, Problem
+from outreach.errors import Location, Problem
 
 PathKey = tuple[str | int, ...]
 

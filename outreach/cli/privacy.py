@@ -1,7 +1,7 @@
 """CLI commands of this area; cli.py registers COMMANDS.
 
 ``forget`` and ``export`` (one person's data), ``dkim record`` (the DNS record to publish).
-Each parses, makes one library call and prints; the library is outreach.privacy / .dkim.
+Each parses, makes one library call and prints; the library is outreach.privacy.forget / .dkim.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import click
 
 
 def _load(**kwargs: Any) -> Any:
-    from .workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     ctx = click.get_current_context()
     return load_workspace(explicit=getattr(ctx.obj, "workspace_arg", None), **kwargs)
@@ -39,10 +39,10 @@ def forget(email: str, dry_run: bool, yes: bool, from_people: bool) -> None:
     re-added), their outbox and preview files, and mentions of the address elsewhere.
     Refuses while they are still in people/ unless --from-people.
     """
-    from .cli import out_console, print_problems
-    from .privacy import describe
-    from .privacy import forget as forget_person
-    from .store import open_store
+    from outreach.cli.main import out_console, print_problems
+    from outreach.privacy.forget import describe
+    from outreach.privacy.forget import forget as forget_person
+    from outreach.store import open_store
 
     ws = _load(only_campaigns=[])
     store = open_store(ws.database_url())
@@ -88,10 +88,10 @@ def forget(email: str, dry_run: bool, yes: bool, from_people: bool) -> None:
 )
 def export(email: str, out: Path | None) -> None:
     """Print, as JSON, everything outreach holds about EMAIL (GDPR access request)."""
-    from .cli import err_console
-    from .privacy import export as export_person
-    from .privacy import holds_anything
-    from .store import open_store
+    from outreach.cli.main import err_console
+    from outreach.privacy.forget import export as export_person
+    from outreach.privacy.forget import holds_anything
+    from outreach.store import open_store
 
     ws = _load(only_campaigns=[])
     store = open_store(ws.database_url())
@@ -120,8 +120,8 @@ def dkim() -> None:
 @click.option("--check", "check_dns", is_flag=True, help="Look the records up in DNS and compare.")
 def dkim_record(check_dns: bool) -> None:
     """Print the DNS TXT record(s) to publish for the configured DKIM key(s)."""
-    from .cli import err_console, out_console
-    from .dkim import dns_records
+    from outreach.cli.main import err_console, out_console
+    from outreach.workspace.keys import dns_records
 
     ws = _load(only_campaigns=[])
     keys = dns_records(ws.settings, ws.root)

@@ -15,10 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .assign import SegmentIndex
-from .campaign import Campaign, select_audience
-from .dkim import dkim_problems, unsigned_senders
-from .errors import (
+from outreach.errors import (
     ConfigError,
     Location,
     Problem,
@@ -26,7 +23,9 @@ from .errors import (
     ValidationFailed,
     WorkspaceNotFound,
 )
-from .people import (
+from outreach.workspace.campaign import Campaign, select_audience
+from outreach.workspace.keys import dkim_problems, unsigned_senders
+from outreach.workspace.people import (
     AddressError,
     Directory,
     Expert,
@@ -38,11 +37,12 @@ from .people import (
     load_researchers_yaml,
     normalise_address,
 )
-from .settings import Settings
-from .yamlio import YamlDoc, dotted_path, load_yaml, pydantic_problems
+from outreach.workspace.segments import SegmentIndex
+from outreach.workspace.settings import Settings
+from outreach.workspace.yamlio import YamlDoc, dotted_path, load_yaml, pydantic_problems
 
 SETTINGS_FILE = "outreach.yaml"
-BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+BUILTIN_TEMPLATES = Path(__file__).parent.parent / "templates"
 
 
 def find_root(start: Path | None = None, explicit: Path | str | None = None) -> Path:

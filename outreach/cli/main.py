@@ -13,9 +13,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__
-from .cli_options import format_options
-from .errors import OutreachError, Problem, ValidationFailed
+from outreach import __version__
+from outreach.cli.options import format_options
+from outreach.errors import OutreachError, Problem, ValidationFailed
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 out_console = Console(highlight=False, soft_wrap=True, markup=False)
@@ -29,7 +29,7 @@ class Context:
         self.debug = debug
 
     def load(self, **kwargs: Any) -> Any:
-        from .workspace import load_workspace
+        from outreach.workspace.loader import load_workspace
 
         ws = load_workspace(explicit=self.workspace_arg, **kwargs)
         return ws
@@ -119,7 +119,7 @@ pass_ctx: Callable[..., Any] = click.make_pass_decorator(Context)
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def init(directory: Path) -> None:
     """Make a new workspace in DIRECTORY from the example university."""
-    from .example import init_workspace
+    from outreach.workspace.example import init_workspace
 
     files = init_workspace(directory)
     out_console.print(f"Created workspace {directory} ({len(files)} files).")
@@ -140,7 +140,7 @@ def check(
     no_render: bool,
 ) -> None:
     """Validate settings, people and campaigns; report every problem at once."""
-    from .checks import run_check
+    from outreach.message.check import run_check
 
     report = run_check(
         explicit=obj.workspace_arg,
@@ -178,7 +178,7 @@ def check(
 @pass_ctx
 def preview(obj: Context, campaign: str, out: Path | None, sample: bool) -> None:
     """Render CAMPAIGN to .eml files and an HTML gallery, sending nothing."""
-    from .preview import write_preview
+    from outreach.message.preview import write_preview
 
     ws = obj.load(only_campaigns=[campaign])
     ws.raise_for_errors()
@@ -263,8 +263,8 @@ def send(
     """Send CAMPAIGN(s): resumable, never twice, within each sender's quota."""
     from datetime import UTC, datetime
 
-    from .deliver.run import SendOptions, send_campaign, send_with_workers
-    from .progress import SendProgress
+    from outreach.cli.progress import SendProgress
+    from outreach.deliver.run import SendOptions, send_campaign, send_with_workers
 
     ws = obj.load(only_campaigns=list(campaigns) or None)
     if due:
@@ -368,8 +368,8 @@ def status(obj: Context, campaign: str | None, as_json: bool, show: str | None) 
     """The ledger per campaign and per sender: planned, sent, deferred, failed, uncertain."""
     from rich.table import Table
 
-    from .deliver.ledger import Ledger
-    from .store import open_store
+    from outreach.deliver.ledger import Ledger
+    from outreach.store import open_store
 
     if show and not campaign:
         raise click.UsageError("--show needs a CAMPAIGN")
@@ -420,7 +420,7 @@ def db() -> None:
 @pass_ctx
 def db_upgrade(obj: Context) -> None:
     """Bring the database schema to this version of outreach (Alembic)."""
-    from .store import open_store, redact
+    from outreach.store import open_store, redact
 
     ws = obj.load(only_campaigns=[])
     store = open_store(ws.database_url(), create=False, check=False)
@@ -441,8 +441,8 @@ def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> Non
     """Ingest SOURCES: imap://… imaps://… maildir:PATH mbox:PATH FILE.eml or - (stdin)."""
     from rich.markup import escape
 
-    from .store import open_store
-    from .track.ingest import ingest_sources
+    from outreach.store import open_store
+    from outreach.track.ingest import ingest_sources
 
     ws = obj.load(only_campaigns=[])
     specs = list(sources)
@@ -484,7 +484,7 @@ def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> Non
 @pass_ctx
 def track_classify(obj: Context, files: tuple[str, ...], as_json: bool) -> None:
     """Explain how each message FILE would be classified and matched (stores nothing)."""
-    from .track.explain import explain_files
+    from outreach.track.explain import explain_files
 
     for result in explain_files(obj.workspace_arg, list(files)):
         if as_json:
@@ -517,8 +517,8 @@ def log_cmd(
     csv_file: Path | None,
 ) -> None:
     """Record what happened outside email: a meeting, a call, a reply, an inbound request."""
-    from .contacts import log_csv, log_one
-    from .store import open_store
+    from outreach.store import open_store
+    from outreach.track.contacts import log_csv, log_one
 
     ws = obj.load(only_campaigns=[])
     store = open_store(ws.database_url())
@@ -558,12 +558,12 @@ def report(
     lift: float,
 ) -> None:
     """Reply rates per arm, liaison, faculty, campaign…: familiar face versus service address."""
-    from .errors import ConfigError, SettingsInvalid
-    from .report.build import build_report, sent_campaigns
-    from .report.formats import print_table, to_csv, to_html, to_json
-    from .report.query import Filters
-    from .store import open_store
-    from .workspace import find_root, load_campaigns, load_settings
+    from outreach.errors import ConfigError, SettingsInvalid
+    from outreach.report.build import build_report, sent_campaigns
+    from outreach.report.formats import print_table, to_csv, to_html, to_json
+    from outreach.report.query import Filters
+    from outreach.store import open_store
+    from outreach.workspace.loader import find_root, load_campaigns, load_settings
 
     # The report needs the settings (database, reply window) and, for --campaign, the
     # campaign files: not the people directory, which may hold tens of thousands.
@@ -625,5 +625,5 @@ def _register(module_name: str) -> None:
         main.add_command(command)
 
 
-for _module in ("cli_territory", "cli_privacy"):
+for _module in ("territory", "privacy"):
     _register(_module)

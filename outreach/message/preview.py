@@ -12,9 +12,9 @@ from email import message_from_bytes
 from email import policy as email_policy
 from pathlib import Path
 
-from .errors import OutreachError
-from .mailing import Message, PreparedCampaign, naming_recipient
-from .workspace import Workspace
+from outreach.errors import OutreachError
+from outreach.message.prepared import Message, PreparedCampaign, naming_recipient
+from outreach.workspace.loader import Workspace
 
 SHOWN_HEADERS = (
     "From",

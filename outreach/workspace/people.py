@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import Location, Problem
-from .settings import LocalText, StrictModel
-from .yamlio import YamlDoc, load_yaml, pydantic_problems, suggest
+from outreach.errors import Location, Problem
+from outreach.workspace.settings import LocalText, StrictModel
+from outreach.workspace.yamlio import YamlDoc, load_yaml, pydantic_problems, suggest
 
 RESEARCHER_COLUMNS = (
     "email",

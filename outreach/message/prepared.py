@@ -9,16 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from .campaign import Campaign
-from .compose import Composed, Composer, PhotoCache
-from .dkim import signer_from_settings
-from .errors import Location, OutreachError, Problem, ValidationFailed
-from .plan import Recipient, plan_recipients
-from .render import Links, Rendered, Renderer
-from .secrets import token_secret
-from .territory import persisted_owners
-from .tokens import message_token
-from .workspace import CampaignFile, Workspace
+from outreach.audience.recipients import Recipient, plan_recipients
+from outreach.audience.territory import persisted_owners
+from outreach.errors import Location, OutreachError, Problem, ValidationFailed
+from outreach.message.compose import Composed, Composer, PhotoCache
+from outreach.message.dkim import signer_from_settings
+from outreach.message.render import Links, Rendered, Renderer
+from outreach.message.tokens import message_token
+from outreach.workspace.campaign import Campaign
+from outreach.workspace.credentials import token_secret
+from outreach.workspace.loader import CampaignFile, Workspace
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,16 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from .errors import ConfigError
+from outreach.errors import ConfigError
 
 EXAMPLE_PARTS = ("outreach.yaml", "people", "campaigns")
 
 
 def example_root() -> Path:
-    packaged = Path(__file__).parent / "example"
+    packaged = Path(__file__).parent.parent / "example"
     if (packaged / "outreach.yaml").is_file():
         return packaged
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parent.parent.parent
     if (checkout / "outreach.yaml").is_file():
         return checkout
     raise ConfigError(

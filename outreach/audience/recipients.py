@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .assign import SegmentIndex
-from .campaign import Campaign
-from .experiment import LIAISON, SERVICE, allocate_arms
-from .people import Liaison, Researcher
-from .settings import Settings
+from outreach.audience.arms import LIAISON, SERVICE, allocate_arms
+from outreach.workspace.campaign import Campaign
+from outreach.workspace.people import Liaison, Researcher
+from outreach.workspace.segments import SegmentIndex
+from outreach.workspace.settings import Settings
 
 
 @dataclass(frozen=True)

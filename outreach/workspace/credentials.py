@@ -8,7 +8,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from .errors import ConfigError
+from outreach.errors import ConfigError
 
 DEFAULT_SECRET_FILE = ".outreach/secret"
 _EPHEMERAL = _secrets.token_urlsafe(32).encode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Problem
+from outreach.errors import Problem
 
 
 @dataclass
@@ -29,7 +29,7 @@ def run_check(
     render: bool = True,
     start: Path | None = None,
 ) -> CheckReport:
-    from .workspace import load_workspace
+    from outreach.workspace.loader import load_workspace
 
     ws = load_workspace(
         start, explicit, check_deliverability=check_deliverability, only_campaigns=campaigns or None
@@ -42,7 +42,7 @@ def run_check(
         campaigns=len(campaigns) if campaigns else len(ws.campaigns),
     )
     if render:
-        from .mailing import render_problems
+        from outreach.message.prepared import render_problems
 
         ids = [ws.campaign(c).campaign.id for c in campaigns] if campaigns else list(ws.campaigns)
         for cid in ids:

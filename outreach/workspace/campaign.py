@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .people import Researcher
-from .settings import LocalText, StrictModel
+from outreach.workspace.people import Researcher
+from outreach.workspace.settings import LocalText, StrictModel
 
 CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 

@@ -16,12 +16,12 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from .errors import Location, Problem, ValidationFailed
-from .people import AddressError, normalise_address
-from .store import Store, utcnow
-from .store.schema import contacts, responses
-from .track.match import answered, sent_to
-from .workspace import Workspace
+from outreach.errors import Location, Problem, ValidationFailed
+from outreach.store import Store, utcnow
+from outreach.store.schema import contacts, responses
+from outreach.track.match import answered, sent_to
+from outreach.workspace.loader import Workspace
+from outreach.workspace.people import AddressError, normalise_address
 
 KINDS = ("meeting", "call", "reply", "inbound", "visit")
 
@@ -54,13 +54,13 @@ def _default_owner(ws: Workspace, email: str) -> str | None:
     """The researcher's own liaison: the persisted assignment, else the segment owner."""
     cache = getattr(ws, "_owner_cache", None)
     if cache is None:
-        from .territory import persisted_owners
+        from outreach.audience.territory import persisted_owners
 
         cache = dict(persisted_owners(ws.database_url()))
         ws._owner_cache = cache  # type: ignore[attr-defined]
     if email in cache:
         return cache[email]
-    from .assign import SegmentIndex
+    from outreach.workspace.segments import SegmentIndex
 
     researcher = next(r for r in ws.researchers if r.email == email)
     return SegmentIndex(ws.directory.liaisons.values()).owner(researcher).liaison_id

@@ -16,11 +16,11 @@ from typing import Any
 
 import click
 
-from .cli_options import format_options
+from outreach.cli.options import format_options
 
 
 def _consoles() -> tuple[Any, Any]:
-    from .cli import err_console, out_console
+    from outreach.cli.main import err_console, out_console
 
     return out_console, err_console
 
@@ -39,7 +39,7 @@ def _people_errors(ws: Any) -> list[Any]:
     whose row could not be read would look gone and lose their face."""
     from dataclasses import replace
 
-    from .people import InvalidAddress
+    from outreach.workspace.people import InvalidAddress
 
     out = []
     for p in ws.problems:
@@ -84,7 +84,7 @@ def _plan_csv(plan: Any) -> str:
 def _plan_table(plan: Any, console: Any, show_all: bool, limit: int) -> None:
     from rich.table import Table
 
-    from .territory import UNASSIGNED, UNCHANGED, fmt_churn
+    from outreach.audience.territory import UNASSIGNED, UNCHANGED, fmt_churn
 
     counts = plan.counts()
     console.print(
@@ -167,9 +167,7 @@ def assign_cmd(
     segment matching the researcher, an override names someone else, or the liaison is
     over capacity. --apply records the plan with history.
     """
-    from .cli import print_problems
-    from .store import open_store
-    from .territory import (
+    from outreach.audience.territory import (
         apply_plan,
         check_handover_target,
         current_assignments,
@@ -178,6 +176,8 @@ def assign_cmd(
         plan_assignments,
         write_handover_campaign,
     )
+    from outreach.cli.main import print_problems
+    from outreach.store import open_store
 
     out_console, err_console = _consoles()
     ws = obj.load(only_campaigns=[])
@@ -279,10 +279,11 @@ def assign_cmd(
 def coverage_cmd(obj: Any, year: int | None, fmt: str, out: Path | None, next_n: int) -> None:
     """Who has been met: per liaison segment size, met this year and ever, pace, years
     needed to meet everyone, and whom to meet next."""
-    from .cli import print_problems
-    from .coverage import check_year, compute_coverage, print_table, to_csv, to_html, to_json
-    from .store import open_store
-    from .territory import current_owners
+    from outreach.audience.coverage import check_year, compute_coverage
+    from outreach.audience.territory import current_owners
+    from outreach.cli.main import print_problems
+    from outreach.report.coverage import print_table, to_csv, to_html, to_json
+    from outreach.store import open_store
 
     out_console, _ = _consoles()
     y = check_year(year)

@@ -30,15 +30,13 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
-import hashlib
-import hmac
 import html
 import io
 import os
 import re
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import getaddresses
@@ -49,7 +47,8 @@ import yaml
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from .errors import (
+from outreach.audience.suppressions import normalise, suppression_key
+from outreach.errors import (
     CampaignLocked,
     ConfigError,
     Location,
@@ -58,26 +57,23 @@ from .errors import (
     StoreError,
     ValidationFailed,
 )
-from .people import AddressError, normalise_address
-from .secrets import token_secret
-from .store import Store, utcnow
-from .store.schema import (
+from outreach.report.forgotten import BOUNCED
+from outreach.store import Store, as_utc, utcnow
+from outreach.store.schema import (
     CLAIMED,
     PERSONAL_TABLES,
     SENDING,
     SENT,
-    SENT_ROW,
     campaign_locks,
-    campaigns,
     forgotten_counts,
     ledger,
     responses,
     suppressions,
 )
+from outreach.workspace.credentials import token_secret
 
 if TYPE_CHECKING:
-    from .report.query import Filters
-    from .workspace import Workspace
+    from outreach.workspace.loader import Workspace
 
 # Where each personal table keeps the address (a test keeps this in step with the schema).
 EMAIL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -103,84 +99,17 @@ NOT_PERSONAL = (
     "sender_slots",  # each mailbox's quota pointer
 )
 REDACTED = "[forgotten]"
-SUPPRESSION_PREFIX = "hmac-sha256:"
-BOUNCED = "bounce_hard"  # forgotten_counts.status of a sent message that hard-bounced
 _TABLES: dict[str, Table] = {t.name: t for t in PERSONAL_TABLES}
-
-
-def normalise(address: str) -> str:
-    """The form the store keeps: validated and lower-cased when possible, else as typed."""
-    try:
-        return normalise_address(address.strip())
-    except AddressError:
-        return address.strip().lower()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        aware = _aware(value)
+        aware = as_utc(value)
         return aware.isoformat() if aware is not None else None
     return value
 
 
 # --------------------------------------------------------------------------- suppressions
-
-
-def suppression_key(secret: bytes, address: str) -> str:
-    """The keyed hash that stands for a forgotten person's address in ``suppressions``."""
-    digest = hmac.new(secret, b"suppression\0" + normalise(address).encode(), hashlib.sha256)
-    return SUPPRESSION_PREFIX + digest.hexdigest()
-
-
-class SuppressionList(Mapping[str, str]):
-    """Address → reason, for plain rows and for the keyed hashes ``forget`` leaves.
-
-    Drop-in for ``Ledger.suppressed()`` at plan time: ``planned_rows`` only calls
-    ``.get(email)``. Iterating yields the plain addresses only (hashes cannot be reversed).
-    """
-
-    def __init__(self, plain: Mapping[str, str], hashed: Mapping[str, str], secret: bytes):
-        self.plain = dict(plain)
-        self.hashed = dict(hashed)
-        self.secret = secret
-
-    def __getitem__(self, address: str) -> str:
-        reason = self.plain.get(address)
-        if reason is None and self.hashed:
-            reason = self.hashed.get(suppression_key(self.secret, address))
-        if reason is None:
-            raise KeyError(address)
-        return reason
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.plain)
-
-    def __len__(self) -> int:
-        return len(self.plain) + len(self.hashed)
-
-
-def suppression_list(store: Store, secret: bytes) -> SuppressionList:
-    plain: dict[str, str] = {}
-    hashed: dict[str, str] = {}
-    with store.engine.connect() as conn:
-        for row in conn.execute(select(suppressions.c.email, suppressions.c.reason)):
-            target = hashed if row.email.startswith(SUPPRESSION_PREFIX) else plain
-            target[row.email] = row.reason
-    return SuppressionList(plain, hashed, secret)
-
-
-def suppressions_for_planning(ws: Workspace, store: Store) -> SuppressionList:
-    """What ``send`` must skip: plain suppressions and those of forgotten people."""
-    t = ws.settings.tracking
-    return suppression_list(store, token_secret(ws.root, t.secret_env, t.secret_file))
 
 
 # --------------------------------------------------------------------------- people files
@@ -561,7 +490,7 @@ def _responses_by_campaign(
         ).where(func.lower(responses.c.email) == address)
     )
     for r in rows:
-        out[r.campaign_id].append((r.kind, _aware(r.received_at) or _aware(r.ingested_at)))
+        out[r.campaign_id].append((r.kind, as_utc(r.received_at) or as_utc(r.ingested_at)))
     return out
 
 
@@ -579,7 +508,7 @@ def _anonymous_counts(
         replied = False
         if status == SENT:
             replies = [t for kind, t in got if kind == "reply" and t is not None]
-            sent_at = _aware(row.sent_at)
+            sent_at = as_utc(row.sent_at)
             if replies and sent_at is not None and not hard:
                 replied = (min(replies) - sent_at).total_seconds() <= window_seconds
             if hard:
@@ -872,7 +801,7 @@ def export(ws: Workspace, store: Store, address: str) -> dict[str, Any]:
     liaison = None
     researcher = next((r for r in ws.researchers if r.email == who), None)
     if researcher is not None:
-        from .assign import SegmentIndex
+        from outreach.workspace.segments import SegmentIndex
 
         owner = SegmentIndex(ws.directory.liaisons.values()).owner(researcher).liaison_id
         owner = researcher.liaison or owner
@@ -918,110 +847,14 @@ def holds_anything(data: Mapping[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------- reports
 
-_ZERO = ("bounce_soft", "auto_reply", "unsubscribe")
-
-
-def forgotten_rows(
-    conn: Connection,
-    filters: Filters | None = None,
-    meta: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """The anonymous counts as report cube rows — the shape ``report.build._merge``
-    returns (the report keys, experiment, randomised, year, sent, delivered, replied,
-    bounce_hard, bounce_soft, auto_reply, unsubscribe) — so ``build_report`` adds them
-    with ``rows += forgotten_rows(conn, filters, meta)``.
-
-    Per campaign, arm and liaison they are exact; language, faculty and department are
-    unknown (""), soft bounces, auto-replies and unsubscribes are not kept, and the
-    familiarity curve leaves forgotten people out. ``meta`` is ``campaign_meta``'s answer
-    (experiment, randomised and first year per campaign); with a year filter a campaign
-    counts in the year its first remaining message was sent.
-    """
-    from .report.query import KEYS
-
-    query = select(
-        forgotten_counts.c.campaign_id,
-        forgotten_counts.c.arm,
-        forgotten_counts.c.liaison_id,
-        forgotten_counts.c.status,
-        forgotten_counts.c.replied,
-        func.sum(forgotten_counts.c.count).label("n"),
-    ).group_by(
-        forgotten_counts.c.campaign_id,
-        forgotten_counts.c.arm,
-        forgotten_counts.c.liaison_id,
-        forgotten_counts.c.status,
-        forgotten_counts.c.replied,
-    )
-    if filters is not None and filters.campaign:
-        query = query.where(forgotten_counts.c.campaign_id == filters.campaign)
-    if filters is not None and filters.experiment:
-        query = query.where(
-            forgotten_counts.c.campaign_id.in_(
-                select(campaigns.c.id).where(campaigns.c.experiment == filters.experiment)
-            )
-        )
-    if meta is None:
-        meta = _campaign_facts(conn)
-    out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in conn.execute(query):
-        if r.status not in (SENT, BOUNCED):
-            continue  # never delivered: not in a report
-        facts = meta.get(r.campaign_id, {})
-        if filters is not None and filters.year and facts.get("year") != filters.year:
-            continue
-        key = (r.campaign_id, r.arm, r.liaison_id or "", "", "", "")
-        row = out.get(key)
-        if row is None:
-            row = dict(zip(KEYS, key, strict=True))
-            row["experiment"] = facts.get("experiment", "")
-            row["randomised"] = facts.get("randomised", 0)
-            row["year"] = facts.get("year")
-            row.update(sent=0, delivered=0, replied=0, bounce_hard=0, **dict.fromkeys(_ZERO, 0))
-            out[key] = row
-        n = int(r.n)
-        row["sent"] += n
-        if r.status == BOUNCED:
-            row["bounce_hard"] += n
-        else:
-            row["delivered"] += n
-        if r.replied:
-            row["replied"] += n
-    return list(out.values())
-
-
-def _campaign_facts(conn: Connection) -> dict[str, dict[str, Any]]:
-    first = {
-        c: _aware(t)
-        for c, t in conn.execute(
-            select(ledger.c.campaign_id, func.min(ledger.c.sent_at))
-            .where(SENT_ROW)
-            .group_by(ledger.c.campaign_id)
-        )
-    }
-    out: dict[str, dict[str, Any]] = {}
-    for c in conn.execute(select(campaigns.c.id, campaigns.c.experiment, campaigns.c.randomised)):
-        when = first.get(c.id)
-        out[c.id] = {
-            "experiment": c.experiment or "",
-            "randomised": 1 if c.randomised else 0,
-            "year": when.year if when is not None else None,
-        }
-    return out
-
 
 __all__ = [
     "EMAIL_COLUMNS",
     "ForgetPlan",
     "PeopleEntry",
-    "SuppressionList",
     "describe",
     "export",
     "forget",
-    "forgotten_rows",
     "people_entries",
     "remove_from_people",
-    "suppression_key",
-    "suppression_list",
-    "suppressions_for_planning",
 ]

@@ -50,11 +50,11 @@ import yaml
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .assign import SegmentIndex
-from .errors import ConfigError, Location, Problem, StoreError
-from .people import Liaison, Researcher
-from .store import Store, utcnow
-from .store.schema import assignments
+from outreach.errors import ConfigError, Location, Problem, StoreError
+from outreach.store import Store, utcnow
+from outreach.store.schema import assignments
+from outreach.workspace.people import Liaison, Researcher
+from outreach.workspace.segments import SegmentIndex
 
 NEW, UNCHANGED, MOVED, UNASSIGNED, GONE = "new", "unchanged", "moved", "unassigned", "gone"
 STATUSES = (NEW, UNCHANGED, MOVED, UNASSIGNED, GONE)
@@ -579,7 +579,7 @@ def current_owners(store: Store) -> dict[str, str]:
 def persisted_owners(database_url: str) -> dict[str, str]:
     """The current assignments of a workspace's store, or {} when there is no store yet
     (a new SQLite file is not created just to find it empty)."""
-    from .store import open_store
+    from outreach.store import open_store
 
     prefix = "sqlite:///"
     if database_url.startswith(prefix):
@@ -905,7 +905,7 @@ def write_handover_campaign(
         return 0
     from pydantic import ValidationError
 
-    from .campaign import Campaign
+    from outreach.workspace.campaign import Campaign
 
     text = _campaign_yaml(data, handover_moves(plan, liaisons))
     try:  # what is written is what `outreach check` will read

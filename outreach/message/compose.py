@@ -27,9 +27,9 @@ from urllib.parse import quote
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ConfigError, HeaderInjection, Location, OutreachError
-from .render import Rendered, photo_cid
-from .tokens import message_id
+from outreach.errors import ConfigError, HeaderInjection, Location, OutreachError
+from outreach.message.render import Rendered, photo_cid
+from outreach.message.tokens import message_id
 
 SMTP_POLICY = email_policy.SMTP.clone(max_line_length=78)
 FACE_PIXELS = 128  # shown at 64 px: sharp on high-density screens, still a few KB

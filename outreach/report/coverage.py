@@ -1,0 +1,173 @@
+"""Coverage in the formats a person reads: table, CSV, JSON, HTML with a chart."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from typing import Any
+
+from outreach.audience.coverage import Coverage
+from outreach.report.formats import _svg
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def to_json(cov: Coverage) -> str:
+    return json.dumps(cov.as_dict(), ensure_ascii=False, indent=2)
+
+
+CSV_COLUMNS = (
+    "liaison",
+    "name",
+    "segment_size",
+    "met_this_year",
+    "met_ever",
+    "not_met",
+    "pace",
+    "years_with_meetings",
+    "years_needed",
+    "status",
+    "next",
+)
+
+
+def to_csv(cov: Coverage) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for r in [*cov.liaisons, cov.total]:
+        writer.writerow(
+            [
+                r.id,
+                r.name,
+                r.segment_size,
+                r.met_this_year,
+                r.met_ever,
+                r.not_met,
+                "" if r.pace is None else r.pace,
+                r.years_with_meetings,
+                "" if r.years_needed is None else r.years_needed,
+                r.status,
+                " ".join(n.email for n in r.next),
+            ]
+        )
+    return out.getvalue()
+
+
+def print_table(cov: Coverage, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Coverage {cov.year} (as of {cov.as_of})")
+    for col in ("liaison", "segment", f"met {cov.year}", "met ever", "not met", "pace/yr"):
+        table.add_column(col, justify="left" if col == "liaison" else "right")
+    table.add_column("years needed")
+    for r in [*cov.liaisons, cov.total]:
+        table.add_row(
+            r.id,
+            str(r.segment_size),
+            str(r.met_this_year),
+            str(r.met_ever),
+            str(r.not_met),
+            _num(r.pace),
+            r.status,
+        )
+    console.print(table)
+    if cov.unassigned:
+        console.print(f"{cov.unassigned} researcher(s) have no liaison (see `outreach assign`)")
+    for r in cov.liaisons:
+        if r.next:
+            people = ", ".join(
+                f"{n.name} <{n.email}> ({'never met' if n.last_met is None else n.last_met})"
+                for n in r.next
+            )
+            console.print(f"next for {r.id}: {people}")
+
+
+def _chart(cov: Coverage) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    rows = cov.liaisons
+    labels = [r.id for r in rows]
+    this_year = [r.met_this_year for r in rows]
+    earlier = [r.met_ever - r.met_this_year for r in rows]
+    never = [r.not_met for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(3, len(rows)) + 1))
+    y = list(range(len(rows)))
+    ax.barh(y, this_year, color="#2f6f4f", label=f"met in {cov.year}")
+    ax.barh(y, earlier, left=this_year, color="#8fbf9f", label="met earlier")
+    ax.barh(
+        y,
+        never,
+        left=[a + b for a, b in zip(this_year, earlier, strict=True)],
+        color="#e4e7eb",
+        label="not met yet",
+    )
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("researchers in the territory")
+    ax.set_title(f"Coverage of the target group, {cov.year}", loc="left")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return str(_svg(fig))
+
+
+def to_html(cov: Coverage, title: str = "Coverage") -> str:
+    e = html.escape
+    head = (
+        "<tr><th></th><th>segment</th><th>met "
+        + str(cov.year)
+        + "</th><th>met ever</th><th>not met</th><th>pace / year</th><th>years needed</th></tr>"
+    )
+    body = "".join(
+        f"<tr><th scope='row'>{e(r.id)}<br><span class='muted'>{e(r.name)}</span></th>"
+        f"<td>{r.segment_size}</td><td>{r.met_this_year}</td><td>{r.met_ever}</td>"
+        f"<td>{r.not_met}</td><td>{_num(r.pace)}</td><td>{e(r.status)}</td></tr>"
+        for r in [*cov.liaisons, cov.total]
+    )
+    nexts = "".join(
+        f"<h3>{e(r.id)}</h3><ol>"
+        + "".join(
+            f"<li>{e(n.name)} &lt;{e(n.email)}&gt; — "
+            f"{'never met' if n.last_met is None else 'last met ' + e(n.last_met)}</li>"
+            for n in r.next
+        )
+        + "</ol>"
+        for r in cov.liaisons
+        if r.next
+    )
+    notes = "".join(f"<li>{e(p.message)}</li>" for p in cov.problems)
+    chart = _chart(cov) if cov.liaisons else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, Segoe UI, Arial, sans-serif; margin: 0 auto;
+  max-width: 980px; padding: 24px; color: #1f2933; }}
+h1 {{ font-size: 24px; }} h2 {{ font-size: 18px; margin-top: 28px; }} h3 {{ font-size: 15px; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
+th, td {{ padding: 4px 8px; border-bottom: 1px solid #e4e7eb; text-align: right; }}
+th[scope=row], thead th:first-child {{ text-align: left; }}
+.muted {{ color: #616e7c; font-weight: normal; font-size: 12px; }}
+.charts svg {{ max-width: 100%; height: auto; display: block; margin: 12px 0; }}
+</style></head><body>
+<h1>{e(title)}</h1>
+<p>As of {e(cov.as_of)}. Meetings, calls and visits logged with <code>outreach log</code>.
+{cov.unassigned} researcher(s) have no liaison.</p>
+<ul class="notes">{notes}</ul>
+<div class="charts">{chart}</div>
+<table><thead>{head}</thead><tbody>{body}</tbody></table>
+<h2>Whom to meet next</h2>
+{nexts or "<p>Nobody left to list.</p>"}
+<p style="color:#616e7c;font-size:12px">Pace = distinct researchers a liaison met per year,
+averaged over the years with meetings. Years needed = researchers not yet met ÷ pace.</p>
+</body></html>
+"""
