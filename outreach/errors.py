@@ -1,7 +1,8 @@
 """One exception hierarchy for the whole library.
 
 Every error says *where* (file, line, column, field) and *what to do*; the CLI turns
-them into messages and exit codes, never a traceback (unless ``--debug``)::
+them into messages and exit codes (:class:`ExitCode`), never a traceback (unless
+``--debug``)::
 
     OutreachError                 exit 1 unless noted
     ├── ConfigError               exit 2: settings, workspace, usage
@@ -21,7 +22,17 @@ them into messages and exit codes, never a traceback (unless ``--debug``)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
+
+
+class ExitCode(IntEnum):
+    """How a command ends, for scripts and cron: the only exit codes outreach uses."""
+
+    OK = 0
+    FAILED = 1  # errors found, messages not sent, a source unreadable: the run did not succeed
+    CONFIG = 2  # settings, workspace or command-line usage: fix them, then rerun (click's too)
+    INTERRUPTED = 130  # Ctrl-C; the ledger keeps what was done
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ class Problem:
 class OutreachError(Exception):
     """Base of every error the library raises on purpose."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
     def __init__(
         self, message: str, *, location: Location | None = None, hint: str | None = None
@@ -93,7 +104,7 @@ class OutreachError(Exception):
 
 
 class ConfigError(OutreachError):
-    exit_code = 2
+    exit_code = ExitCode.CONFIG
 
 
 class WorkspaceNotFound(ConfigError):
@@ -113,9 +124,9 @@ class ValidationFailed(OutreachError):
 
 
 class SettingsInvalid(ValidationFailed):
-    """``outreach.yaml`` cannot be used: a configuration error, so exit 2 (DESIGN.md)."""
+    """``outreach.yaml`` cannot be used: a configuration error, so exit 2."""
 
-    exit_code = 2
+    exit_code = ExitCode.CONFIG
 
 
 class TemplateError(OutreachError):
@@ -131,7 +142,7 @@ class StoreError(OutreachError):
 
 
 class SchemaOutdated(StoreError):
-    exit_code = 2
+    exit_code = ExitCode.CONFIG
 
 
 class CampaignChanged(OutreachError):
