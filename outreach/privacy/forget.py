@@ -97,6 +97,8 @@ NOT_PERSONAL = (
     "forgotten_counts",
     "send_workers",  # sender processes' leases (team sending)
     "sender_slots",  # each mailbox's quota pointer
+    "users",  # accounts of `outreach serve`: staff, not researchers
+    "web_sessions",
 )
 REDACTED = "[forgotten]"
 _TABLES: dict[str, Table] = {t.name: t for t in PERSONAL_TABLES}

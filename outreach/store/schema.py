@@ -316,4 +316,31 @@ forgotten_counts = Table(
     Column("weight", Float, nullable=False, default=1.0),
 )
 
+# Accounts of `outreach serve` (revision 0004): a liaison signs in under their id in
+# people/liaisons.yaml, the technical person (role `admin`) under any id. Only an argon2
+# hash of the password is kept.
+LIAISON_ROLE, ADMIN_ROLE = "liaison", "admin"
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Signed-in browsers (revision 0004). The cookie carries a random key; the store keeps its
+# SHA-256 only, so reading this table does not give anyone a session.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(100), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_web_sessions_user", web_sessions.c.user_id)
+
 PERSONAL_TABLES = (ledger, arms, suppressions, responses, contacts, assignments)
