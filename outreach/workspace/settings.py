@@ -3,6 +3,7 @@ defaults and documentation all read these models."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -84,6 +85,45 @@ class Unsubscribe(StrictModel):
     mailto: str | None = None
 
 
+class ServeSettings(StrictModel):
+    """``outreach serve``: the one-click unsubscribe endpoint and the liaisons' desk."""
+
+    host: str = Field("127.0.0.1", description="address to listen on (`--host` overrides)")
+    port: int = Field(8080, ge=1, le=65535, description="port to listen on (`--port` overrides)")
+    trusted_proxies: list[str] = Field(
+        [],
+        description="addresses or networks (CIDR) of the reverse proxies in front: only "
+        "from these are X-Forwarded-For, X-Forwarded-Proto and `user_header` believed",
+    )
+    user_header: str | None = Field(
+        None,
+        description="header naming the user a trusted proxy has authenticated (single "
+        "sign-on), e.g. X-Remote-User; the user must exist (`outreach user add`)",
+    )
+    session_hours: int = Field(12, ge=1, le=24 * 30, description="how long a sign-in lasts")
+    login_attempts: int = Field(
+        5, ge=1, le=1000, description="failed sign-ins allowed per address and per user in 15 min"
+    )
+    undo_minutes: int = Field(
+        30, ge=0, le=24 * 60, description="how long an opt-out can be undone from its page"
+    )
+    spool: str = Field(
+        ".outreach/optout-spool.jsonl",
+        description="opt-outs received while the store was unreachable, replayed at the next "
+        "start (relative to the workspace)",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"`{item}` is not an address or network (e.g. 127.0.0.1)") from None
+        return value
+
+
 _DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
 
@@ -130,6 +170,7 @@ class Settings(StrictModel):
     tracking: Tracking = Tracking()
     mailboxes: list[Mailbox] = []
     unsubscribe: Unsubscribe = Unsubscribe()
+    serve: ServeSettings = ServeSettings()
     dkim: Dkim | list[Dkim] | None = Field(
         None, description="DKIM signing: one key, or a list with one key per sending domain"
     )
