@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from outreach.message.tokens import parse_message_id
+from outreach.track.own_words import own_words
 from outreach.track.parse import Parsed
 
 REPLY, AUTO_REPLY, BOUNCE_HARD, BOUNCE_SOFT = "reply", "auto_reply", "bounce_hard", "bounce_soft"
@@ -97,50 +98,6 @@ _SYSTEM_SENDER = re.compile(
     re.I,
 )
 _REPLY_SUBJECT = re.compile(r"^\s*(re|vs|sv|aw|antw|réf|ref|ynt|odp)\s*(\[\d+\])?\s*:", re.I)
-_QUOTE_START = re.compile(
-    r"^(>|-{2,}\s*(original message|alkuperäinen viesti|ursprungligt meddelande|"
-    r"ursprüngliche nachricht|message d'origine)|on .{0,200}wrote:|"
-    r"(from|lähettäjä|från|von|de)\s*:.*|.{0,80}\bkirjoitti\b.*:|.{0,80}\bskrev\b.*:|"
-    r"am .{0,80}schrieb.*:|le .{0,80}a écrit\s*:|sent from my)",
-    re.I,
-)
-
-
-_INLINE_QUOTE = re.compile(
-    r"\bOn [^\n]{0,160}? wrote:|-----\s*Original Message\s*-----|\bFrom: [^\n]{0,160}? Sent: "
-    r"|\bLähettäjä: |\bFrån: [^\n]{0,160}? Skickat: |\bVon: [^\n]{0,160}? Gesendet: "
-    r"|\bAm [^\n]{0,120}? schrieb",
-    re.I,
-)
-# "… kirjoitti:" / "… skrev:" attributions: the quote starts up to 80 characters before the
-# word on its line. Searched for the word itself and the start worked out, because a
-# pattern with a leading `[^\n]{0,80}` is tried at every position of the text (slow).
-_INLINE_ATTRIBUTION = re.compile(r"\b(?:kirjoitti|skrev):", re.I)
-
-
-def _inline_quote_start(text: str) -> int | None:
-    starts = []
-    m = _INLINE_QUOTE.search(text)
-    if m is not None:
-        starts.append(m.start())
-    k = _INLINE_ATTRIBUTION.search(text)
-    if k is not None:
-        line_start = text.rfind("\n", 0, k.start()) + 1
-        starts.append(max(line_start, k.start() - 80))
-    return min(starts) if starts else None
-
-
-def fresh_text(text: str) -> str:
-    """The part of a message its author wrote now: above the quote or the forwarded block."""
-    start = _inline_quote_start(text)
-    if start is not None:
-        text = text[:start]
-    lines = []
-    for line in text.splitlines():
-        if _QUOTE_START.match(line.strip()):
-            break
-        lines.append(line)
-    return "\n".join(lines).strip()
 
 
 def our_ids(ids: Iterable[str], domain: str) -> list[str]:
@@ -239,7 +196,7 @@ def _bounce_kind(p: Parsed) -> tuple[str, str, str | None]:
     return BOUNCE_HARD, "delivery failure without a temporary status", recipient
 
 
-def _auto_reply(p: Parsed, fresh: str) -> str | None:
+def _auto_reply(p: Parsed, own: str) -> str | None:
     h = p.headers
     auto = h.get("auto-submitted", "").strip().lower()
     if auto and auto != "no":
@@ -254,7 +211,7 @@ def _auto_reply(p: Parsed, fresh: str) -> str | None:
         return "Precedence: auto_reply"
     if _AUTO_SUBJECT.search(p.subject):
         return f"automatic-reply subject `{p.subject[:60]}`"
-    head = (fresh or p.text)[:1500]
+    head = (own or p.text)[:1500]
     m = _OOO_BODY.search(head)
     if m and (_RETURN.search(head) or len(head) < 600) and not _human_signals(head):
         return f"out-of-office text `{m.group(0)[:50]}`"
@@ -278,12 +235,12 @@ _BARE_STOP = re.compile(
 )
 
 
-def _unsubscribe(p: Parsed, fresh: str, ctx: Context) -> str | None:
+def _unsubscribe(p: Parsed, own: str, ctx: Context) -> str | None:
     if ctx.unsubscribe_address and ctx.unsubscribe_address in p.to:
         return f"sent to the unsubscribe address {ctx.unsubscribe_address}"
     if re.match(r"^\s*(unsubscribe|peru tilaus|avsluta prenumeration)\b", p.subject, re.I):
         return f"subject `{p.subject[:40]}`"
-    text = fresh[:800]
+    text = own[:800]
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     first_paragraph = text.strip().split("\n\n", 1)[0]
     if _BARE_STOP.match(first_line) and len(first_paragraph.split()) <= 3:
@@ -303,19 +260,19 @@ def classify(p: Parsed, ctx: Context) -> Decision:
         kind, detail, recipient = _bounce_kind(p)
         ref = _referenced(p, ctx, attached=True) or _referenced_in_body(p, ctx)
         return Decision(kind, f"{why}; {detail}", ref, recipient)
-    fresh = fresh_text(p.text)
+    own = own_words(p.text)
     known = p.from_address in ctx.researchers
     to_unsubscribe = bool(ctx.unsubscribe_address and ctx.unsubscribe_address in p.to)
     # Machines and strangers only concern us when they answer our mail or are researchers.
     concerns_us = bool(referenced) or known or to_unsubscribe
-    auto = _auto_reply(p, fresh)
+    auto = _auto_reply(p, own)
     if auto:
-        absence = _AUTO_SUBJECT.search(p.subject) or _OOO_BODY.search((fresh or p.text)[:1500])
+        absence = _AUTO_SUBJECT.search(p.subject) or _OOO_BODY.search((own or p.text)[:1500])
         if not concerns_us and (_SYSTEM_SENDER.match(p.from_address) or not absence):
             return Decision(UNRELATED, f"machine-generated ({auto}), not about our mail")
         return Decision(AUTO_REPLY, auto, referenced)
     precedence = (p.headers.get("precedence") or "").strip().lower()
-    unsub = _unsubscribe(p, fresh, ctx) if concerns_us else None
+    unsub = _unsubscribe(p, own, ctx) if concerns_us else None
     if unsub:
         ref = referenced or _referenced_by_token(p, ctx) or _referenced_in_body(p, ctx)
         return Decision(UNSUBSCRIBE, unsub, ref)

@@ -159,13 +159,45 @@ def _payload_text(part: Message) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-_TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.S | re.I)
+_HIDDEN = re.compile(r"<(script|style|head)\b[^>]*>.*?</\1\s*>", re.S | re.I)
+_TAG_OR_TEXT = re.compile(r"<(/?)([a-z][a-z0-9]*)?[^>]*>|[^<]+|<", re.I)
+_LINE_BREAKING = frozenset(
+    ("br", "p", "div", "tr", "li", "ul", "ol", "table", "hr", "pre", "blockquote")
+    + tuple(f"h{n}" for n in range(1, 7))
+)
 
 
 def _html_text(html: str) -> str:
+    """Text of an HTML body, one line per block, and the lines inside ``<blockquote>`` (the
+    quote of a reply written in HTML) marked ``> `` as a plain-text client marks them."""
     import html as htmllib
 
-    return htmllib.unescape(_TAGS.sub(" ", html))
+    lines: list[str] = []
+    line: list[str] = []
+    line_depth = depth = 0
+
+    def end_line() -> None:
+        nonlocal line, line_depth
+        text = " ".join("".join(line).split())
+        lines.append(("> " * line_depth + text) if line_depth and text else text)
+        line, line_depth = [], depth
+
+    for m in _TAG_OR_TEXT.finditer(_HIDDEN.sub(" ", html)):
+        token = m.group(0)
+        if token[0] != "<" or token == "<":
+            line.append(htmllib.unescape(token))
+            line_depth = max(line_depth, depth)
+            continue
+        name = (m.group(2) or "").lower()  # "" for <!-- … -->, <!DOCTYPE …>, <?xml …?>
+        if name not in _LINE_BREAKING:
+            line.append(" ")
+            continue
+        end_line()
+        if name == "blockquote":
+            depth = max(0, depth - 1) if m.group(1) else depth + 1
+            line_depth = depth
+    end_line()
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def _dsn_fields(block: str) -> dict[str, str]:
