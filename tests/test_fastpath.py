@@ -33,7 +33,7 @@ from outreach.deliver.transports import Credentials, SmtpTransport, wire_form
 from outreach.message.compose import _encoded_address, _encoded_subject, _qp, _qp_by_line, _to_line
 from outreach.message.prepared import PreparedCampaign
 from outreach.message.render import Links, Rendered
-from outreach.message.stamp import plan_stamps
+from outreach.message.stamp import stamp_layout
 
 try:  # repository root on sys.path (python -m pytest, or a root conftest)
     from tests.servers import fixtures as _fx
@@ -158,7 +158,7 @@ def _plan(html: str, text: str = "{{ researcher.first_name }}", *strings: str) -
     env = jinja2.Environment(
         loader=jinja2.DictLoader({"t.html.j2": html, "t.txt.j2": text}), autoescape=True
     )
-    return plan_stamps(env, ["t.html.j2", "t.txt.j2"], jinja2.Environment(), list(strings))
+    return stamp_layout(env, ["t.html.j2", "t.txt.j2"], jinja2.Environment(), list(strings))
 
 
 @pytest.mark.parametrize(

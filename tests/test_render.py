@@ -42,6 +42,7 @@ from outreach.message.compose import Composer, PhotoCache
 from outreach.message.prepared import Message, PreparedCampaign
 from outreach.message.preview import write_preview
 from outreach.message.render import Rendered
+from outreach.message.templating import BUILTIN_TEMPLATES
 from outreach.message.tokens import message_id, message_token
 from outreach.workspace.people import Liaison, Researcher
 
@@ -459,7 +460,7 @@ def first_recipient(root: Path, campaign: str) -> str:
 
 
 def builtin_template(name: str) -> str:
-    return (Path(compose_module.__file__).parent / "templates" / name).read_text(encoding="utf-8")
+    return (BUILTIN_TEMPLATES / name).read_text(encoding="utf-8")
 
 
 def test_undefined_variable_in_template_file(ws_root: Path) -> None:

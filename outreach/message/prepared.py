@@ -29,6 +29,9 @@ class Message:
 
 
 class PreparedCampaign:
+    """One campaign made ready to produce messages: its recipients, token secret, renderer,
+    composer and DKIM signer, built once; ``message(recipient)`` renders and composes one."""
+
     def __init__(
         self,
         ws: Workspace,

@@ -1,19 +1,15 @@
 """Render: campaign + recipient → subject, HTML and plain text, in the reader's language.
 
-Everything a user writes (subjects, Markdown bodies, templates) runs in Jinja's sandbox with
-StrictUndefined; HTML is auto-escaped; Markdown is rendered with raw HTML disabled, so a
-researcher's name can never become markup. Compiled templates and per-person views are
-cached: rendering many recipients costs one template evaluation each, nothing more.
+The templates run in templating.py's sandbox. Per-person views and whole messages are
+cached: a group of recipients who would see the same message but for their own name and
+address is rendered once, as a stamp (stamp.py), and each recipient is filled in.
 """
 
 from __future__ import annotations
 
-import difflib
-import html as htmllib
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from dataclasses import dataclass, replace
 from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,26 +17,25 @@ from typing import Any
 
 import css_inline
 import jinja2
-from babel.dates import format_date, format_datetime
-from babel.numbers import format_decimal
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from outreach.audience.arms import SERVICE
 from outreach.audience.recipients import Recipient
 from outreach.errors import Location, OutreachError, TemplateError
 from outreach.message.i18n import translate
-from outreach.message.stamp import FIELDS, RESEARCHER_FIELDS, StampPlan, fill, plan_stamps, sentinel
+from outreach.message.stamp import (
+    FIELDS,
+    RESEARCHER_FIELDS,
+    StampLayout,
+    fill,
+    sentinel,
+    stamp_layout,
+)
+from outreach.message.templating import Templates, markdown
 from outreach.workspace.campaign import Campaign, Item
 from outreach.workspace.people import Expert, Liaison, Researcher, ServiceIdentity, localised
 from outreach.workspace.settings import LocalText, Settings
 from outreach.workspace.yamlio import YamlDoc
-
-BUILTIN_TEMPLATES = Path(__file__).parent.parent / "templates"
-_BABEL_LOCALES = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_GB"}
-_DATE_FORMS = ("short", "medium", "long", "full")
-_NO_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'")
 
 
 @dataclass(frozen=True)
@@ -117,15 +112,9 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
-def _markdown() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-    md.enable("table")
-    md.enable("strikethrough")
-    return md
-
-
 class Renderer:
-    """One per workspace and campaign run; caches compiled templates and person views."""
+    """One per workspace and campaign run; keeps person views and stamps (its Templates
+    keep the compiled templates)."""
 
     def __init__(
         self,
@@ -139,79 +128,16 @@ class Renderer:
         root: Path | None = None,
     ) -> None:
         self.settings = settings
-        self.root = root
-        self.template_dirs = [Path(d) for d in template_dirs]
         self.liaisons = liaisons
         self.experts = experts
         self.service = service
         self.domain = settings.organisation.domain
-        self.md = _markdown()
+        self.templates = Templates(settings.default_language, template_dirs, root)
+        self.md = markdown()
         self._inliner = css_inline.CSSInliner(keep_style_tags=True) if inline_css else None
-        loader = jinja2.FileSystemLoader([str(d) for d in template_dirs])
-        self.files = SandboxedEnvironment(
-            loader=loader,
-            undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(
-                enabled_extensions=("html", "html.j2", "htm"), default_for_string=False
-            ),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
-        self.strings = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
-        date_filter, number_filter = self._filters()
-        for env in (self.files, self.strings):
-            env.filters["date"] = date_filter
-            env.filters["number"] = number_filter
-        self._compiled: dict[tuple[str, str], jinja2.Template] = {}
         self._views: dict[tuple[str, str], dict[str, Any]] = {}
-        self._sources: dict[str, tuple[str, int]] = {}
-        self._texts: dict[str, str] = {}  # string template name -> its source
-        self._plans: dict[int, tuple[Campaign, StampPlan | None]] = {}
+        self._layouts: dict[int, tuple[Campaign, StampLayout | None]] = {}
         self._stamps: dict[tuple[Any, ...], Rendered] = {}
-
-    # -- formatting -----------------------------------------------------------------------
-    @staticmethod
-    def _locale(lang: str) -> str:
-        return _BABEL_LOCALES.get(lang, lang)
-
-    def _format_date(
-        self, value: date | datetime | str, lang: str = "en", form: str = "long"
-    ) -> str:
-        if isinstance(value, str):  # "2026-12-01" is a date, "2026-12-01T09:00+02:00" a time
-            text = value.strip()
-            value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
-        if isinstance(value, datetime):
-            return format_datetime(value, form, locale=self._locale(lang))
-        return format_date(value, form, locale=self._locale(lang))
-
-    def _format_number(self, value: float, lang: str = "en") -> str:
-        return format_decimal(value, locale=self._locale(lang))
-
-    def _filters(self) -> tuple[Callable[..., str], Callable[..., str]]:
-        """``date`` and ``number`` filters in the message's language unless one is given:
-        ``{{ d | date }}``, ``{{ d | date("short") }}``, ``{{ d | date("long", "fi") }}``;
-        ``{{ n | number }}``, ``{{ n | number("sv") }}``."""
-        default = self.settings.default_language
-
-        @jinja2.pass_context
-        def date_filter(
-            ctx: jinja2.runtime.Context,
-            value: date | datetime | str,
-            form: str = "long",
-            lang: str | None = None,
-        ) -> str:
-            if form not in _DATE_FORMS and lang is None:  # date(lang): the older spelling
-                form, lang = "long", form
-            return self._format_date(value, lang or ctx.get("lang") or default, form)
-
-        @jinja2.pass_context
-        def number_filter(
-            ctx: jinja2.runtime.Context, value: float, lang: str | None = None
-        ) -> str:
-            return self._format_number(value, lang or ctx.get("lang") or default)
-
-        return date_filter, number_filter
 
     # -- views ----------------------------------------------------------------------------
     def person_view(
@@ -257,143 +183,6 @@ class Renderer:
         }
 
     # -- user-written strings -------------------------------------------------------------
-    def _string_template(self, name: str, source: str, origin: tuple[str, int]) -> jinja2.Template:
-        key = (name, source)
-        tpl = self._compiled.get(key)
-        if tpl is None:
-            self._sources[name] = origin
-            self._texts[name] = source
-            try:
-                code = self.strings.compile(source, name=name, filename=name)
-                tpl = self.strings.template_class.from_code(
-                    self.strings, code, self.strings.make_globals(None), None
-                )
-            except jinja2.TemplateSyntaxError as exc:
-                raise self._error(exc, name, exc.lineno) from None
-            self._compiled[key] = tpl
-        return tpl
-
-    def _display(self, filename: str) -> str:
-        """A template file as a user finds it: relative to the workspace, or the built-in."""
-        path = Path(filename)
-        for base in (self.root, BUILTIN_TEMPLATES.parent.parent):
-            if base is None:
-                continue
-            try:
-                return path.resolve().relative_to(base.resolve()).as_posix()
-            except ValueError:
-                continue
-        return filename
-
-    def _is_template(self, filename: str) -> bool:
-        if filename in self._sources:
-            return True
-        return filename.endswith(".j2") and any(
-            filename.startswith(str(d)) for d in self.template_dirs
-        )
-
-    def _where(self, exc: BaseException, tpl: jinja2.Template) -> tuple[str, int | None]:
-        """The innermost template (an included one too) and line the error comes from."""
-        if isinstance(exc, jinja2.TemplateSyntaxError):
-            return exc.filename or exc.name or tpl.filename or tpl.name or "?", exc.lineno
-        found: tuple[str, int | None] | None = None
-        tb = exc.__traceback__
-        while tb is not None:
-            filename = tb.tb_frame.f_code.co_filename
-            if self._is_template(filename):
-                found = (filename, tb.tb_lineno)
-            tb = tb.tb_next
-        if found is not None:
-            return found
-        line = getattr(exc, "lineno", None)
-        return tpl.filename or tpl.name or "?", line if isinstance(line, int) else None
-
-    def _source_line(self, name: str, line: int | None) -> str:
-        if not line:
-            return ""
-        source = self._texts.get(name)
-        if source is None:
-            try:
-                source = Path(name).read_text(encoding="utf-8")
-            except OSError:
-                return ""
-        lines = source.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
-
-    def _undefined(
-        self, exc: jinja2.UndefinedError, name: str, line: int | None, context: dict[str, Any]
-    ) -> tuple[str, str]:
-        """Name the undefined expression (``researcher.nickname``) and what exists instead."""
-        variables = ", ".join(sorted(k for k in context if not k.startswith("_")))
-        message = exc.message or str(exc)
-        m = _NO_ATTRIBUTE.search(message)
-        if m is None:
-            return f"undefined variable: {message}", f"variables: {variables}"
-        attr = m.group(1)
-        src = self._source_line(name, line)
-        found = re.search(
-            r"([A-Za-z_][\w.]*)\s*(?:\.\s*"
-            + re.escape(attr)
-            + r"\b|\[\s*['\"]"
-            + re.escape(attr)
-            + r"['\"]\s*\])",
-            src,
-        )
-        if found is None:
-            return f"undefined variable: {message}", f"variables: {variables}"
-        expr = found.group(1)
-        value: Any = context
-        for part in expr.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if not isinstance(value, Mapping):
-            return f"undefined variable `{expr}.{attr}`", f"variables: {variables}"
-        keys = sorted(str(k) for k in value)
-        close = difflib.get_close_matches(attr, keys, n=1)
-        hint = f"did you mean `{expr}.{close[0]}`? " if close else ""
-        return (
-            f"undefined variable `{expr}.{attr}`",
-            hint + f"`{expr}` has: {', '.join(keys)}",
-        )
-
-    def _error(
-        self,
-        exc: BaseException,
-        name: str,
-        line: int | None,
-        context: dict[str, Any] | None = None,
-    ) -> TemplateError:
-        if isinstance(exc, SecurityError):
-            what = f"the sandbox refused it: {exc}"
-            hint = "templates may only use the documented variables"
-        elif isinstance(exc, jinja2.UndefinedError):
-            what, hint = self._undefined(exc, name, line, context or {})
-        elif isinstance(exc, jinja2.TemplateSyntaxError):
-            what = f"template syntax error: {exc.message}"
-            hint = "check {{ … }} and {% … %} pairs"
-        else:
-            what = f"{type(exc).__name__}: {exc}"
-            hint = None
-        if name in self._sources:
-            file, first_line = self._sources[name]
-            yaml_line = first_line + (line - 1) if line else first_line
-            return TemplateError(
-                f"{name}: {what}",
-                location=Location(file, yaml_line, None, name.split(":")[-1]),
-                hint=hint,
-            )
-        return TemplateError(
-            f"{Path(name).name}: {what}",
-            location=Location(self._display(name), line, None, None),
-            hint=hint,
-        )
-
-    def _render(self, tpl: jinja2.Template, name: str, context: dict[str, Any]) -> str:
-        try:
-            return tpl.render(context)
-        except Exception as exc:  # a sandboxed call that raised: still the template's fault
-            where, line = self._where(exc, tpl)
-            raise self._error(exc, where, line, context) from None
-
     def text_of(
         self,
         campaign: Campaign,
@@ -415,20 +204,9 @@ class Renderer:
             origin = (doc.file, line)
         else:
             origin = (f"campaigns/{campaign.id}.yaml", 1)
-        return self._render(self._string_template(name, source, origin), name, context)
-
-    def file_template(self, name: str) -> jinja2.Template | None:
-        key = ("file", name)
-        tpl = self._compiled.get(key)
-        if tpl is None:
-            try:
-                tpl = self.files.get_template(name)
-            except jinja2.TemplateNotFound:
-                return None
-            except jinja2.TemplateSyntaxError as exc:
-                raise self._error(exc, exc.filename or exc.name or name, exc.lineno) from None
-            self._compiled[key] = tpl
-        return tpl
+        return self.templates.render(
+            self.templates.string_template(name, source, origin), name, context
+        )
 
     # -- the main entry -------------------------------------------------------------------
     def render(
@@ -446,21 +224,22 @@ class Renderer:
         )
 
     # -- stamps: one rendering per group of recipients (see stamp.py) ---------------------
-    def _stamp_plan(self, campaign: Campaign) -> StampPlan | None:
+    def _stamp_layout(self, campaign: Campaign) -> StampLayout | None:
         key = id(campaign)
-        if key in self._plans:
-            return self._plans[key][1]
-        plan = None
+        if key in self._layouts:
+            return self._layouts[key][1]
+        layout = None
         name = campaign.template
-        if self.file_template(f"{name}.txt.j2") is not None:  # else the text comes from HTML
-            plan = plan_stamps(
-                self.files,
+        templates = self.templates
+        if templates.file_template(f"{name}.txt.j2") is not None:  # else text comes from HTML
+            layout = stamp_layout(
+                templates.files,
                 [f"{name}.html.j2", f"{name}.txt.j2"],
-                self.strings,
+                templates.strings,
                 _user_strings(campaign),
             )
-        self._plans[key] = (campaign, plan)  # the campaign is kept so its id stays unique
-        return plan
+        self._layouts[key] = (campaign, layout)  # the campaign is kept so its id stays unique
+        return layout
 
     def _stamped(
         self,
@@ -469,14 +248,14 @@ class Renderer:
         links: Links,
         doc: YamlDoc | None,
     ) -> Rendered | None:
-        plan = self._stamp_plan(campaign)
-        if plan is None:
+        layout = self._stamp_layout(campaign)
+        if layout is None:
             return None
         r = recipient.researcher
         # in the order of FIELDS: the researcher's fields, then the unsubscribe link's
         values = [getattr(r, f) or "" for f in RESEARCHER_FIELDS]
         values += [links.unsubscribe_url or "", links.unsubscribe_mailto or ""]
-        if not plan.accepts(zip(FIELDS, values, strict=True)):
+        if not layout.accepts(zip(FIELDS, values, strict=True)):
             return None
         items = tuple(
             i
@@ -601,19 +380,19 @@ class Renderer:
             items=items,
             introduce={"expert": expert_view, "note": note or ""} if expert_view else None,
         )
-        html_tpl = self.file_template(f"{campaign.template}.html.j2")
+        html_tpl = self.templates.file_template(f"{campaign.template}.html.j2")
         if html_tpl is None:
             raise TemplateError(
                 f"template `{campaign.template}` does not exist",
                 location=doc.where(("template",)) if doc else Location(),
                 hint=f"create templates/{campaign.template}.html.j2",
             )
-        html = self._render(html_tpl, html_tpl.name or campaign.template, page)
+        html = self.templates.render(html_tpl, html_tpl.name or campaign.template, page)
         if self._inliner is not None:
             html = self._inliner.inline(html)
-        text_tpl = self.file_template(f"{campaign.template}.txt.j2")
+        text_tpl = self.templates.file_template(f"{campaign.template}.txt.j2")
         if text_tpl is not None:
-            text = self._render(text_tpl, text_tpl.name or campaign.template, page)
+            text = self.templates.render(text_tpl, text_tpl.name or campaign.template, page)
             text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
         else:
             text = html_to_text(html)
@@ -691,9 +470,4 @@ def _is_block(doc: YamlDoc, path: tuple[str | int, ...]) -> bool:
     return isinstance(value, str) and "\n" in value
 
 
-def escape(text: str) -> str:
-    return htmllib.escape(text)
-
-
 __all__ = ["Links", "Rendered", "Renderer", "html_to_text", "photo_cid"]
-_ = field  # dataclasses.field kept for future defaults

@@ -59,8 +59,9 @@ def sentinel(index: int) -> str:
 
 
 @dataclass(frozen=True)
-class StampPlan:
-    """What the static check found: which fields the templates print, and where."""
+class StampLayout:
+    """Where a campaign's templates print each per-recipient field, as the static check
+    found: in a user-written string (Markdown or a subject) or in a template file only."""
 
     in_strings: frozenset[tuple[str, str]]  # printed by a subject, body, item or note
     in_files: frozenset[tuple[str, str]]  # printed by a template file only
@@ -161,13 +162,13 @@ def _check_tree(env: jinja2.Environment, source: str, printed: set[tuple[str, st
     return list(_walk(tree, (), printed))
 
 
-def plan_stamps(
+def stamp_layout(
     files: jinja2.Environment,
     file_names: Iterable[str],
     strings: jinja2.Environment,
     string_sources: Iterable[str],
-) -> StampPlan | None:
-    """The stamp plan of a campaign, or None when its templates rule stamping out."""
+) -> StampLayout | None:
+    """The stamp layout of a campaign, or None when its templates rule stamping out."""
     in_strings: set[tuple[str, str]] = set()
     in_files: set[tuple[str, str]] = set()
     try:
@@ -189,7 +190,7 @@ def plan_stamps(
             todo.extend(_check_tree(files, source, in_files))
     except _Unsafe:
         return None
-    return StampPlan(frozenset(in_strings), frozenset(in_files - in_strings))
+    return StampLayout(frozenset(in_strings), frozenset(in_files - in_strings))
 
 
 def fill(stamped: str, values: list[str]) -> str:
@@ -199,4 +200,4 @@ def fill(stamped: str, values: list[str]) -> str:
     return SENTINEL.sub(lambda m: values[int(m.group(1))], stamped)
 
 
-__all__ = ["FIELDS", "RESEARCHER_FIELDS", "StampPlan", "fill", "plan_stamps", "sentinel"]
+__all__ = ["FIELDS", "RESEARCHER_FIELDS", "StampLayout", "fill", "sentinel", "stamp_layout"]
