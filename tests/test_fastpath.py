@@ -30,7 +30,8 @@ from store_helpers import make_ws, smtp_settings
 
 from outreach.deliver import transports
 from outreach.deliver.transports import Credentials, SmtpTransport, wire_form
-from outreach.message.compose import _encoded_address, _encoded_subject, _qp, _qp_by_line, _to_line
+from outreach.message.compose import _qp, _qp_by_line
+from outreach.message.headers import _encoded_address, _encoded_subject, to_line
 from outreach.message.prepared import PreparedCampaign
 from outreach.message.render import Links, Rendered
 from outreach.message.stamp import stamp_layout
@@ -236,7 +237,7 @@ def test_encoded_subjects_parse_back_to_the_same_text(subject: str) -> None:
     st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,8})?@[a-z0-9]{1,12}\.example", fullmatch=True),
 )
 def test_encoded_display_names_parse_back_to_the_same_address(name: str, address: str) -> None:
-    line = _to_line(name, address)  # the To line the composer writes, whichever way
+    line = to_line(name, address)  # the To line the composer writes, whichever way
     _assert_well_formed(line)
     header = _parse(line)["To"]
     (parsed,) = header.addresses
