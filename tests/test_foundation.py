@@ -676,7 +676,8 @@ def test_init_into_a_file_path_leaves_nothing(tmp_path: Path) -> None:
 def test_an_invalid_row_reads_as_the_same_researcher_as_a_valid_one(tmp_path: Path) -> None:
     """`send` tests an invalid row against the campaign's audience (to record it skipped):
     it must read like any other row, tags split by the same rule (here a `;` CSV)."""
-    from outreach.workspace.people import InvalidAddress, load_researchers_csv
+    from outreach.workspace.people import InvalidAddress
+    from outreach.workspace.people_readers import load_researchers_csv
 
     sheet = tmp_path / "researchers.csv"
     sheet.write_text(

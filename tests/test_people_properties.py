@@ -23,9 +23,9 @@ from outreach.errors import Problem
 from outreach.workspace.people import (
     AddressError,
     _normalise_full,
-    load_researchers_csv,
     normalise_address,
 )
+from outreach.workspace.people_readers import load_researchers_csv
 from outreach.workspace.yamlio import parse_yaml
 
 LANGUAGES = ["fi", "sv", "en"]

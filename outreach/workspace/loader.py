@@ -32,10 +32,12 @@ from outreach.workspace.people import (
     Liaison,
     Researcher,
     ServiceIdentity,
+    normalise_address,
+)
+from outreach.workspace.people_readers import (
     load_people_yaml,
     load_researchers_csv,
     load_researchers_yaml,
-    normalise_address,
 )
 from outreach.workspace.segments import SegmentIndex
 from outreach.workspace.settings import Settings
