@@ -39,9 +39,10 @@ from outreach.track.classify import KINDS, classify
 from outreach.track.ingest import Ingestor, IngestSummary, make_context
 from outreach.track.parse import Unparseable, parse
 from outreach.track.sources import Incoming
-from outreach.workspace.loader import load_settings, load_workspace, secret_warnings
+from outreach.workspace.loader import load_settings, load_workspace
 from outreach.workspace.people import Liaison
 from outreach.workspace.people_readers import load_people_yaml, load_researchers_csv
+from outreach.workspace.plaintext_secrets import secret_warnings
 from outreach.workspace.yamlio import parse_yaml
 
 REPO = Path(__file__).resolve().parent.parent

@@ -41,7 +41,8 @@ from outreach.privacy.forget import EMAIL_COLUMNS, NOT_PERSONAL, TEXT_COLUMNS, f
 from outreach.report.forgotten import forgotten_rows
 from outreach.store import open_store
 from outreach.store.schema import PERSONAL_TABLES, metadata
-from outreach.workspace.loader import load_workspace, looks_like_token
+from outreach.workspace.loader import load_workspace
+from outreach.workspace.plaintext_secrets import looks_like_token
 
 try:  # repository root on sys.path (python -m pytest, or a root conftest)
     from tests.servers import fixtures as _fx

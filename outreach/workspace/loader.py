@@ -1,15 +1,13 @@
 """Find and load a workspace: outreach.yaml, people/, campaigns/, templates/.
 
 Loading never stops at the first problem: everything that can be read is read, and every
-problem is collected so ``outreach check`` reports them all at once.
+problem is collected so ``outreach check`` reports them all at once (the checks across
+files are in validation.py, the secrets-in-YAML warnings in plaintext_secrets.py).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,24 +22,22 @@ from outreach.errors import (
     WorkspaceNotFound,
 )
 from outreach.workspace.campaign import Campaign, select_audience
-from outreach.workspace.keys import dkim_problems, unsigned_senders
 from outreach.workspace.people import (
-    AddressError,
     Directory,
     Expert,
     Liaison,
     Researcher,
     ServiceIdentity,
-    normalise_address,
 )
 from outreach.workspace.people_readers import (
     load_people_yaml,
     load_researchers_csv,
     load_researchers_yaml,
 )
-from outreach.workspace.segments import SegmentIndex
+from outreach.workspace.plaintext_secrets import secret_warnings
 from outreach.workspace.settings import Settings
-from outreach.workspace.yamlio import YamlDoc, dotted_path, load_yaml, pydantic_problems
+from outreach.workspace.validation import check_campaign, check_directory, check_settings
+from outreach.workspace.yamlio import YamlDoc, load_yaml, pydantic_problems
 
 SETTINGS_FILE = "outreach.yaml"
 BUILTIN_TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -149,25 +145,7 @@ def load_settings(root: Path) -> tuple[Settings | None, YamlDoc | None, list[Pro
         settings = Settings.model_validate(doc.data)
     except ValidationError as exc:
         return None, doc, problems + pydantic_problems(exc, doc, (), Settings)
-    if settings.default_language not in settings.languages:
-        problems.append(
-            Problem(
-                f"default_language `{settings.default_language}` is not in languages",
-                doc.where(("default_language",)),
-                f"use one of {settings.languages}",
-            )
-        )
-    try:
-        normalise_address(settings.service.email)
-    except AddressError as exc:
-        problems.append(
-            Problem(
-                f"invalid service address: {exc}",
-                doc.where(("service", "email")),
-                "the faceless sender address, e.g. rds@uni.example",
-            )
-        )
-    problems += dkim_problems(settings, root, doc)
+    problems += check_settings(root, settings, doc)
     return settings, doc, problems
 
 
@@ -198,7 +176,7 @@ def load_workspace(
         except ConfigError as exc:
             problems.append(Problem(exc.message, Location("campaigns/"), exc.hint))
             continue
-        problems += check_campaign(ws, cf)
+        problems += check_campaign(cf.campaign, cf.doc, settings, directory, ws.has_template)
     return ws
 
 
@@ -262,126 +240,6 @@ def load_directory(
     return directory, problems
 
 
-def _liaison_base(doc: YamlDoc | None) -> tuple[str | int, ...]:
-    if doc is not None and isinstance(doc.data, dict) and "liaisons" in doc.data:
-        return ("liaisons",)
-    return ()
-
-
-def _index_of(doc: YamlDoc | None, base: tuple[str | int, ...], person_id: str) -> int | None:
-    if doc is None:
-        return None
-    data = doc.data
-    for part in base:
-        data = data[part]
-    for i, item in enumerate(data or []):
-        if isinstance(item, dict) and item.get("id") == person_id:
-            return i
-    return None
-
-
-def check_directory(root: Path, settings: Settings, d: Directory) -> list[Problem]:
-    problems: list[Problem] = []
-    doc = d.liaison_docs
-    base = _liaison_base(doc)
-
-    def where(person_id: str, *path: str | int) -> Location:
-        index = _index_of(doc, base, person_id)
-        if doc is None or index is None:
-            return Location("people/liaisons.yaml")
-        return doc.where(base + (index, *path))
-
-    for liaison in d.liaisons.values():
-        if not liaison.segments and liaison.active:
-            problems.append(
-                Problem(
-                    f"liaison `{liaison.id}` has no segment",
-                    where(liaison.id, "segments"),
-                    "add e.g. `segments: [{faculty: Medicine}]`; a familiar face owns a group",
-                )
-            )
-        for code in liaison.languages:
-            if code not in settings.languages:
-                problems.append(
-                    Problem(
-                        f"language `{code}` is not one of the workspace's {settings.languages}",
-                        where(liaison.id, "languages"),
-                    )
-                )
-    for kind, people, file in (
-        ("liaison", d.liaisons, "people/liaisons.yaml"),
-        ("expert", d.experts, "people/experts.yaml"),
-    ):
-        for person in people.values():
-            if person.photo and not (root / person.photo).is_file():
-                loc = (
-                    where(person.id, "photo")
-                    if kind == "liaison"
-                    else Location(file, None, None, "photo")
-                )
-                problems.append(
-                    Problem(
-                        f"{kind} `{person.id}`: photo {person.photo} not found",
-                        loc,
-                        "the path is relative to the workspace; the face must show",
-                    )
-                )
-    problems += unsigned_senders(
-        settings,
-        [
-            *(
-                (f"liaison `{x.id}`", x.email, where(x.id, "email"))
-                for x in d.liaisons.values()
-                if x.active
-            ),
-            ("the service", d.service.email, Location(SETTINGS_FILE, None, None, "service.email")),
-        ],
-    )
-    index = SegmentIndex(d.liaisons.values())
-    for clash in index.clashes():
-        problems.append(
-            Problem(
-                f"segment `{clash.segment.label()}` is claimed by "
-                + " and ".join(f"`{x}`" for x in clash.liaisons),
-                where(clash.liaisons[1], "segments"),
-                "one segment, one familiar face: give it to one liaison "
-                "or split it by department or unit",
-            )
-        )
-    unassigned: list[Researcher] = []
-    for r in d.researchers:
-        if r.liaison and r.liaison not in d.liaisons:
-            problems.append(
-                Problem(
-                    f"{r.email}: liaison override `{r.liaison}` is not a liaison",
-                    Location("people/researchers.csv", r.line, None, "liaison"),
-                    f"known liaisons: {', '.join(sorted(d.liaisons))}",
-                )
-            )
-        elif index.owner(r).liaison_id is None:
-            unassigned.append(r)
-    for r in unassigned[:20]:
-        near = index.nearest(r)
-        problems.append(
-            Problem(
-                f"{r.email} ({r.faculty or '-'} / {r.department or '-'} / {r.unit or '-'}) "
-                "matches no liaison segment",
-                Location("people/researchers.csv", r.line),
-                f"nearest segment: {near.label()}" if near else "add a segment for this faculty",
-                severity="warning",
-            )
-        )
-    if len(unassigned) > 20:
-        problems.append(
-            Problem(
-                f"{len(unassigned) - 20} more researchers match no segment",
-                Location("people/researchers.csv"),
-                severity="warning",
-            )
-        )
-    return problems
-
-
 def load_campaigns(root: Path, settings: Settings) -> tuple[dict[str, CampaignFile], list[Problem]]:
     problems: list[Problem] = []
     out: dict[str, CampaignFile] = {}
@@ -420,212 +278,3 @@ def load_campaigns(root: Path, settings: Settings) -> tuple[dict[str, CampaignFi
             continue
         out[campaign.id] = CampaignFile(campaign, path, doc)
     return out, problems
-
-
-def check_campaign(ws: Workspace, cf: CampaignFile) -> list[Problem]:
-    """Cross-references of one campaign: template, expert, languages, audience."""
-    c, doc, settings = cf.campaign, cf.doc, ws.settings
-    problems: list[Problem] = []
-    if not ws.has_template(c.template):
-        problems.append(
-            Problem(
-                f"template `{c.template}` does not exist",
-                doc.where(("template",)),
-                f"create templates/{c.template}.html.j2 or use the built-in `newsletter`",
-            )
-        )
-    if c.introduce is not None and c.introduce.expert not in ws.directory.experts:
-        known = ", ".join(sorted(ws.directory.experts)) or "none in people/experts.yaml"
-        problems.append(
-            Problem(
-                f"expert `{c.introduce.expert}` does not exist",
-                doc.where(("introduce", "expert")),
-                f"known experts: {known}",
-            )
-        )
-    for email, move in c.handover.items():
-        for role in ("incoming", "outgoing"):
-            lid = getattr(move, role)
-            if lid is not None and lid not in ws.directory.liaisons:
-                problems.append(
-                    Problem(
-                        f"handover of {email}: `{lid}` is not a liaison",
-                        doc.where(("handover", email, role)),
-                        f"known liaisons: {', '.join(sorted(ws.directory.liaisons))}"
-                        + (
-                            "; `outgoing: null` lets the service introduce"
-                            if role == "outgoing"
-                            else ""
-                        ),
-                        severity="error" if role == "incoming" else "warning",
-                    )
-                )
-    for name, text in (("subject", c.subject), ("body", c.body)):
-        if isinstance(text, dict):
-            for code in text:
-                if code not in settings.languages:
-                    problems.append(
-                        Problem(
-                            f"language `{code}` is not one of the workspace's {settings.languages}",
-                            doc.where((name, code)),
-                        )
-                    )
-            if settings.default_language not in text:
-                problems.append(
-                    Problem(
-                        f"no `{settings.default_language}` {name}: readers whose languages are "
-                        "all missing would get nothing",
-                        doc.where((name,)),
-                        f"add `{settings.default_language}:` (the default_language fallback)",
-                    )
-                )
-            missing = [code for code in settings.languages if code not in text]
-            if missing and settings.default_language in text:
-                problems.append(
-                    Problem(
-                        f"no {name} in {', '.join(missing)}: those readers get a fallback language",
-                        doc.where((name,)),
-                        "add a translation if they should read it in their own language",
-                        severity="warning",
-                    )
-                )
-    if isinstance(c.subject, dict) and isinstance(c.body, dict) and set(c.subject) != set(c.body):
-        problems.append(
-            Problem(
-                "subject and body cover different languages: "
-                f"subject {sorted(c.subject)}, body {sorted(c.body)}",
-                doc.where(("subject",)),
-                "give every language both a subject and a body",
-            )
-        )
-    audience = ws.audience(c)
-    if not audience:
-        problems.append(
-            Problem(
-                f"campaign `{c.id}` selects nobody",
-                doc.where(("audience",)),
-                "check the audience filters against people/researchers.csv",
-                severity="warning",
-            )
-        )
-    return problems
-
-
-# ----------------------------------------------------------------------------- secrets in YAML
-
-# A key that names a secret; `*_env`, `*_file`, `*_command` name where it lives instead.
-_SECRET_KEY = re.compile(
-    r"(?:^|[_-])(password|passwd|passphrase|secret|token|api[_-]?key|apikey|"
-    r"private[_-]?key|client[_-]?secret|access[_-]?key|credentials?)(?:$|[_-])",
-    re.I,
-)
-_REFERENCE_SUFFIXES = ("_env", "_file", "_command", "_cmd", "_path")
-_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-_URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@", re.I)
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-_WORDISH = re.compile(r"[a-z]{6,}|[A-Z][a-z]{5,}")
-_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9+/=_.~-]+$")
-_KNOWN_TOKEN = re.compile(
-    r"^(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|glpat-[\w-]{20,}|xox[abposr]-[\w-]{10,}"
-    r"|sk-[\w-]{20,}|AKIA[0-9A-Z]{16}|ya29\.[\w.-]{20,}|eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]*)$"
-)
-
-
-def _entropy(text: str) -> float:
-    counts = Counter(text)
-    n = len(text)
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
-
-
-def looks_like_token(value: str) -> bool:
-    """A long random-looking string: an API key, a password, a base64 secret."""
-    v = value.strip()
-    if _KNOWN_TOKEN.match(v):
-        return True
-    if len(v) < 32 or not _TOKEN_CHARS.match(v):
-        return False
-    if re.fullmatch(r"[0-9a-fA-F]+", v):
-        return True  # 128 bits or more of hex
-    # Words (CamelCase, snake_case, slugs, paths) are mostly long lowercase runs; random
-    # base64 rarely has them (this misses about 1 in 2000 random 32-character tokens).
-    wordish = sum(len(w) for w in _WORDISH.findall(v)) / len(v)
-    classes = sum(bool(re.search(p, v)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
-    return wordish < 0.5 and classes >= 2 and _entropy(v) >= 3.5
-
-
-def _secret_kind(value: str) -> str | None:
-    if _PEM.search(value):
-        return "a private key"
-    m = _URL_PASSWORD.search(value)
-    if m and m.group(1) not in ("***", "xxx") and not m.group(1).startswith("$"):
-        return "a URL with a password in it"
-    if looks_like_token(value):
-        return "what looks like a password or access token"
-    return None
-
-
-def secret_warnings(doc: YamlDoc | None) -> list[Problem]:
-    """Warnings for secrets written into a YAML file: a key like ``password`` with a literal
-    value, a PEM private key, a URL with a password, a long random token. The warning names
-    file:line and never repeats the value."""
-    if doc is None:
-        return []
-    problems: list[Problem] = []
-    seen: set[int] = set()
-
-    def visit(value: object, path: tuple[str | int, ...]) -> None:
-        if isinstance(value, dict | list):
-            if id(value) in seen:  # aliases share objects: visit each once
-                return
-            seen.add(id(value))
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for k, v in items:
-                visit(v, (*path, k if isinstance(k, int) else str(k)))
-            return
-        if value is None or isinstance(value, bool) or value == "":
-            return
-        text = str(value)
-        key = str(path[-1]) if path and isinstance(path[-1], str) else ""
-        lowered = key.lower()
-        reference = lowered.endswith(_REFERENCE_SUFFIXES)
-        kind = _secret_kind(text)
-        dotted = dotted_path(path)
-        base = re.sub(r"[_-]?(?:env|file|command|cmd|path)$", "", key, flags=re.I) or "password"
-        if reference and kind:
-            message = f"`{dotted}` should name where the secret lives, but holds {kind} itself"
-        elif lowered.endswith("_env") and not _ENV_NAME.match(text):
-            # (`send` would say "the variable $… is not set", printing the secret)
-            message = (
-                f"`{dotted}` should name an environment variable (like OUTREACH_SMTP_PASSWORD);"
-                " is this the secret itself?"
-            )
-        elif kind:
-            message = f"`{dotted}` holds {kind}"
-        elif key and _SECRET_KEY.search(key) and not reference:
-            message = f"`{dotted}` looks like a secret written into the file"
-        else:
-            return
-        if kind == "a URL with a password in it":
-            where_to = (
-                "put the whole URL in $OUTREACH_DATABASE_URL (it overrides `database:`)"
-                if path == ("database",)
-                else "leave the password out of the URL and name it with `password_env: VARIABLE`"
-            )
-        else:
-            where_to = (
-                f"name an environment variable (`{base}_env: VARIABLE`) or a file "
-                f"(`{base}_file: PATH`, mode 0600) instead"
-            )
-        problems.append(
-            Problem(
-                message,
-                doc.where(path),
-                f"secrets never go into YAML (it ends up in backups and version control): "
-                f"{where_to}; remove the value here, and change the secret if this file was "
-                "ever shared",
-                severity="warning",
-            )
-        )
-
-    visit(doc.data, ())
-    return problems

@@ -1,0 +1,269 @@
+"""Validation of a loaded workspace: what no single file's schema can say.
+
+Cross-references between outreach.yaml, the people files and the campaigns (languages,
+segments, liaisons, experts, templates, DKIM keys for the senders), each found problem a
+Problem with the file and line to fix, collected so ``outreach check`` reports them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from outreach.errors import Location, Problem
+from outreach.workspace.campaign import Campaign, select_audience
+from outreach.workspace.keys import dkim_problems, unsigned_senders
+from outreach.workspace.people import AddressError, Directory, Researcher, normalise_address
+from outreach.workspace.segments import SegmentIndex
+from outreach.workspace.settings import Settings
+from outreach.workspace.yamlio import YamlDoc
+
+
+def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem]:
+    """What outreach.yaml's schema cannot say: the default language is one of the languages,
+    the service address is an address, the DKIM keys load."""
+    problems: list[Problem] = []
+    if settings.default_language not in settings.languages:
+        problems.append(
+            Problem(
+                f"default_language `{settings.default_language}` is not in languages",
+                doc.where(("default_language",)),
+                f"use one of {settings.languages}",
+            )
+        )
+    try:
+        normalise_address(settings.service.email)
+    except AddressError as exc:
+        problems.append(
+            Problem(
+                f"invalid service address: {exc}",
+                doc.where(("service", "email")),
+                "the faceless sender address, e.g. rds@uni.example",
+            )
+        )
+    problems += dkim_problems(settings, root, doc)
+    return problems
+
+
+def _liaison_base(doc: YamlDoc | None) -> tuple[str | int, ...]:
+    if doc is not None and isinstance(doc.data, dict) and "liaisons" in doc.data:
+        return ("liaisons",)
+    return ()
+
+
+def _index_of(doc: YamlDoc | None, base: tuple[str | int, ...], person_id: str) -> int | None:
+    if doc is None:
+        return None
+    data = doc.data
+    for part in base:
+        data = data[part]
+    for i, item in enumerate(data or []):
+        if isinstance(item, dict) and item.get("id") == person_id:
+            return i
+    return None
+
+
+def check_directory(root: Path, settings: Settings, d: Directory) -> list[Problem]:
+    """What the people files cannot say one by one: every active liaison has a segment and
+    languages of the workspace, photos exist, senders can be signed, segments do not clash,
+    overrides name liaisons, and researchers whom no segment covers."""
+    problems: list[Problem] = []
+    doc = d.liaison_docs
+    base = _liaison_base(doc)
+
+    def where(person_id: str, *path: str | int) -> Location:
+        index = _index_of(doc, base, person_id)
+        if doc is None or index is None:
+            return Location("people/liaisons.yaml")
+        return doc.where(base + (index, *path))
+
+    for liaison in d.liaisons.values():
+        if not liaison.segments and liaison.active:
+            problems.append(
+                Problem(
+                    f"liaison `{liaison.id}` has no segment",
+                    where(liaison.id, "segments"),
+                    "add e.g. `segments: [{faculty: Medicine}]`; a familiar face owns a group",
+                )
+            )
+        for code in liaison.languages:
+            if code not in settings.languages:
+                problems.append(
+                    Problem(
+                        f"language `{code}` is not one of the workspace's {settings.languages}",
+                        where(liaison.id, "languages"),
+                    )
+                )
+    for kind, people, file in (
+        ("liaison", d.liaisons, "people/liaisons.yaml"),
+        ("expert", d.experts, "people/experts.yaml"),
+    ):
+        for person in people.values():
+            if person.photo and not (root / person.photo).is_file():
+                loc = (
+                    where(person.id, "photo")
+                    if kind == "liaison"
+                    else Location(file, None, None, "photo")
+                )
+                problems.append(
+                    Problem(
+                        f"{kind} `{person.id}`: photo {person.photo} not found",
+                        loc,
+                        "the path is relative to the workspace; the face must show",
+                    )
+                )
+    problems += unsigned_senders(
+        settings,
+        [
+            *(
+                (f"liaison `{x.id}`", x.email, where(x.id, "email"))
+                for x in d.liaisons.values()
+                if x.active
+            ),
+            (
+                "the service",
+                d.service.email,
+                Location("outreach.yaml", None, None, "service.email"),
+            ),
+        ],
+    )
+    index = SegmentIndex(d.liaisons.values())
+    for clash in index.clashes():
+        problems.append(
+            Problem(
+                f"segment `{clash.segment.label()}` is claimed by "
+                + " and ".join(f"`{x}`" for x in clash.liaisons),
+                where(clash.liaisons[1], "segments"),
+                "one segment, one familiar face: give it to one liaison "
+                "or split it by department or unit",
+            )
+        )
+    unassigned: list[Researcher] = []
+    for r in d.researchers:
+        if r.liaison and r.liaison not in d.liaisons:
+            problems.append(
+                Problem(
+                    f"{r.email}: liaison override `{r.liaison}` is not a liaison",
+                    Location("people/researchers.csv", r.line, None, "liaison"),
+                    f"known liaisons: {', '.join(sorted(d.liaisons))}",
+                )
+            )
+        elif index.owner(r).liaison_id is None:
+            unassigned.append(r)
+    for r in unassigned[:20]:
+        near = index.nearest(r)
+        problems.append(
+            Problem(
+                f"{r.email} ({r.faculty or '-'} / {r.department or '-'} / {r.unit or '-'}) "
+                "matches no liaison segment",
+                Location("people/researchers.csv", r.line),
+                f"nearest segment: {near.label()}" if near else "add a segment for this faculty",
+                severity="warning",
+            )
+        )
+    if len(unassigned) > 20:
+        problems.append(
+            Problem(
+                f"{len(unassigned) - 20} more researchers match no segment",
+                Location("people/researchers.csv"),
+                severity="warning",
+            )
+        )
+    return problems
+
+
+def check_campaign(
+    c: Campaign,
+    doc: YamlDoc,
+    settings: Settings,
+    directory: Directory,
+    has_template: Callable[[str], bool],
+) -> list[Problem]:
+    """Cross-references of one campaign: template, expert, languages, audience."""
+    problems: list[Problem] = []
+    if not has_template(c.template):
+        problems.append(
+            Problem(
+                f"template `{c.template}` does not exist",
+                doc.where(("template",)),
+                f"create templates/{c.template}.html.j2 or use the built-in `newsletter`",
+            )
+        )
+    if c.introduce is not None and c.introduce.expert not in directory.experts:
+        known = ", ".join(sorted(directory.experts)) or "none in people/experts.yaml"
+        problems.append(
+            Problem(
+                f"expert `{c.introduce.expert}` does not exist",
+                doc.where(("introduce", "expert")),
+                f"known experts: {known}",
+            )
+        )
+    for email, move in c.handover.items():
+        for role in ("incoming", "outgoing"):
+            lid = getattr(move, role)
+            if lid is not None and lid not in directory.liaisons:
+                problems.append(
+                    Problem(
+                        f"handover of {email}: `{lid}` is not a liaison",
+                        doc.where(("handover", email, role)),
+                        f"known liaisons: {', '.join(sorted(directory.liaisons))}"
+                        + (
+                            "; `outgoing: null` lets the service introduce"
+                            if role == "outgoing"
+                            else ""
+                        ),
+                        severity="error" if role == "incoming" else "warning",
+                    )
+                )
+    for name, text in (("subject", c.subject), ("body", c.body)):
+        if isinstance(text, dict):
+            for code in text:
+                if code not in settings.languages:
+                    problems.append(
+                        Problem(
+                            f"language `{code}` is not one of the workspace's {settings.languages}",
+                            doc.where((name, code)),
+                        )
+                    )
+            if settings.default_language not in text:
+                problems.append(
+                    Problem(
+                        f"no `{settings.default_language}` {name}: readers whose languages are "
+                        "all missing would get nothing",
+                        doc.where((name,)),
+                        f"add `{settings.default_language}:` (the default_language fallback)",
+                    )
+                )
+            missing = [code for code in settings.languages if code not in text]
+            if missing and settings.default_language in text:
+                problems.append(
+                    Problem(
+                        f"no {name} in {', '.join(missing)}: those readers get a fallback language",
+                        doc.where((name,)),
+                        "add a translation if they should read it in their own language",
+                        severity="warning",
+                    )
+                )
+    if isinstance(c.subject, dict) and isinstance(c.body, dict) and set(c.subject) != set(c.body):
+        problems.append(
+            Problem(
+                "subject and body cover different languages: "
+                f"subject {sorted(c.subject)}, body {sorted(c.body)}",
+                doc.where(("subject",)),
+                "give every language both a subject and a body",
+            )
+        )
+    audience = select_audience(c, directory.researchers)
+    if not audience:
+        problems.append(
+            Problem(
+                f"campaign `{c.id}` selects nobody",
+                doc.where(("audience",)),
+                "check the audience filters against people/researchers.csv",
+                severity="warning",
+            )
+        )
+    return problems
+
+
+__all__ = ["check_campaign", "check_directory", "check_settings"]
