@@ -1,3 +1,44 @@
-from outreach.cli.main import main
+"""The command line: each command parses its options, makes one library call, prints.
+
+``main`` (app.py) is the group; every command module adds its commands here, so that
+importing any part of outreach.cli gives the whole command line.
+"""
+
+from outreach.cli import (
+    db,
+    dkim,
+    log,
+    preview,
+    privacy,
+    report,
+    send,
+    serve,
+    status,
+    territory,
+    track,
+    users,
+    workspace,
+)
+from outreach.cli.app import main
+
+for _command in (
+    workspace.init,
+    workspace.check,
+    preview.preview,
+    send.send,
+    status.status,
+    db.db,
+    track.track,
+    log.log_cmd,
+    report.report,
+    territory.assign_cmd,
+    territory.coverage_cmd,
+    privacy.forget,
+    privacy.export,
+    dkim.dkim,
+    serve.serve,
+    users.user,
+):
+    main.add_command(_command)
 
 __all__ = ["main"]

@@ -1,8 +1,4 @@
-"""Click options more than one command shares (cli.py and cli_territory.py import them).
-
-A module of its own, importing nothing of the CLI: cli_territory.py must not import
-cli.py at import time (cli.py registers cli_territory's COMMANDS as it loads).
-"""
+"""Click options more than one command shares (``--format`` with ``--out``)."""
 
 from __future__ import annotations
 

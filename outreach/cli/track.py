@@ -1,0 +1,79 @@
+"""``outreach track``: ingest mailboxes; explain how a message would be classified."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.markup import escape
+
+from outreach.cli.app import Context, pass_ctx
+from outreach.cli.output import err_console, out_console
+from outreach.errors import ExitCode
+
+UNPARSEABLE_SHOWN = 20
+
+
+@click.group()
+def track() -> None:
+    """Responses: ingest mailboxes, classify and match replies, bounces, auto-replies."""
+
+
+@track.command("ingest")
+@click.argument("sources", nargs=-1)
+@click.option("--all", "all_boxes", is_flag=True, help="Every mailbox under `mailboxes:`.")
+@pass_ctx
+def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> None:
+    """Ingest SOURCES: imap://… imaps://… maildir:PATH mbox:PATH FILE.eml or - (stdin)."""
+    from outreach.store import open_store
+    from outreach.track.ingest import ingest_sources
+
+    ws = obj.load(only_campaigns=[])
+    specs = list(sources)
+    if all_boxes:
+        specs += [b.name for b in ws.settings.mailboxes]
+    if not specs:
+        raise click.UsageError("name a source (or --all for the mailboxes in outreach.yaml)")
+    store = open_store(ws.database_url())
+    count = [0]
+
+    def tick() -> None:
+        count[0] += 1
+        if count[0] % 5000 == 0:
+            err_console.print(f"{count[0]} messages read")
+
+    summary = ingest_sources(ws, store, specs, tick)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary.kinds.items())) or "nothing new"
+    out_console.print(
+        f"ingested {summary.new} new message(s) ({kinds}); {summary.duplicates} already known; "
+        f"{summary.suppressed} address(es) suppressed"
+    )
+    for source, key, reason in summary.unparseable[:UNPARSEABLE_SHOWN]:
+        shown = source if source.endswith(key) else f"{source}#{key}"
+        err_console.print(f"unparseable: {shown}: {reason}", markup=False)
+    if len(summary.unparseable) > UNPARSEABLE_SHOWN:
+        err_console.print(f"… and {len(summary.unparseable) - UNPARSEABLE_SHOWN} more unparseable")
+    for error in summary.errors:
+        err_console.print(f"[red]error[/red]: {escape(error)}", markup=True)
+    for error in summary.config_errors:  # the other sources were read all the same
+        err_console.print(f"[red]configuration error[/red]: {escape(error)}", markup=True)
+    if summary.config_errors:
+        sys.exit(ExitCode.CONFIG)
+    sys.exit(ExitCode.FAILED if summary.errors or summary.unparseable else ExitCode.OK)
+
+
+@track.command("classify")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_ctx
+def track_classify(obj: Context, files: tuple[str, ...], as_json: bool) -> None:
+    """Explain how each message FILE would be classified and matched (stores nothing)."""
+    from outreach.track.explain import explain_files
+
+    for result in explain_files(obj.workspace_arg, list(files)):
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False))
+        else:
+            matched = f" → {result['matched']}" if result["matched"] else ""
+            out_console.print(f"{result['file']}: {result['kind']}{matched} ({result['reason']})")
