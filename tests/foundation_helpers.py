@@ -118,7 +118,7 @@ def run_cli(
     env: Mapping[str, str] | None = None,
 ) -> Run:
     """Run the CLI in-process with click's CliRunner. ``cwd`` is entered and left again."""
-    from outreach.cli.main import main
+    from outreach.cli import main
 
     runner = CliRunner()
     overrides: dict[str, str | None] = {k: None for k in ENV_VARS}

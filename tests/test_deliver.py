@@ -33,7 +33,7 @@ from sqlalchemy import text
 from store_helpers import add_campaign, audience, clean_env, make_ws, received, smtp_settings
 
 from outreach.audience.recipients import plan_recipients
-from outreach.cli.main import main
+from outreach.cli import main
 from outreach.deliver.ledger import Ledger
 from outreach.deliver.run import SendOptions, SendSummary, send_campaign
 from outreach.deliver.scheduler import DAY, MINUTE, QuotaScheduler, simulate
@@ -60,7 +60,7 @@ SECRET = "deliver-tests-secret"
 NEWSLETTER = "newsletter-autumn-2026"  # sender: liaison, 247 recipients
 SPLIT = "familiar-faces-2027"  # sender: split, experiment familiar-faces-2027
 STATES = ("planned", "claimed", "sending", "sent", "deferred", "failed", "uncertain", "skipped")
-CLI = [sys.executable, "-c", "import sys; from outreach.cli.main import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from outreach.cli import main; sys.exit(main())"]
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -37,7 +37,7 @@ def preview(root: Path, campaign: str, out: Path) -> int:
         [
             sys.executable,
             "-c",
-            "from outreach.cli.main import main; main()",
+            "from outreach.cli import main; main()",
             "-w",
             str(root),
             "preview",

@@ -36,7 +36,7 @@ from render_support import (
 
 import outreach.message.compose as compose_module
 from outreach.audience.recipients import choose_language
-from outreach.cli.main import main
+from outreach.cli import main
 from outreach.errors import HeaderInjection
 from outreach.message.compose import Composer, PhotoCache
 from outreach.message.prepared import Message, PreparedCampaign
@@ -560,7 +560,7 @@ def test_sandbox_escape_in_a_real_process(ws_root: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from outreach.cli.main import main; main()",
+            "from outreach.cli import main; main()",
             "-w",
             str(ws_root),
             "check",

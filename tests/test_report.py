@@ -596,7 +596,7 @@ def cli_workspace(tmp_path: Path, random_data: Dataset, monkeypatch: pytest.Monk
 def run(root: Path, *args: str) -> Any:
     from click.testing import CliRunner
 
-    from outreach.cli.main import main
+    from outreach.cli import main
 
     result = CliRunner().invoke(main, ["-w", str(root), "report", *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output

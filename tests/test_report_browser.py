@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 def report_html(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from click.testing import CliRunner
 
-    from outreach.cli.main import main
+    from outreach.cli import main
 
     root = copy_example(tmp_path_factory.mktemp("html") / "ws")
     store = sqlite_store(root / "outreach.db")

@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 from store_helpers import add_campaign, audience, clean_env, make_ws, received, smtp_settings
 
-from outreach.cli.main import main
+from outreach.cli import main
 from outreach.deliver.ledger import Ledger, PlannedRow, SlotLost
 from outreach.deliver.scheduler import DAY, MINUTE
 from outreach.store import HEAD_REVISION, _alembic_config, open_store
@@ -49,7 +49,7 @@ SECRET = "team-tests-secret"
 NEWSLETTER = "newsletter-autumn-2026"  # sender: liaison, 247 recipients, 5 senders
 THREE_LIAISONS = {"faculty": ["Pharmacy", "Science"]}  # lars 39, pekka 52, helena 11
 STATES = ("planned", "claimed", "sending", "sent", "deferred", "failed", "uncertain", "skipped")
-CLI = [sys.executable, "-c", "import sys; from outreach.cli.main import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from outreach.cli import main; sys.exit(main())"]
 
 pytestmark = pytest.mark.timeout(180)
 

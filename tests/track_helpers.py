@@ -245,7 +245,7 @@ def cli(
     """`outreach -w ROOT ARGS` in-process; stdin bytes and extra environment optional."""
     from click.testing import CliRunner
 
-    from outreach.cli.main import main
+    from outreach.cli import main
 
     env_: dict[str, str | None] = {k: None for k in ENV_VARS}
     env_.update(env or {})
