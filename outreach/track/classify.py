@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from outreach.message.tokens import parse_message_id
+from outreach.track.bounces import is_address
 from outreach.track.own_words import own_words
 from outreach.track.parse import Parsed
 
@@ -35,7 +36,9 @@ class Decision:
     evidence: tuple[str, ...] = field(default_factory=tuple)
 
 
-_BOUNCE_FROM = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|bounce[s]?)@", re.I)
+_BOUNCE_FROM = re.compile(
+    r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|mdaemon|bounce[s]?)@", re.I
+)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery status notification|delivery failure|failure notice|"
     r"mail delivery failed|returned mail|delivery has failed|could not be delivered|"
@@ -152,6 +155,8 @@ def _is_bounce(p: Parsed) -> tuple[bool, str]:
         or _SOFT_WORDS.search(p.text[:3000])
     ):
         return True, f"sent by {sender.split('@')[0]} with a delivery failure text"
+    if _REPLY_SUBJECT.match(p.subject) and not p.headers.get("auto-submitted"):
+        return False, ""  # a person answering about a bounce, perhaps quoting it
     if _BOUNCE_SUBJECT.search(p.subject) and (
         p.headers.get("return-path", "").strip() in ("<>", "")
         and (_HARD_WORDS.search(p.text) or _ENHANCED.search(p.text))
@@ -159,13 +164,28 @@ def _is_bounce(p: Parsed) -> tuple[bool, str]:
         return True, "null sender and a delivery failure subject"
     if "qmail-send program" in p.text[:2000]:
         return True, "qmail-send failure notice"
+    if p.failed is not None:
+        return True, f"a mail system's failure notice naming {p.failed.first} (flufl.bounce)"
     return False, ""
 
 
+def failed_recipient(p: Parsed) -> str | None:
+    """The address a bounce says failed: the DSN's, X-Failed-Recipients, flufl.bounce's
+    reading, else the one To of the returned message (we send each message to one person)."""
+    if p.dsn is not None and p.dsn.recipient:
+        return p.dsn.recipient
+    failed = p.headers.get("x-failed-recipients", "").split(",")[0].strip().strip("<>").lower()
+    if is_address(failed):
+        return failed
+    if p.failed is not None and p.failed.first:
+        return p.failed.first
+    returned = set(p.returned_to)
+    return returned.pop() if len(returned) == 1 else None
+
+
 def _bounce_kind(p: Parsed) -> tuple[str, str, str | None]:
-    recipient = None
+    recipient = failed_recipient(p)
     if p.dsn is not None:
-        recipient = p.dsn.recipient
         status = p.dsn.status or ""
         if p.dsn.action in ("delayed", "relayed", "delivered", "expanded"):
             return BOUNCE_SOFT, f"Action: {p.dsn.action} (Status {status or '?'})", recipient
@@ -173,20 +193,18 @@ def _bounce_kind(p: Parsed) -> tuple[str, str, str | None]:
             return BOUNCE_HARD, f"Status {status}", recipient
         if status.startswith("4"):
             return BOUNCE_SOFT, f"Status {status}", recipient
-    if not recipient:
-        failed = p.headers.get("x-failed-recipients")
-        if failed:
-            recipient = failed.split(",")[0].strip().lower()
     head = p.text[:6000]
     codes = _ENHANCED.findall(head)
     if any(c[0] == "5" for c in codes):
         code = next(".".join(c) for c in codes if c[0] == "5")
         return BOUNCE_HARD, f"status {code} in the failure text", recipient
-    if (
-        any(c[0] == "4" for c in codes)
-        or _SOFT_WORDS.search(head)
-        or re.search(r"delay", p.subject, re.I)
-    ):
+    if any(c[0] == "4" for c in codes):
+        return BOUNCE_SOFT, "temporary failure text", recipient
+    if p.failed is not None:
+        if p.failed.permanent:
+            return BOUNCE_HARD, "a permanent failure (flufl.bounce)", recipient
+        return BOUNCE_SOFT, "a temporary failure (flufl.bounce)", recipient
+    if _SOFT_WORDS.search(head) or re.search(r"delay", p.subject, re.I):
         return BOUNCE_SOFT, "temporary failure text", recipient
     if _HARD_WORDS.search(head):
         return BOUNCE_HARD, "permanent failure text", recipient

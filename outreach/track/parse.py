@@ -17,6 +17,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
+from outreach.track.bounces import Failed, from_a_mail_system, is_address, scan
 from outreach.track.mime import fast_tree
 
 MAX_TEXT = 20_000
@@ -54,6 +55,8 @@ class Parsed:
     text: str  # the first text part, decoded, at most MAX_TEXT characters
     dsn: Dsn | None = None
     attached_ids: list[str] = field(default_factory=list)  # Message-IDs inside returned mail
+    returned_to: list[str] = field(default_factory=list)  # the To of the returned mail
+    failed: Failed | None = None  # what flufl.bounce reads in a bounce without a DSN
     defects: list[str] = field(default_factory=list)
     size: int = 0
 
@@ -272,7 +275,22 @@ def parse(data: bytes) -> Parsed:
     except Exception as exc:  # noqa: BLE001 - whatever the body does, the headers stand
         # A damaged body does not hide what the headers say: keep them, note the damage.
         parsed.defects.append(f"body unreadable: {type(exc).__name__}")
+    if _failed_address_unknown(parsed) and from_a_mail_system(
+        parsed.from_address,
+        headers.get("return-path", ""),
+        parsed.subject,
+        parsed.content_type,
+        headers.get("auto-submitted", ""),
+    ):
+        parsed.failed = scan(msg, len(head))
     return parsed
+
+
+def _failed_address_unknown(p: Parsed) -> bool:
+    if p.dsn is not None and p.dsn.recipient:
+        return False
+    failed = p.headers.get("x-failed-recipients", "").split(",")[0].strip().lower()
+    return not is_address(failed)
 
 
 def _read_parts(msg: Message, parsed: Parsed) -> None:
@@ -283,7 +301,9 @@ def _read_parts(msg: Message, parsed: Parsed) -> None:
         if ctype == "message/delivery-status":
             parsed.dsn = _read_dsn(part, parsed.dsn)
         elif ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-            parsed.attached_ids.extend(_returned_ids(part))
+            ids, to = _returned(part)
+            parsed.attached_ids.extend(ids)
+            parsed.returned_to.extend(to)
         elif ctype == "text/plain" and len(texts) < 2 and not _attachment(part):
             texts.append(_payload_text(part))
         elif ctype == "text/html" and not html_fallback and not _attachment(part):
@@ -321,21 +341,32 @@ def _read_dsn(part: Message, previous: Dsn | None) -> Dsn:
             dsn.status = fields["status"].split()[0]
         if "action" in fields and dsn.action is None:
             dsn.action = fields["action"].lower()
-        for key in ("final-recipient", "original-recipient"):
+        # The address we sent to (Original-Recipient) before the one it was rewritten to;
+        # an X.400 or local name is no address, and leaves the field to other readers.
+        for key in ("original-recipient", "final-recipient"):
             if key in fields and dsn.recipient is None:
-                value = fields[key]
-                dsn.recipient = value.split(";", 1)[-1].strip().strip("<>").lower()
+                kind, _, value = fields[key].rpartition(";")
+                address = value.strip().strip("<>").lower()
+                if kind.strip().lower() in ("", "rfc822") and is_address(address):
+                    dsn.recipient = address
         if "diagnostic-code" in fields and dsn.diagnostic is None:
             dsn.diagnostic = fields["diagnostic-code"]
     return dsn
 
 
-def _returned_ids(part: Message) -> list[str]:
+def _returned(part: Message) -> tuple[list[str], list[str]]:
+    """The Message-IDs and To addresses of a returned message (or its headers)."""
     payload = part.get_payload()
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
         inner = payload[0]
-        return _ids(str(inner.get("Message-ID") or ""))
+        to = _decode(inner.get("To"))
+        return _ids(str(inner.get("Message-ID") or "")), _to_addresses(to)
     raw = part.get_payload(decode=True)
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
     m = re.search(r"^Message-ID:\s*(<[^>]+>)", text, re.I | re.M)
-    return [m.group(1).lower()] if m else []
+    t = re.search(r"^To:[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)", text, re.I | re.M)
+    return ([m.group(1).lower()] if m else []), _to_addresses(t.group(1) if t else "")
+
+
+def _to_addresses(value: str) -> list[str]:
+    return [a.lower() for _, a in _addresses([value]) if is_address(a)] if value else []
