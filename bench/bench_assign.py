@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from outreach.audience.territory import apply_plan, current_assignments, plan_assignments
+    from outreach.audience.assignment_rules import plan_assignments
+    from outreach.audience.assignments import apply_plan, current_assignments
     from outreach.store import open_store
     from outreach.workspace.segments import naive_assign
 

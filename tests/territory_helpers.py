@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from outreach.audience.territory import Current, Plan
+from outreach.audience.assignment_plan import AssignmentPlan, Current
 from outreach.workspace.people import Liaison, Researcher, Segment
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,7 +64,9 @@ def by_id(*liaisons: Liaison) -> dict[str, Liaison]:
     return {x.id: x for x in liaisons}
 
 
-def simulate_apply(plan: Plan, before: dict[str, Current], at: datetime) -> dict[str, Current]:
+def simulate_apply(
+    plan: AssignmentPlan, before: dict[str, Current], at: datetime
+) -> dict[str, Current]:
     """What apply_plan writes, in memory: the next plan's ``current``."""
     out: dict[str, Current] = {}
     for e in plan.entries:
@@ -87,5 +89,5 @@ def simulate_apply(plan: Plan, before: dict[str, Current], at: datetime) -> dict
     return out
 
 
-def entry(plan: Plan, email: str) -> Any:
+def entry(plan: AssignmentPlan, email: str) -> Any:
     return next(e for e in plan.entries if e.email == email)

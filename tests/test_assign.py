@@ -1,6 +1,6 @@
 """Territories: stable assignment, moves and why, capacity, history, handovers.
 
-The rules are tested on the pure plan (``territory.plan_assignments``), through the CLI in a
+The rules are tested on the pure plan (``assignment_rules.plan_assignments``), through the CLI in a
 copy of the example workspace (exit codes, no traceback, the store really written), and as
 hypothesis properties: applying twice changes nothing, adding researchers never moves
 anyone, and every researcher is owned by a liaison whose segment matches (or listed
@@ -41,8 +41,7 @@ from territory_helpers import (  # noqa: E402
     simulate_apply,
 )
 
-from outreach.audience.recipients import owners_of, plan_recipients  # noqa: E402
-from outreach.audience.territory import (  # noqa: E402
+from outreach.audience.assignment_plan import (  # noqa: E402
     CAPACITY,
     GONE,
     LIAISON_INACTIVE,
@@ -57,11 +56,10 @@ from outreach.audience.territory import (  # noqa: E402
     UNASSIGNED,
     UNCHANGED,
     Current,
-    apply_plan,
-    current_assignments,
-    history,
-    plan_assignments,
 )
+from outreach.audience.assignment_rules import plan_assignments  # noqa: E402
+from outreach.audience.assignments import apply_plan, current_assignments, history  # noqa: E402
+from outreach.audience.recipients import owners_of, plan_recipients  # noqa: E402
 from outreach.store import open_store  # noqa: E402
 from outreach.workspace.loader import load_workspace  # noqa: E402
 from outreach.workspace.people import Liaison, Researcher  # noqa: E402

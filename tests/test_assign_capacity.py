@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from territory_helpers import T0, L, R, by_id, entry, simulate_apply
 
-from outreach.audience.territory import (
+from outreach.audience.assignment_plan import (
     CAPACITY,
     MOVED,
     NEW,
@@ -20,8 +20,8 @@ from outreach.audience.territory import (
     UNASSIGNED,
     UNCHANGED,
     Current,
-    plan_assignments,
 )
+from outreach.audience.assignment_rules import plan_assignments
 
 
 def cur(

@@ -93,7 +93,7 @@ def plan_recipients(
     assigned: Mapping[str, str] | None = None,
 ) -> list[Recipient]:
     """``assigned``: email -> liaison id of the persisted current assignments
-    (``territory.persisted_owners``); without it, faces come from the segments alone."""
+    (``assignments.persisted_owners``); without it, faces come from the segments alone."""
     handover = getattr(campaign, "handover", None)
     if handover:
         return _plan_handover(campaign, audience, liaisons, settings, handover)
