@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from outreach.audience.recipients import Recipient, plan_recipients
 from outreach.audience.assignments import persisted_owners
+from outreach.audience.recipients import Recipient, plan_recipients
 from outreach.errors import Location, OutreachError, Problem, ValidationFailed
 from outreach.message.compose import Composed, Composer, PhotoCache
 from outreach.message.dkim import signer_from_settings
