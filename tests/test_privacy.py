@@ -37,7 +37,8 @@ from track_helpers import (
 )
 
 from outreach.audience.suppressions import SUPPRESSION_PREFIX, suppression_key, suppression_list
-from outreach.privacy.forget import EMAIL_COLUMNS, NOT_PERSONAL, TEXT_COLUMNS, forget
+from outreach.privacy.forget import forget
+from outreach.privacy.personal_data import EMAIL_COLUMNS, NOT_PERSONAL, TEXT_COLUMNS
 from outreach.report.forgotten import forgotten_rows
 from outreach.store import open_store
 from outreach.store.schema import PERSONAL_TABLES, metadata
