@@ -1,8 +1,8 @@
-"""Shared helpers for the foundation tests: build a workspace from the example, mutate one
-thing, run the CLI (in-process or as a real process), and read its problem report.
+"""Helpers every suite uses: a workspace copied from the example, an edit of one thing in
+it, the CLI run in-process or as a real process, and its problem report read back.
 
-Importable from any test module (``from foundation_helpers import ...``); deliberately not a
-conftest so it stays independent of other suites' fixtures.
+Import them by module name (``from foundation_helpers import cli``): pytest puts tests/ on
+``sys.path``. Fixtures are in conftest.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,17 @@ from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PARTS = ("outreach.yaml", "people", "campaigns")
-ENV_VARS = ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL")
+# Every environment variable the application reads. conftest.clean_env keeps the values of
+# the shell that runs the tests away from the code under test.
+ENV_VARS = (
+    "OUTREACH_WORKSPACE",
+    "OUTREACH_DATABASE_URL",
+    "OUTREACH_SECRET",
+    "OUTREACH_SMTP_PASSWORD",
+    "OUTREACH_IMAP_PASSWORD",
+    "OUTREACH_DKIM_KEY",
+    "OUTREACH_LEASE_SECONDS",
+)
 
 
 def copy_example(dest: Path) -> Path:
@@ -38,19 +49,15 @@ def copy_example(dest: Path) -> Path:
 
 def copy_example_sent(dest: Path, campaign: str) -> Path:
     """A fresh copy of the example workspace in ``dest`` after ``campaign`` was sent
-    through the outbox transport (with no workspace, database or secret from the
-    environment), checked to have gone well."""
-    from outreach.deliver.run import SendOptions, send_campaign
+    through the outbox transport, checked to have gone well."""
+    from outreach.deliver.run import send_campaign
+    from outreach.deliver.send_options import SendOptions
     from outreach.workspace.loader import load_workspace
 
-    saved = {k: os.environ.pop(k) for k in (*ENV_VARS, "OUTREACH_SECRET") if k in os.environ}
-    try:
-        root = copy_example(dest)
-        ws = load_workspace(explicit=root, only_campaigns=[campaign])
-        summary = send_campaign(ws, campaign, SendOptions(transport="outbox", now=True))
-        assert summary.ok and summary.outcomes["sent"] > 100, summary
-    finally:
-        os.environ.update(saved)
+    root = copy_example(dest)
+    ws = load_workspace(explicit=root, only_campaigns=[campaign])
+    summary = send_campaign(ws, campaign, SendOptions(transport="outbox", now=True))
+    assert summary.ok and summary.outcomes["sent"] > 100, summary
     return root
 
 
@@ -93,10 +100,12 @@ def append_line(path: Path, line: str) -> int:
 
 @dataclass
 class Run:
+    """What one run of the CLI did."""
+
     code: int
     stdout: str
     stderr: str
-    exception: BaseException | None = None
+    exception: BaseException | None = None  # one that escaped the command (not SystemExit)
 
     @property
     def output(self) -> str:
@@ -106,28 +115,36 @@ class Run:
         return f"exit {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(extra or {})
-    return env
+def cli(
+    root: Path,
+    *args: str,
+    input: bytes | str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Run:
+    """``outreach -w ROOT ARGS`` in-process; fails the test if it shows a traceback.
+
+    ``input`` is standard input; ``env`` adds environment variables for this run.
+    """
+    run = run_cli(["-w", str(root), *args], input=input, env=env)
+    assert_no_traceback(run)
+    return run
 
 
 def run_cli(
     args: Sequence[str],
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    input: bytes | str | None = None,
 ) -> Run:
-    """Run the CLI in-process with click's CliRunner. ``cwd`` is entered and left again."""
+    """Run the CLI in-process with click's CliRunner, exactly the ``args`` given (no ``-w``)
+    and whatever it raises kept in ``Run.exception``. ``cwd`` is entered and left again."""
     from outreach.cli import main
 
-    runner = CliRunner()
-    overrides: dict[str, str | None] = {k: None for k in ENV_VARS}
-    overrides.update(env or {})
     old = Path.cwd()
     if cwd is not None:
         os.chdir(cwd)
     try:
-        result = runner.invoke(main, list(args), env=overrides, catch_exceptions=True)
+        result = CliRunner().invoke(main, list(args), input=input, env=dict(env or {}))
     finally:
         os.chdir(old)
     exception = result.exception
@@ -153,7 +170,7 @@ def run_process(
     proc = subprocess.run(
         [*outreach_command(), *args],
         cwd=cwd,
-        env=clean_env(env),
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -214,7 +231,10 @@ def problems(run: Run) -> list[Reported]:
 
 
 def assert_no_traceback(run: Run) -> None:
-    assert run.exception is None, f"an exception escaped: {run.exception!r}\n{run}"
+    """Every failure is reported as a message with its exit code, never as a crash."""
+    if run.exception is not None:
+        shown = "".join(traceback.format_exception(run.exception))
+        raise AssertionError(f"an exception escaped:\n{shown}\n{run}")
     assert "Traceback" not in run.output, str(run)
     assert "internal error" not in run.output, str(run)
 

@@ -1,5 +1,6 @@
-"""Shared helpers of the render/compose/preview tests (test_render, test_spamassassin,
-test_preview_browser): a private copy of the example workspace with a fixed token secret."""
+"""Shared helpers of the render/compose/preview tests (test_render, test_fastpath,
+test_spamassassin, test_preview_browser): a private copy of the example workspace with a
+fixed token secret, so that tokens and links are the same in every run."""
 
 from __future__ import annotations
 
@@ -16,16 +17,13 @@ from outreach.workspace.loader import Workspace, load_workspace
 
 SECRET = "render-tests-fixed-secret"
 CAMPAIGNS = ("familiar-faces-2027", "newsletter-autumn-2026", "rdm-launch-2026")
-# Environment that would make a test read or write something outside its tmp workspace.
-FOREIGN_ENV = ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_SMTP_PASSWORD")
 
 
 @contextmanager
 def fixed_env() -> Iterator[pytest.MonkeyPatch]:
+    """The fixed token secret in the environment (module-scoped fixtures use it too)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OUTREACH_SECRET", SECRET)
-        for name in FOREIGN_ENV:
-            mp.delenv(name, raising=False)
         yield mp
 
 
@@ -54,6 +52,6 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 def env_without_foreign() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
-    env["OUTREACH_SECRET"] = SECRET
-    return env
+    """The environment for a child process: the fixed secret, and (conftest.clean_env) no
+    setting from the shell that runs the tests."""
+    return {**os.environ, "OUTREACH_SECRET": SECRET}

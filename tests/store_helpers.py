@@ -1,18 +1,15 @@
-"""Both stores for real: a pytest fixture parametrised over SQLite and PostgreSQL.
+"""Stores and workspaces for the deliver and team tests.
 
-``store_url`` (re-export it in a module: ``store_url = store_helpers.store_url``) yields
-
-* ``None`` for SQLite: the workspace keeps its own ``sqlite:///outreach.db``;
-* a URL for PostgreSQL on 127.0.0.1:5432 (database ``test``, user postgres, trust auth),
-  its ``search_path`` a fresh schema made for the test and dropped afterwards.
-
-Where no PostgreSQL server answers, the PostgreSQL variants skip and say why.
+``pg_database()`` makes a fresh schema on the PostgreSQL server on 127.0.0.1:5432 (database
+``test``, user postgres, trust auth) and drops it afterwards; ``pg_unreachable()`` says why
+there is none. The fixtures built on them, ``store_url`` (SQLite and PostgreSQL) and
+``pg_url``, are in conftest.py. ``make_ws`` copies the example workspace with a database
+and settings of the test's own; ``add_campaign`` writes a short campaign.
 """
 
 from __future__ import annotations
 
 import secrets
-import shutil
 import socket
 from collections import Counter
 from collections.abc import Iterator
@@ -20,11 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from foundation_helpers import copy_example
+from servers.smtp import SMTPTestServer
 
 from outreach.workspace.loader import load_workspace
-from tests.servers.smtp import SMTPTestServer
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 _REACHABLE: list[str | None] = []
@@ -73,43 +70,7 @@ def pg_database(prefix: str = "outreach_t") -> Iterator[str]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
-STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-        return
-    reason = pg_unreachable()
-    if reason:
-        pytest.skip(reason)
-    with pg_database() as url:
-        yield url
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """PostgreSQL only (the team tests: several processes on one shared store)."""
-    reason = pg_unreachable()
-    if reason:
-        pytest.skip(reason)
-    with pg_database() as url:
-        yield url
-
-
-REPO = Path(__file__).resolve().parent.parent
-
-
 # Workspaces, campaigns and SMTP settings shared by the deliver and team tests.
-
-
-def clean_env(monkeypatch: pytest.MonkeyPatch, secret: str, *more: str) -> None:
-    """The test's own secret; no workspace, database or SMTP password (nor ``more``) taken
-    from the environment the tests run in."""
-    monkeypatch.setenv("OUTREACH_SECRET", secret)
-    for name in ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_SMTP_PASSWORD", *more):
-        monkeypatch.delenv(name, raising=False)
 
 
 def make_ws(
@@ -121,13 +82,7 @@ def make_ws(
 ) -> Path:
     """A copy of the example workspace with its own database (SQLite in the workspace, or
     ``database``: a PostgreSQL schema of the test's own) and settings."""
-    root.mkdir(parents=True, exist_ok=True)
-    for part in ("outreach.yaml", "people", "campaigns"):
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, root / part)
-        else:
-            shutil.copy2(src, root / part)
+    copy_example(root)
     cfg = yaml.safe_load((root / "outreach.yaml").read_text(encoding="utf-8"))
     if transport is not None:
         cfg["transport"] = transport

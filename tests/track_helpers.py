@@ -1,14 +1,13 @@
 """Incoming mail for the tracker tests, in the shapes real clients and servers produce.
 
-Every builder returns raw RFC 5322 bytes (LF line endings, as Maildir and mbox keep them).
-Importable from any test module (``from track_helpers import ...``).
+Every builder returns raw RFC 5322 bytes (LF line endings, as Maildir and mbox keep them);
+``read_sent`` reads back what the outbox transport sent, ``query`` and ``responses`` the store.
 """
 
 from __future__ import annotations
 
 import email
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 DOMAIN = "uni.example"
-ENV_VARS = ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_IMAP_PASSWORD")
 
 
 @dataclass(frozen=True)
@@ -219,44 +217,6 @@ def inbound(
     msg = _base(frm, to, subject, date or datetime.now(UTC) - timedelta(hours=1))
     msg.set_content("Hello, could you help me with a data management plan?\n")
     return bytes(msg)
-
-
-@dataclass
-class Cli:
-    code: int
-    stdout: str
-    stderr: str
-    exception: BaseException | None
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def __str__(self) -> str:
-        return f"exit {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-
-
-def cli(
-    root: Path,
-    args: Sequence[str],
-    input: bytes | None = None,
-    env: dict[str, str] | None = None,
-) -> Cli:
-    """`outreach -w ROOT ARGS` in-process; stdin bytes and extra environment optional."""
-    from click.testing import CliRunner
-
-    from outreach.cli import main
-
-    env_: dict[str, str | None] = {k: None for k in ENV_VARS}
-    env_.update(env or {})
-    result = CliRunner().invoke(main, ["-w", str(root), *args], input=input, env=env_)
-    exc = result.exception if not isinstance(result.exception, SystemExit) else None
-    return Cli(result.exit_code, result.stdout, result.stderr, exc)
-
-
-def no_traceback(run: Cli) -> None:
-    assert run.exception is None, f"{run.exception!r}\n{run}"
-    assert "Traceback" not in run.output and "internal error" not in run.output, str(run)
 
 
 def query(root: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -16,7 +16,7 @@ Everything lives in a short temp dir (UNIX socket paths must stay under 108 byte
     <tmp>/state          state_dir
     <tmp>/dovecot.log    log_path (everything: info, auth, errors)
     <tmp>/mail/<user>/   home; mail_location = maildir:~/Maildir
-    <tmp>/tls/           self-signed cert + key for the imaps listener
+    <tmp>/tls/           test CA, cert + key for the imaps listener (see tls.py)
 
 Run as root, Dovecot keeps its own service users (``dovecot`` / ``dovenull``, which the
 Debian package creates) and mail is owned by ``nobody``; run as an ordinary user it runs
@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .tls import client_context, make_self_signed, tls_available
+from .tls import ServerCertificate, client_context, issue
 
 __all__ = ["DEFAULT_USERS", "DovecotServer", "dovecot_available", "find_dovecot"]
 
@@ -145,11 +145,11 @@ class DovecotServer:
         self.users: dict[str, str] = dict(DEFAULT_USERS if users is None else users)
         self.port: int = 0
         self.imaps_port: int | None = None
-        self.want_imaps = imaps and tls_available() is None
+        self.want_imaps = imaps
         self.start_timeout = start_timeout
         self.keep_dir = keep_dir
         self.dir: Path | None = None
-        self.cert_path: Path | None = None
+        self.certificate: ServerCertificate | None = None  # with an imaps listener
         self._proc: subprocess.Popen[bytes] | None = None
         found = find_dovecot()
         if found is None:
@@ -208,7 +208,7 @@ class DovecotServer:
                 (self.dir / sub).mkdir()
             self._chown_mail(self.dir / "mail")
             if self.want_imaps:
-                self.cert_path, key_path = make_self_signed(self.dir / "tls")
+                self.certificate = issue(self.dir / "tls")
                 os.chmod(self.dir / "tls", 0o755)
             self._write_users()
         attempts = 3 if first else 1
@@ -309,11 +309,11 @@ class DovecotServer:
         d = self.dir
         imaps = ""
         ssl_conf = "ssl = no"
-        if self.imaps_port is not None and self.cert_path is not None:
+        if self.imaps_port is not None and self.certificate is not None:
             ssl_conf = (
                 "ssl = yes\n"
-                f"ssl_cert = <{self.cert_path}\n"
-                f"ssl_key = <{self.cert_path.with_name('key.pem')}"
+                f"ssl_cert = <{self.certificate.cert_file}\n"
+                f"ssl_key = <{self.certificate.key_file}"
             )
             imaps = (
                 "  inet_listener imaps {\n"
@@ -402,7 +402,7 @@ service anvil {{
         """A logged-in ``imaplib`` connection (``tls`` uses the imaps port)."""
         conn: imaplib.IMAP4
         if tls:
-            if self.imaps_port is None or self.cert_path is None:
+            if self.imaps_port is None or self.certificate is None:
                 raise RuntimeError("this DovecotServer has no imaps listener")
             conn = imaplib.IMAP4_SSL(
                 self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=timeout
@@ -413,10 +413,15 @@ service anvil {{
         return conn
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A client SSL context trusting this server's self-signed certificate."""
-        if self.cert_path is None:
+        """A client SSL context trusting this server's certificate authority."""
+        return client_context(self.ca_file)
+
+    @property
+    def ca_file(self) -> Path:
+        """The authority a client must trust for the imaps listener (a ``ca_file``)."""
+        if self.certificate is None:
             raise RuntimeError("this DovecotServer has no certificate")
-        return client_context(self.cert_path)
+        return self.certificate.ca_file
 
     @contextlib.contextmanager
     def session(self, user: str) -> Iterator[imaplib.IMAP4]:

@@ -37,7 +37,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from .tls import client_context, make_self_signed, server_context
+from .tls import client_context, issue, server_context
 
 __all__ = ["AuthAttempt", "ConnectionInfo", "ReceivedMessage", "SMTPTestServer"]
 
@@ -243,7 +243,7 @@ class SMTPTestServer:
         self._server: asyncio.AbstractServer | None = None
         self._open: set[_TestSMTP] = set()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self.cert_path: Path | None = None
+        self.ca_file: Path | None = None  # what a client trusts, once STARTTLS is on
         self._tls_ctx: ssl.SSLContext | None = None
         self._starttls = starttls or require_starttls
         self._require_starttls = require_starttls
@@ -323,8 +323,9 @@ class SMTPTestServer:
     def _ensure_cert(self) -> None:
         if self._tls_ctx is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="smtp-tls-")
-            self.cert_path, key = make_self_signed(self._tmp.name)
-            self._tls_ctx = server_context(self.cert_path, key)
+            issued = issue(self._tmp.name)
+            self.ca_file = issued.ca_file
+            self._tls_ctx = server_context(issued)
 
     def _factory(self) -> _TestSMTP:
         with self._lock:
@@ -500,16 +501,16 @@ class SMTPTestServer:
         self._max_per_connection = n
 
     def enable_starttls(self, required: bool = False) -> None:
-        """Offer STARTTLS (self-signed cert, see ``client_ssl_context``) to new connections."""
+        """Offer STARTTLS (a test certificate, see ``client_ssl_context``) to new connections."""
         self._ensure_cert()
         self._starttls = True
         self._require_starttls = required
 
     def client_ssl_context(self) -> ssl.SSLContext:
-        """A client SSL context trusting this server's self-signed certificate."""
+        """A client SSL context trusting this server's certificate authority."""
         self._ensure_cert()
-        assert self.cert_path is not None
-        return client_context(self.cert_path)
+        assert self.ca_file is not None
+        return client_context(self.ca_file)
 
     def kill_connections(self) -> int:
         """Close every open client connection now (like a server-side idle timeout)."""
