@@ -9,37 +9,21 @@ people) are inserted directly, as another writer might. PostgreSQL gives the sam
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from foundation_helpers import cli, edit
 from sqlalchemy import insert
+from territory_helpers import remove_liaison
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import store_helpers  # noqa: E402
-from foundation_helpers import assert_no_traceback, copy_example, edit, run_cli  # noqa: E402
-from territory_helpers import remove_liaison  # noqa: E402
-
-from outreach.audience.coverage import NO_MEETINGS, compute_coverage  # noqa: E402
-from outreach.store import open_store  # noqa: E402
-from outreach.store.schema import contacts  # noqa: E402
-from outreach.workspace.loader import load_workspace  # noqa: E402
+from outreach.audience.coverage import NO_MEETINGS, compute_coverage
+from outreach.store import open_store
+from outreach.store.schema import contacts
+from outreach.workspace.loader import load_workspace
 
 THIS_YEAR = datetime.now(UTC).year
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    return copy_example(tmp_path / "ws")
-
-
-def cli(ws: Path, *args: str) -> Any:
-    run = run_cli(["-w", str(ws), *args])
-    assert_no_traceback(run)
-    return run
 
 
 def cov_json(ws: Path, *args: str) -> dict[str, Any]:
@@ -223,9 +207,6 @@ def test_liaison_removed_keeps_their_meetings_in_the_total(ws: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
-
-
-pg_url = store_helpers.pg_url  # PostgreSQL on 127.0.0.1:5432, a fresh schema; skips if none
 
 
 @pytest.mark.postgres

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import dkim
 import pytest
-from foundation_helpers import copy_example
-from track_helpers import cli, no_traceback
+from foundation_helpers import cli, copy_example
 
 from outreach.errors import ConfigError, Location
 from outreach.message.dkim import OVERSIGNED, SIGNED_HEADERS, DkimSigner, from_domain
@@ -51,9 +50,7 @@ REQUIRED = (
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_DKIM_KEY"):
-        monkeypatch.delenv(name, raising=False)
+def _token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTREACH_SECRET", "dkim-tests-token-secret")
 
 
@@ -295,8 +292,7 @@ def test_a_different_key_in_dns_fails(signed_root: Path) -> None:
 
 
 def test_outbox_send_writes_signed_messages(signed_root: Path) -> None:
-    run = cli(signed_root, ["send", "rdm-launch-2026", "--now"])
-    no_traceback(run)
+    run = cli(signed_root, "send", "rdm-launch-2026", "--now")
     assert run.code == 0, str(run)
     verify = verifier(default_records())
     files = [p for sub in ("new", "cur") for p in (signed_root / "outbox" / sub).glob("*")]
@@ -333,8 +329,7 @@ def test_only_mail_from_the_signing_domain_or_below_is_signed(root: Path) -> Non
     assert seen["med.uni.example"] == {True}
     assert seen["partner.example"] == {False}
 
-    run = cli(root, ["check", "--no-render", "--json"])
-    no_traceback(run)
+    run = cli(root, "check", "--no-render", "--json")
     warnings = [line for line in run.stdout.splitlines() if "partner.example" in line]
     assert len(warnings) == 1, run.stdout
     assert '"severity": "warning"' in warnings[0] and "people/liaisons.yaml" in warnings[0]
@@ -409,15 +404,13 @@ def _key_body(pem: bytes) -> list[str]:
 
 def test_a_missing_key_is_a_configuration_error_before_anything_is_sent(root: Path) -> None:
     line = configure(root, f"dkim:\n  selector: {SELECTOR}\n  key_env: OUTREACH_DKIM_KEY\n")
-    run = cli(root, ["check", "--no-render", "--json"])
-    no_traceback(run)
+    run = cli(root, "check", "--no-render", "--json")
     assert run.code == 0, str(run)  # another machine may hold the key: a warning here
     found = [x for x in run.stdout.splitlines() if "OUTREACH_DKIM_KEY" in x]
     assert len(found) == 1 and '"warning"' in found[0] and f'"line": {line + 2}' in found[0]
 
     for args in (["send", "rdm-launch-2026", "--now"], ["send", "rdm-launch-2026", "--dry-run"]):
-        run = cli(root, args)
-        no_traceback(run)
+        run = cli(root, *args)
         assert run.code == 2, str(run)
         assert "$OUTREACH_DKIM_KEY is not set" in run.stderr and "hint:" in run.stderr
     box = root / "outbox"
@@ -460,13 +453,11 @@ BAD_KEY_MESSAGES = {
 def test_an_invalid_key_is_a_located_error_that_never_shows_the_key(root: Path, case: str) -> None:
     pem = BAD_KEYS[case]()
     line = configure(root, f"dkim:\n  selector: {SELECTOR}\n  key_file: {write_key(root, pem)}\n")
-    run = cli(root, ["check", "--no-render"])
-    no_traceback(run)
+    run = cli(root, "check", "--no-render")
     assert run.code == 1, str(run)
     assert f"outreach.yaml:{line + 2}" in run.stderr, str(run)
     assert BAD_KEY_MESSAGES[case] in run.stderr, str(run)
-    run2 = cli(root, ["send", "rdm-launch-2026", "--now"])
-    no_traceback(run2)
+    run2 = cli(root, "send", "rdm-launch-2026", "--now")
     assert run2.code != 0 and BAD_KEY_MESSAGES[case] in run2.stderr
     for fragment in _key_body(pem):
         assert fragment not in run.output + run2.output
@@ -486,8 +477,7 @@ def test_an_invalid_key_is_a_located_error_that_never_shows_the_key(root: Path, 
 )
 def test_dkim_settings_are_validated(root: Path, block: str, expected: str) -> None:
     line = configure(root, block)
-    run = cli(root, ["check", "--no-render"])
-    no_traceback(run)
+    run = cli(root, "check", "--no-render")
     assert run.code == 2, str(run)
     assert expected in run.stderr and f"outreach.yaml:{line}" in run.stderr, str(run)
 
@@ -496,8 +486,7 @@ def test_key_in_the_yaml_instead_of_a_variable_name(root: Path) -> None:
     pem, _ = cached_key()
     quoted = pem.decode().strip().replace("\n", "\\n")
     line = configure(root, f'dkim:\n  selector: {SELECTOR}\n  key_env: "{quoted}"\n')
-    run = cli(root, ["check", "--no-render"])
-    no_traceback(run)
+    run = cli(root, "check", "--no-render")
     assert run.code == 1, str(run)
     assert "must name an environment variable" in run.stderr
     assert f"outreach.yaml:{line + 2}" in run.stderr
@@ -508,23 +497,20 @@ def test_key_in_the_yaml_instead_of_a_variable_name(root: Path) -> None:
 
 def test_a_key_file_others_can_read_is_warned_about(signed_root: Path) -> None:
     (signed_root / "keys" / "dkim.pem").chmod(0o644)
-    run = cli(signed_root, ["check", "--no-render"])
-    no_traceback(run)
+    run = cli(signed_root, "check", "--no-render")
     if os.name == "posix":
         assert "can be read by other users" in run.stderr and "chmod 600" in run.stderr
 
 
 def test_dkim_record_prints_the_public_key_to_publish(signed_root: Path) -> None:
-    run = cli(signed_root, ["dkim", "record"])
-    no_traceback(run)
+    run = cli(signed_root, "dkim", "record")
     assert run.code == 0, str(run)
     expected = txt(cached_key()[1]).decode()
     assert f'{SELECTOR}._domainkey.{DOMAIN}. IN TXT "{expected}"' in run.stdout
 
 
 def test_dkim_record_without_dkim(root: Path) -> None:
-    run = cli(root, ["dkim", "record"])
-    no_traceback(run)
+    run = cli(root, "dkim", "record")
     assert run.code == 1 and "No `dkim:`" in run.stderr
 
 

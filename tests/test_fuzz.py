@@ -7,10 +7,12 @@ every problem located in its file (and line) so the user can find the row.
   very long values, RFC 2047 encoded-word tricks such as ``=?utf-8?q?a=0D=0ABcc:x?=``):
   compose refuses with HeaderInjection, or its bytes re-parse with exactly the headers we
   wrote, one From, one To, no Bcc, and names and subject as given;
-* the MIME parser and the classifier on random bytes and on mutated messages of the
-  tracker's corpus (tests/corpus/track/*.eml), and ingest storing whatever comes out.
+* the MIME parser and the classifier on hostile headers (random bytes and mutated corpus
+  messages are test_track_badinput's), ingest storing whatever comes out, and
+  `outreach track classify` reporting every hostile file.
 
-Each property runs at most 200 examples with no deadline; the file stays well under 40 s.
+The number of examples comes from the hypothesis profile (tests/conftest.py); the properties
+that run a whole CLI command or write to a store per example run fewer.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from foundation_helpers import copy_example
-from hypothesis import HealthCheck, assume, given, settings
+from foundation_helpers import cli, copy_example
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from track_helpers import cli, no_traceback
 
 from outreach.errors import HeaderInjection, Problem, ValidationFailed
 from outreach.message.compose import Composer
@@ -43,31 +44,26 @@ from outreach.workspace.loader import load_settings, load_workspace
 from outreach.workspace.people import Liaison
 from outreach.workspace.people_readers import load_people_yaml, load_researchers_csv
 from outreach.workspace.plaintext_secrets import secret_warnings
-from outreach.workspace.yamlio import parse_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = sorted((REPO / "tests" / "corpus" / "track").glob("*.eml"))
 LANGUAGES = ["fi", "sv", "en"]
 
+# The fixtures are module-scoped scratch space and data, shared by every example on purpose.
 FUZZ = settings(
-    max_examples=200,
-    deadline=None,
     suppress_health_check=[
-        HealthCheck.too_slow,
         HealthCheck.function_scoped_fixture,
         HealthCheck.data_too_large,
         HealthCheck.large_base_example,
     ],
 )
-FEW = settings(FUZZ, max_examples=15)  # through the CLI: a whole command each
+FEW = settings(FUZZ, max_examples=15)  # through the CLI: a whole command per example
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_DKIM_KEY"):
-        monkeypatch.delenv(name, raising=False)
+def _token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTREACH_SECRET", "fuzz-tests-secret")
 
 
@@ -204,15 +200,6 @@ def test_people_yaml_mutations_are_loaded_or_reported_by_line(
             assert w.location.file == name and w.severity == "warning"
 
 
-@FUZZ
-@given(text=st.text(max_size=400))
-def test_yaml_parser_and_secret_scan_never_raise(text: str) -> None:
-    doc, problems = parse_yaml(text, "f.yaml")
-    assert doc is not None or problems
-    assert_located(problems, {"f.yaml"})
-    secret_warnings(doc)
-
-
 SETTINGS = (REPO / "outreach.yaml").read_bytes()
 
 
@@ -244,20 +231,22 @@ def test_outreach_check_on_a_mangled_workspace_never_shows_a_traceback(
     root = tmp_path_factory.mktemp("check") / "ws"
     shutil.copytree(workspace, root)
     (root / name).write_bytes(raw)
+    unusable = False
     try:
         ws = load_workspace(explicit=root)
         problems = ws.problems
     except ValidationFailed as exc:  # outreach.yaml unusable: every problem still located
-        problems = exc.problems
+        problems, unusable = exc.problems, True
     files = {name, *WORKSPACE_FILES, "people/experts.yaml", "campaigns/"}
     files |= {f"campaigns/{p.name}" for p in (root / "campaigns").glob("*.yaml")}
     assert_located(problems, files)
-    run = cli(root, ["check", "--json", "--no-render"])
-    no_traceback(run)
-    assert run.code in (0, 1, 2), str(run)
-    for line in run.stdout.splitlines():
-        problem = json.loads(line)
+    run = cli(root, "check", "--json", "--no-render")
+    printed = [json.loads(line) for line in run.stdout.splitlines()]
+    for problem in printed:
         assert problem["file"], problem
+    # 2: the settings are unusable; else 1 exactly when it printed an error
+    errors = any(p["severity"] == "error" for p in printed)
+    assert run.code == (2 if unusable else 1 if errors else 0), str(run)
     shutil.rmtree(root.parent, ignore_errors=True)
 
 
@@ -407,22 +396,6 @@ def _parse_and_classify(data: bytes, context: Any) -> None:
     assert decision.kind in KINDS and decision.reason
 
 
-@FUZZ
-@given(data=st.binary(max_size=3000))
-def test_parser_and_classifier_survive_random_bytes(context: Any, data: bytes) -> None:
-    _parse_and_classify(data, context)
-
-
-@FUZZ
-@given(index=st.integers(0, max(0, len(CORPUS_BYTES) - 1)), edits=st.data())
-def test_parser_and_classifier_survive_mutated_corpus_messages(
-    context: Any, index: int, edits: st.DataObject
-) -> None:
-    assume(CORPUS_BYTES)
-    data = edits.draw(mutated(CORPUS_BYTES[index]))
-    _parse_and_classify(data, context)
-
-
 header_soup = st.lists(
     st.tuples(
         st.sampled_from(
@@ -457,7 +430,7 @@ def ingestor(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     store.close()
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=60)  # every example writes to the store
 @given(
     messages=st.lists(
         st.one_of(
@@ -497,8 +470,7 @@ def test_track_classify_cli_reports_every_hostile_file(
         path = folder / f"hostile-{n}.eml"
         path.write_bytes(data)
         paths.append(path)
-    run = cli(workspace, ["track", "classify", "--json", *map(str, paths)])
-    no_traceback(run)
+    run = cli(workspace, "track", "classify", "--json", *map(str, paths))
     assert run.code == 0, str(run)
     results = [json.loads(line) for line in run.stdout.splitlines()]
     assert [Path(r["file"]).name for r in results] == [p.name for p in paths]

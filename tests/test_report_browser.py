@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, chromium
-from foundation_helpers import ENV_VARS, copy_example
+from foundation_helpers import cli, copy_example
 from report_helpers import insert_dataset, random_dataset, sqlite_store
 
 WIDTH, HEIGHT = 1200, 2000
@@ -21,10 +21,6 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from click.testing import CliRunner
-
-    from outreach.cli import main
-
     root = copy_example(tmp_path_factory.mktemp("html") / "ws")
     store = sqlite_store(root / "outreach.db")
     try:
@@ -32,12 +28,8 @@ def report_html(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     finally:
         store.close()
     out = root / "report.html"
-    result = CliRunner().invoke(
-        main,
-        ["-w", str(root), "report", "--format", "html", "--out", str(out)],
-        env=dict.fromkeys(ENV_VARS),
-    )
-    assert result.exit_code == 0, result.output
+    run = cli(root, "report", "--format", "html", "--out", str(out))
+    assert run.code == 0, str(run)
     yield out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as sps
 
@@ -116,7 +116,6 @@ def test_fisher_matches_scipy_for_large_tables(counts: tuple[int, int, int, int]
     assert fisher_p(*counts) == pytest.approx(_scipy_fisher(*counts), rel=1e-6)
 
 
-@settings(max_examples=300, deadline=None)
 @given(
     st.integers(1, 300).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
     st.integers(1, 300).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
@@ -254,7 +253,6 @@ def _ok(x: float) -> bool:
     return not math.isnan(x) and not math.isinf(x)
 
 
-@settings(max_examples=300, deadline=None)
 @given(counts)
 def test_wilson_properties(xn: tuple[int, int]) -> None:
     x, n = xn
@@ -266,7 +264,6 @@ def test_wilson_properties(xn: tuple[int, int]) -> None:
         assert lo <= p <= hi
 
 
-@settings(max_examples=300, deadline=None)
 @given(counts, counts)
 def test_newcombe_properties(a: tuple[int, int], b: tuple[int, int]) -> None:
     (x1, n1), (x2, n2) = a, b
@@ -277,7 +274,6 @@ def test_newcombe_properties(a: tuple[int, int], b: tuple[int, int]) -> None:
     assert lo <= d <= hi
 
 
-@settings(max_examples=150, deadline=None)
 @given(counts, counts)
 def test_fisher_properties(a: tuple[int, int], b: tuple[int, int]) -> None:
     (x1, n1), (x2, n2) = a, b
@@ -285,7 +281,6 @@ def test_fisher_properties(a: tuple[int, int], b: tuple[int, int]) -> None:
     assert _ok(p) and 0.0 <= p <= 1.0
 
 
-@settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(counts, counts), max_size=6))
 def test_cmh_properties(strata: list[tuple[tuple[int, int], tuple[int, int]]]) -> None:
     tables = [(x1, n1 - x1, x2, n2 - x2) for (x1, n1), (x2, n2) in strata]
@@ -295,7 +290,6 @@ def test_cmh_properties(strata: list[tuple[tuple[int, int], tuple[int, int]]]) -
     assert m.odds_ratio is None or (_ok(m.odds_ratio) and m.odds_ratio >= 0.0)
 
 
-@settings(max_examples=150, deadline=None)
 @given(st.floats(0, 1, allow_nan=False), st.floats(-0.5, 0.5, allow_nan=False))
 def test_sample_size_properties(baseline: float, lift: float) -> None:
     n = sample_size_per_arm(baseline, lift)

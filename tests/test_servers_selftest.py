@@ -9,19 +9,8 @@ import time
 from email.message import EmailMessage
 
 import pytest
-
-try:  # repository root on sys.path (python -m pytest, or a root conftest)
-    from tests.servers import fixtures as _fx
-    from tests.servers.dovecot import dovecot_available
-    from tests.servers.smtp import SMTPTestServer
-except ImportError:  # plain `pytest`: only tests/ is on sys.path
-    from servers import fixtures as _fx  # type: ignore[no-redef]
-    from servers.dovecot import dovecot_available  # type: ignore[no-redef]
-    from servers.smtp import SMTPTestServer  # type: ignore[no-redef]
-
-dovecot = _fx.dovecot
-smtp_server = _fx.smtp_server
-smtp_server_factory = _fx.smtp_server_factory
+from servers.dovecot import dovecot_available
+from servers.smtp import SMTPTestServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -266,8 +255,6 @@ def test_dovecot_append_and_fetch(dovecot) -> None:
 
 
 def test_dovecot_imaps_and_bad_password(dovecot) -> None:
-    if dovecot.imaps_port is None:
-        pytest.skip("no TLS certificate tooling")
     dovecot.append("lars", b"Subject: x\r\n\r\ny\r\n")
     conn = imaplib.IMAP4_SSL("localhost", dovecot.imaps_port, ssl_context=dovecot.ssl_context())
     try:

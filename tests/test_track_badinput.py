@@ -16,10 +16,10 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
-from foundation_helpers import copy_example
-from hypothesis import HealthCheck, given, settings
+from foundation_helpers import cli, copy_example
+from hypothesis import given
 from hypothesis import strategies as st
-from track_helpers import cli, ingest, no_traceback, query, responses, write_maildir, write_mbox
+from track_helpers import ingest, query, responses, write_maildir, write_mbox
 
 from outreach.track import sources
 from outreach.track.classify import KINDS, Context, classify
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.timeout(120)
 CORPUS = Path(__file__).resolve().parent / "corpus" / "track"
 CORPUS_FILES = sorted(CORPUS.glob("*.eml"))
 OUR_ID = "<4erikvv4e7yse3ue6wbvts26xj.familiar-faces-2027@uni.example>"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -235,8 +229,7 @@ def test_unreadable_maildir_entries_and_empty_files(root: Path, tmp_path: Path) 
     (md / "new" / "1700000000.M8P1.blank").write_bytes(b"\n\n  \n")
     (md / "new" / "1700000000.M9P1.binary").write_bytes(bytes(range(256)) * 40)
     (md / "cur" / ".hidden").write_bytes(good(9))  # dot files are not messages
-    run = cli(root, ["track", "ingest", f"maildir:{md}"])
-    no_traceback(run)
+    run = cli(root, "track", "ingest", f"maildir:{md}")
     assert run.code == 1, str(run)  # reported, not hidden
     assert "ingested 7 new message(s)" in run.stdout, str(run)
     reasons = {}
@@ -289,10 +282,7 @@ def test_track_classify_reports_bad_files_without_traceback(tmp_path: Path, root
     (tmp_path / "empty.eml").write_bytes(b"")
     (tmp_path / "binary.eml").write_bytes(bytes(range(256)))
     (tmp_path / "ok.eml").write_bytes(good(1))
-    run = cli(
-        root, ["track", "classify", "--json", *sorted(str(p) for p in tmp_path.glob("*.eml"))]
-    )
-    no_traceback(run)
+    run = cli(root, "track", "classify", "--json", *sorted(str(p) for p in tmp_path.glob("*.eml")))
     assert run.code == 0, str(run)
     kinds = re.findall(r'"kind": "(\w+)"', run.stdout)
     assert kinds == ["unparseable", "unparseable", "unrelated"], run.stdout
@@ -313,9 +303,6 @@ def _never_raises(data: bytes, ctx: Context) -> None:
     assert decision.kind == d.kind
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 @given(data=st.binary(max_size=3000))
 def test_random_bytes_never_raise(ctx: Context, data: bytes) -> None:
     _never_raises(data, ctx)
@@ -387,9 +374,6 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 @given(data=mutated())
 def test_mutated_corpus_messages_never_raise(ctx: Context, data: bytes) -> None:
     _never_raises(data, ctx)
@@ -417,9 +401,6 @@ def test_fast_mime_path_builds_the_email_packages_tree_for_the_corpus() -> None:
             _same_tree(tree, message_from_bytes(data, policy=email_policy.compat32))
 
 
-@settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 @given(data=mutated())
 def test_fast_mime_path_agrees_or_steps_aside(data: bytes) -> None:
     """Whatever the fast splitter accepts, it splits exactly as the email package does."""
