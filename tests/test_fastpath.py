@@ -4,7 +4,7 @@
   equals the message rendered for that recipient alone: for every recipient of every
   example campaign, and for generated names full of Markdown, HTML and header specials;
   templates that compute with a recipient's values are never stamped;
-* headers (compose.py): subjects and display names encoded without the email package's
+* headers (headers.py): subjects and display names encoded without the email package's
   folder parse back to the same text, with no defects and no line over 78 characters;
 * DATA (transports.py): the pre-stuffed payload arrives unchanged at a real SMTP server,
   lines starting with "." included, and the installed aiosmtplib takes that path.
