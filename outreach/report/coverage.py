@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from outreach.audience.coverage import Coverage
-from outreach.report.formats import _svg
+from outreach.report.charts import Bar, Key, Segment, bar_chart
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -88,35 +88,24 @@ def print_table(cov: Coverage, console: Any) -> None:
 
 
 def _chart(cov: Coverage) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matplotlib.rcParams["svg.fonttype"] = "none"
-    rows = cov.liaisons
-    labels = [r.id for r in rows]
-    this_year = [r.met_this_year for r in rows]
-    earlier = [r.met_ever - r.met_this_year for r in rows]
-    never = [r.not_met for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(3, len(rows)) + 1))
-    y = list(range(len(rows)))
-    ax.barh(y, this_year, color="#2f6f4f", label=f"met in {cov.year}")
-    ax.barh(y, earlier, left=this_year, color="#8fbf9f", label="met earlier")
-    ax.barh(
-        y,
-        never,
-        left=[a + b for a, b in zip(this_year, earlier, strict=True)],
-        color="#e4e7eb",
-        label="not met yet",
-    )
-    ax.set_yticks(y, labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("researchers in the territory")
-    ax.set_title(f"Coverage of the target group, {cov.year}", loc="left")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
-    return str(_svg(fig))
+    this_year, earlier, never = "#2f6f4f", "#8fbf9f", "#e4e7eb"
+    bars = []
+    for r in cov.liaisons:
+        met_earlier = r.met_ever - r.met_this_year
+        segments = [
+            Segment(r.met_this_year, this_year, f"{r.met_this_year} met in {cov.year}"),
+            Segment(met_earlier, earlier, f"{met_earlier} met earlier"),
+            Segment(r.not_met, never, f"{r.not_met} not met yet"),
+        ]
+        bars.append(Bar(r.id, segments))
+    top = max([r.met_ever + r.not_met for r in cov.liaisons] + [1]) * 1.05
+    keys = [
+        Key(f"met in {cov.year}", this_year),
+        Key("met earlier", earlier),
+        Key("not met yet", never),
+    ]
+    title = f"Coverage of the target group, {cov.year}"
+    return bar_chart(title, bars, "researchers in the territory", top, keys, whole=True)
 
 
 def to_html(cov: Coverage, title: str = "Coverage") -> str:

@@ -1,5 +1,5 @@
 """Report formats: terminal table (rich), CSV, JSON, and one self-contained HTML file
-whose charts are inline SVG drawn with matplotlib (no network requests, no scripts)."""
+whose charts are inline SVG (no network requests, no scripts)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import csv
 import html
 import io
 import json
-import re
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from outreach.report.charts import Bar, Key, Point, Segment, bar_chart, line_chart
 
 SECTIONS = (
     ("arms", "Per arm"),
@@ -175,84 +176,51 @@ def print_table(report: dict[str, Any], console: Console) -> None:
 # -- HTML --------------------------------------------------------------------------------
 
 
-_NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+LIAISON_GREEN, SERVICE_ORANGE, OTHER_BLUE = "#2f6f4f", "#c0692b", "#3b6ea8"
+ARM_COLOURS = {"liaison": LIAISON_GREEN, "service": SERVICE_ORANGE}
 
 
-def _svg(fig: Any) -> str:
-    """The figure as an ``<svg>`` element for inline HTML: no XML prolog, no RDF metadata,
-    no namespace URLs (the HTML parser supplies the SVG and XLink namespaces), so the page
-    holds no address of any kind."""
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata=_NO_METADATA)
-    plt.close(fig)
-    text = buf.getvalue()
-    text = text[text.index("<svg") :]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-    head, rest = text.split(">", 1)
-    head = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", head)
-    return f'{head} role="img">{rest}'
+def _arm_colour(row: dict[str, Any]) -> str:
+    return ARM_COLOURS.get(str(row.get("arm", row.get("id"))), OTHER_BLUE)
 
 
-def _mpl_text(label: str) -> str:
-    """Plain text for matplotlib: a ``$`` would start mathtext."""
-    return label.replace("$", r"\$")
+def _interval(row: dict[str, Any]) -> str:
+    return f"{pct(row['rate'])} (95% interval {pct(row['ci95'][0])}–{pct(row['ci95'][1])})"
 
 
 def _rate_chart(rows: list[dict[str, Any]], title: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
-    labels = [_mpl_text(_label(r)) for r in rows]
-    rates = [r["rate"] * 100 for r in rows]
-    lows = [max(0.0, (r["rate"] - r["ci95"][0]) * 100) for r in rows]
-    highs = [max(0.0, (r["ci95"][1] - r["rate"]) * 100) for r in rows]
-    colours = [
-        "#2f6f4f"
-        if r.get("arm", r.get("id")) == "liaison"
-        else "#c0692b"
-        if r.get("arm", r.get("id")) == "service"
-        else "#3b6ea8"
+    bars = [
+        Bar(
+            _label(r),
+            [Segment(r["rate"] * 100, _arm_colour(r), _interval(r))],
+            (r["ci95"][0] * 100, r["ci95"][1] * 100),
+        )
         for r in rows
     ]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(3, len(rows)) + 1))
-    y = list(range(len(rows)))
-    ax.barh(y, rates, xerr=[lows, highs], color=colours, capsize=3, ecolor="#333333")
-    ax.set_yticks(y, labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("reply rate, % of delivered (95% Wilson interval)")
-    ax.set_title(_mpl_text(title), loc="left")
-    ax.set_xlim(0, max([100.0 * r["ci95"][1] for r in rows] + [5.0]) * 1.1)
-    ax.grid(axis="x", alpha=0.3)
-    return _svg(fig)
+    top = max([100.0 * r["ci95"][1] for r in rows] + [5.0]) * 1.1
+    return bar_chart(title, bars, "reply rate, % of delivered (95% Wilson interval)", top)
 
 
 def _familiarity_chart(rows: list[dict[str, Any]]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matplotlib.rcParams["svg.fonttype"] = "none"
-    xs = [r["earlier_contacts"] for r in rows]
-    ys = [r["rate"] * 100 for r in rows]
-    lo = [r["ci95"][0] * 100 for r in rows]
-    hi = [r["ci95"][1] * 100 for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.fill_between(xs, lo, hi, color="#2f6f4f", alpha=0.2, label="95% interval")
-    ax.plot(xs, ys, marker="o", color="#2f6f4f", label="reply rate")
-    ax.set_xticks(xs, [f"{x}+" if r["capped"] else str(x) for x, r in zip(xs, rows, strict=True)])
-    ax.set_xlabel("earlier contacts with the same liaison (mail and meetings)")
-    ax.set_ylabel("reply rate, %")
-    ax.set_title("Familiarity curve", loc="left")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    return _svg(fig)
+    points = [
+        Point(
+            f"{r['earlier_contacts']}+" if r["capped"] else str(r["earlier_contacts"]),
+            r["earlier_contacts"],
+            r["rate"] * 100,
+            r["ci95"][0] * 100,
+            r["ci95"][1] * 100,
+            _interval(r),
+        )
+        for r in rows
+    ]
+    return line_chart(
+        "Familiarity curve",
+        points,
+        "earlier contacts with the same liaison (mail and meetings)",
+        "reply rate, %",
+        LIAISON_GREEN,
+        [Key("95% interval", LIAISON_GREEN, "band"), Key("reply rate", LIAISON_GREEN, "line")],
+    )
 
 
 def _html_table(rows: list[dict[str, Any]]) -> str:
