@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from outreach.audience.territory import (
-    Applied,
-    Plan,
-    apply_plan,
-    current_assignments,
-    plan_assignments,
-)
+from outreach.audience.assignment_plan import AssignmentPlan
+from outreach.audience.assignment_rules import plan_assignments
+from outreach.audience.assignments import Applied, apply_plan, current_assignments
 from outreach.errors import Problem
 from outreach.store import Store
 from outreach.workspace.loader import Workspace
@@ -43,7 +39,7 @@ class Assignment:
     """The plan (its problems led by the blockers), and what ``--apply`` recorded: None
     when only planned, because ``--apply`` was not asked for or was blocked."""
 
-    plan: Plan
+    plan: AssignmentPlan
     applied: Applied | None
     blocked: bool
 

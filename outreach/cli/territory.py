@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _print_history(store: Store, email: str, fmt: str, out: Path | None) -> None:
-    from outreach.audience.territory import history
+    from outreach.audience.assignments import history
 
     rows = history(store, email)
     if fmt == "json":
@@ -77,11 +77,8 @@ def assign_cmd(
     over capacity. --apply records the plan with history.
     """
     from outreach.audience.apply_checks import plan_or_apply
-    from outreach.audience.territory import (
-        check_handover_target,
-        fmt_churn,
-        write_handover_campaign,
-    )
+    from outreach.audience.assignment_plan import fmt_churn
+    from outreach.audience.handover import check_handover_target, write_handover_campaign
     from outreach.report.assignment import print_table, to_csv
     from outreach.store import open_store
 
@@ -151,8 +148,8 @@ def assign_cmd(
 def coverage_cmd(obj: Context, year: int | None, fmt: str, out: Path | None, next_n: int) -> None:
     """Who has been met: per liaison segment size, met this year and ever, pace, years
     needed to meet everyone, and whom to meet next."""
+    from outreach.audience.assignments import current_owners
     from outreach.audience.coverage import check_year, compute_coverage
-    from outreach.audience.territory import current_owners
     from outreach.report.coverage import print_table, to_csv, to_html, to_json
     from outreach.store import open_store
 

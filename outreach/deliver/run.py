@@ -30,9 +30,9 @@ from typing import Any, Protocol
 
 from outreach import errors as _errors
 from outreach.audience.arms import SERVICE
+from outreach.audience.assignments import current_owners
 from outreach.audience.recipients import Recipient, plan_recipients
 from outreach.audience.suppressions import suppressions_for_planning
-from outreach.audience.territory import current_owners
 from outreach.deliver.ledger import ClaimLost, Ledger, PlannedRow, SlotLost, Work
 from outreach.deliver.scheduler import MINUTE
 from outreach.deliver.transports import (

@@ -1,5 +1,5 @@
 """The liaison assignment plan (``outreach assign``) in the formats a person reads: a
-table of territories and changes, and CSV (JSON is ``Plan.as_dict``)."""
+table of territories and changes, and CSV (JSON is ``AssignmentPlan.as_dict``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import io
 from rich.console import Console
 from rich.table import Table
 
-from outreach.audience.territory import UNASSIGNED, UNCHANGED, Plan, fmt_churn
+from outreach.audience.assignment_plan import UNASSIGNED, UNCHANGED, AssignmentPlan, fmt_churn
 
 ENTRY_COLUMNS = (
     "email",
@@ -27,7 +27,7 @@ ENTRY_COLUMNS = (
 STATUS_ORDER = {"unassigned": 0, "moved": 1, "gone": 2, "new": 3, "unchanged": 4}
 
 
-def to_csv(plan: Plan) -> str:
+def to_csv(plan: AssignmentPlan) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(ENTRY_COLUMNS)
@@ -37,7 +37,7 @@ def to_csv(plan: Plan) -> str:
     return out.getvalue()
 
 
-def print_table(plan: Plan, console: Console, show_all: bool, limit: int) -> None:
+def print_table(plan: AssignmentPlan, console: Console, show_all: bool, limit: int) -> None:
     """Counts and churn, the territories' loads, then the changed researchers (every one
     with ``show_all``), at most ``limit`` rows."""
     counts = plan.counts()
