@@ -3,7 +3,7 @@
 
 This module is the pure, stateless rule ("who *would* own this researcher today"); the
 stable, persisted assignment with history, capacity and handovers builds on it in
-``territory.py``.
+outreach/audience (assignment_rules, assignments, handover).
 """
 
 from __future__ import annotations
