@@ -61,7 +61,14 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # + the 32-byte seed
 
 
-_RSA_OID = bytes.fromhex("06092a864886f70d010101")
+_RSA_OID = bytes.fromhex("06092a864886f70d010101")  # rsaEncryption, tag and length included
+
+
+# DER tags (X.690) for the SubjectPublicKeyInfo of DKIM's p=. It is written here because
+# dkimpy's own writer (dkim.asn1.asn1_build) cannot: it has no INTEGER or BIT STRING, and its
+# length encoder fails from 127 bytes on, i.e. on every RSA modulus. tests/test_dkim.py checks
+# the result byte for byte against openssl's.
+_INTEGER, _BIT_STRING, _NULL, _SEQUENCE = 0x02, 0x03, 0x05, 0x30
 
 
 _PEM_BODY = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
@@ -120,14 +127,16 @@ def _tlv(tag: int, body: bytes) -> bytes:
 
 
 def _der_int(value: int) -> bytes:
-    return _tlv(0x02, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big"))
+    """A non-negative INTEGER: bytes for its bits and a leading 0 sign bit."""
+    return _tlv(_INTEGER, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big"))
 
 
 def rsa_public_der(modulus: int, exponent: int) -> bytes:
     """SubjectPublicKeyInfo of an RSA key: what DKIM's ``p=`` holds (base64)."""
-    rsa_key = _tlv(0x30, _der_int(modulus) + _der_int(exponent))
-    algorithm = _tlv(0x30, _RSA_OID + b"\x05\x00")
-    return _tlv(0x30, algorithm + _tlv(0x03, b"\x00" + rsa_key))
+    rsa_key = _tlv(_SEQUENCE, _der_int(modulus) + _der_int(exponent))
+    algorithm = _tlv(_SEQUENCE, _RSA_OID + _tlv(_NULL, b""))
+    # a BIT STRING's first byte counts the unused bits of its last byte: none
+    return _tlv(_SEQUENCE, algorithm + _tlv(_BIT_STRING, b"\x00" + rsa_key))
 
 
 def _read_key(cfg: Dkim, root: Path, where: Location) -> tuple[bytes, str]:
