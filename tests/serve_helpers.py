@@ -159,11 +159,14 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-def sign_in(c: TestClient, user_id: str, password: str = PASSWORD) -> httpx.Response:
-    page = c.get("/login")
+def sign_in(
+    c: TestClient, user_id: str, password: str = PASSWORD, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    page = c.get("/login", headers=headers)
     return c.post(
         "/login",
         data={"user": user_id, "password": password, "csrf": csrf_of(page.text)},
+        headers=headers,
         follow_redirects=False,
     )
 

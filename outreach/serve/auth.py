@@ -147,10 +147,9 @@ def _login_page(
 
 
 async def login_form(request: Request) -> Response:
-    state = state_of(request)
-    if await current_session(request) is not None:
-        return RedirectResponse("/", status_code=303)
-    return _login_page(request, state)
+    """The form, also to someone signed in: a browser holding a session someone planted
+    can always sign in as its own user (and so end that session)."""
+    return _login_page(request, state_of(request))
 
 
 async def login(request: Request) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -81,8 +82,14 @@ async def researcher(request: Request) -> Response:
         # the same answer for "someone else's" and "no one": the desk tells nothing of others
         return forbidden(request, "This researcher is not one of yours.")
     past = await run_in_threadpool(desk_data.history, state.store, email)
+    logged = request.query_params.get("logged")
     return _page(
-        request, "researcher.html.j2", liaison=ws.directory.liaisons[lid], person=person, past=past
+        request,
+        "researcher.html.j2",
+        liaison=ws.directory.liaisons[lid],
+        person=person,
+        past=past,
+        logged=logged if logged in KINDS else None,
     )
 
 
@@ -100,9 +107,7 @@ async def log_form(request: Request) -> Response:
     return _log_page(request, ws, lid, blank(_today(), chosen))
 
 
-def _log_page(
-    request: Request, ws: Workspace, lid: str, form: Any, status: int = 200, saved: str = ""
-) -> Response:
+def _log_page(request: Request, ws: Workspace, lid: str, form: Any, status: int = 200) -> Response:
     land = desk_data.territory(state_of(request).store, ws)
     return _page(
         request,
@@ -113,7 +118,6 @@ def _log_page(
         kinds=KINDS,
         max_note=MAX_NOTE,
         members=sorted(land.members(lid), key=lambda r: r.name.casefold()),
-        saved=saved,
     )
 
 
@@ -140,8 +144,9 @@ async def log_meeting(request: Request) -> Response:
         ws.settings.tracking.reply_window_days,
     )
     log.info("%s logged a %s for liaison %s", user.id, form.contact.kind, lid)
-    saved = f"Logged: {form.contact.kind} with {form.contact.email}"
-    return await run_in_threadpool(_log_page, request, ws, lid, blank(_today()), 200, saved)
+    # to the researcher's page (post/redirect/get: reloading it logs nothing twice)
+    where = f"/desk/{lid}/researchers/{quote(form.contact.email)}?logged={form.contact.kind}"
+    return RedirectResponse(where, status_code=303)
 
 
 @signed_in
@@ -252,7 +257,3 @@ def routes() -> list[BaseRoute]:
         Route(base + "/campaigns/{campaign_id}", campaign, methods=["GET"]),
         Route(base + "/campaigns/{campaign_id}/preview/{lang}", preview, methods=["GET"]),
     ]
-
-
-def redirect_home() -> Response:
-    return RedirectResponse("/", status_code=303)

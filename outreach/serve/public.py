@@ -28,6 +28,7 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 
 from outreach.errors import StoreError
 from outreach.serve.optout import Addressee, Link, read_link
+from outreach.serve.security import NO_REFERRER
 from outreach.serve.state import AppState
 from outreach.serve.texts import page_language, texts
 from outreach.store import utcnow
@@ -136,6 +137,7 @@ def _page(
     }
     response = state.page("unsubscribe.html.j2", status, **context)
     response.headers["content-language"] = lang
+    response.headers["referrer-policy"] = NO_REFERRER
     return response
 
 

@@ -33,13 +33,16 @@ HEADERS = {
     "content-security-policy": CSP,
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    # the unsubscribe URL carries a token: never pass it on as a Referer
-    "referrer-policy": "no-referrer",
+    # a Referer only to ourselves: with none at all Chromium sends `Origin: null` on our own
+    # forms, which same_origin() must refuse (the unsubscribe pages send none: NO_REFERRER)
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
 }
 NO_STORE = "no-store"
+# the unsubscribe URL carries a token: it is never passed on, not even to ourselves
+NO_REFERRER = "no-referrer"
 
 
 class SecurityHeaders:
