@@ -27,7 +27,17 @@ from outreach.report.stats import cmh, fisher_p, newcombe, rate, sample_size_per
 from outreach.store import Store
 
 LIAISON, SERVICE = "liaison", "service"
-COUNTS = ("sent", "delivered", "replied", "bounce_hard", "bounce_soft", "auto_reply", "unsubscribe")
+COUNTS = (
+    "sent",
+    "delivered",
+    "replied",
+    "bounce_hard",
+    "bounce_soft",
+    "auto_reply",
+    "unsubscribe",
+    "replied_weak",  # replies tied to the campaign by the sender's address only: not in rate
+)
+RESPONDED = ("bounce_hard", "replied", "bounce_soft", "auto_reply", "unsubscribe", "replied_weak")
 
 
 def _figures(counts: dict[str, int], median: float | None = None) -> dict[str, Any]:
@@ -45,7 +55,7 @@ def _rollup(rows: Iterable[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...],
     for row in rows:
         bucket = out[tuple(row[k] for k in keys)]
         for c in COUNTS:
-            bucket[c] += int(row[c] or 0)
+            bucket[c] += int(row.get(c) or 0)  # forgotten people's rows have no replied_weak
     return out
 
 
@@ -63,7 +73,7 @@ def _merge(
     deltas: dict[tuple[Any, ...], dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
     for d in delta_rows:
         totals = deltas[tuple(d[k] for k in KEYS)]
-        for c in ("bounce_hard", "replied", "bounce_soft", "auto_reply", "unsubscribe"):
+        for c in RESPONDED:
             totals[c] += int(d[c] or 0)
         if d["arm"] == LIAISON:
             bucket = curve[int(d["bucket"])]
@@ -79,7 +89,7 @@ def _merge(
         row["year"] = facts.get("year")
         row["sent"] = int(b_row["sent"] or 0)
         d = deltas.get(key, {})
-        for c in ("bounce_hard", "replied", "bounce_soft", "auto_reply", "unsubscribe"):
+        for c in RESPONDED:
             row[c] = int(d.get(c) or 0)
         row["delivered"] = row["sent"] - row["bounce_hard"]
         rows.append(row)
@@ -183,6 +193,12 @@ def build_report(
         else "observational comparison (not randomised)",
         "relative_lift": round((p1 - p2) / p2, 6) if both_arms and p2 > 0 else None,
         "comparable": both_arms,
+        # the comparison counts replies that name our Message-ID; these were tied to the
+        # campaign by the sender's address only, and are shown apart
+        "weak_replies": {
+            LIAISON: personal["replied_weak"],
+            SERVICE: generic["replied_weak"],
+        },
     }
     strata = _rollup(compared, "liaison_id", "arm")
     tables = []
@@ -287,6 +303,13 @@ def build_report(
         notes.append(
             "the arms come from campaigns that were not randomised: the difference is "
             "observational and may reflect who was chosen, not the sender"
+        )
+    weak = personal["replied_weak"] + generic["replied_weak"]
+    if weak:
+        notes.append(
+            f"{weak} researcher(s) answered only without naming our message (matched by their "
+            "address alone, which anyone can forge): not in the reply rates, shown as "
+            "replied_weak"
         )
     if needed is not None and min(n1, n2) < needed:
         notes.append(

@@ -38,12 +38,12 @@ class Filters:
     year: int | None = None
 
 
-def _delay(dialect: str) -> str:
+def _delay(dialect: str, reply: str = "r.first_reply") -> str:
     if dialect == "postgresql":
-        return "CAST(EXTRACT(EPOCH FROM (r.first_reply - l.sent_at)) AS DOUBLE PRECISION)"
+        return f"CAST(EXTRACT(EPOCH FROM ({reply} - l.sent_at)) AS DOUBLE PRECISION)"
     # julianday() is a double of ~40 µs resolution: round to the millisecond so a reply
     # exactly N hours (or the window) after sending falls where it does on PostgreSQL.
-    return "ROUND((julianday(r.first_reply) - julianday(l.sent_at)) * 86400.0, 3)"
+    return f"ROUND((julianday({reply}) - julianday(l.sent_at)) * 86400.0, 3)"
 
 
 def _where(filters: Filters, alias: str = "l") -> tuple[str, dict[str, Any]]:
@@ -75,9 +75,14 @@ def _sql(sql: str, params: dict[str, Any]) -> TextClause:
     return clause.bindparams(*typed) if typed else clause
 
 
+# Replies are counted when they name our Message-ID (strong); those tied to a campaign by
+# the sender's address only (weak: anyone can write a From line) are counted apart.
 _RESPONSES = """r AS (
     SELECT campaign_id, email,
-           MIN(CASE WHEN kind = 'reply' THEN COALESCE(received_at, ingested_at) END) AS first_reply,
+           MIN(CASE WHEN kind = 'reply' AND COALESCE(match_strength, 'strong') <> 'weak'
+                    THEN COALESCE(received_at, ingested_at) END) AS first_reply,
+           MIN(CASE WHEN kind = 'reply' AND match_strength = 'weak'
+                    THEN COALESCE(received_at, ingested_at) END) AS first_weak,
            MAX(CASE WHEN kind = 'bounce_hard' THEN 1 ELSE 0 END) AS hard,
            MAX(CASE WHEN kind = 'bounce_soft' THEN 1 ELSE 0 END) AS soft,
            MAX(CASE WHEN kind = 'auto_reply' THEN 1 ELSE 0 END) AS auto,
@@ -134,7 +139,8 @@ def responded(
     """The ledger rows that have responses, aggregated two ways in one statement:
 
     * per report key and familiarity bucket: hard and soft bounces, auto-replies,
-      unsubscribes, and replies within the window (``part = 'cube'``);
+      unsubscribes, replies within the window (strong matches) and the researchers with
+      only weakly matched replies in it (``part = 'cube'``);
     * per arm, liaison and whole hours to the first reply within the window: a histogram
       from which medians are read without sorting every reply (``part = 'hist'``).
 
@@ -152,7 +158,9 @@ j AS (
     SELECT {keys}, {_bucket("l.prior_contacts")} AS bucket,
            r.hard, r.soft, r.auto, r.unsub,
            CASE WHEN r.hard = 0 AND r.first_reply IS NOT NULL THEN {_delay(dialect)} END
-               AS delay
+               AS delay,
+           CASE WHEN r.hard = 0 AND r.first_weak IS NOT NULL
+                THEN {_delay(dialect, "r.first_weak")} END AS weak_delay
     FROM r CROSS JOIN ledger l
     WHERE l.campaign_id = r.campaign_id AND l.email = r.email AND {where}
 )
@@ -160,11 +168,13 @@ SELECT 'cube' AS part, {plain}, bucket, NULL AS hours,
        SUM(hard) AS bounce_hard,
        SUM(CASE WHEN delay <= :window THEN 1 ELSE 0 END) AS replied,
        SUM(soft) AS bounce_soft, SUM(auto) AS auto_reply, SUM(unsub) AS unsubscribe,
+       SUM(CASE WHEN weak_delay <= :window AND (delay IS NULL OR delay > :window)
+                THEN 1 ELSE 0 END) AS replied_weak,
        COUNT(*) AS n
 FROM j GROUP BY {plain}, bucket
 UNION ALL
 SELECT 'hist' AS part, {nulls}, NULL AS bucket, {_hours(dialect, "delay")} AS hours,
-       0, 0, 0, 0, 0, COUNT(*) AS n
+       0, 0, 0, 0, 0, 0, COUNT(*) AS n
 FROM j WHERE delay <= :window
 GROUP BY arm, liaison_id, {_hours(dialect, "delay")}"""
     cube: list[dict[str, Any]] = []

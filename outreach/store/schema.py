@@ -233,6 +233,9 @@ responses = Table(
     Column("campaign_id", String(200)),
     Column("matched_message_id", String(400)),
     Column("match", String(20)),  # message-id | address | none | logged (outreach log reply)
+    # strong: names our Message-ID (or logged by hand); weak: tied by the sender's address
+    # only; NULL: credited to no campaign (revision 0005)
+    Column("match_strength", String(10)),
     Column("reason", Text),
     Column("subject", Text),
     Column("source", Text),
@@ -247,6 +250,7 @@ Index(
     responses.c.kind,
     responses.c.received_at,
     responses.c.ingested_at,
+    responses.c.match_strength,  # revision 0005: the report reads it, still covered
 )
 Index("ix_responses_email", responses.c.email)
 

@@ -6,10 +6,11 @@ vacation, Exchange OOF): auto-replies must be ruled out before a reply is credit
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from outreach.message.tokens import parse_message_id
+from outreach.track.authres import dmarc_result
 from outreach.track.bounces import is_address
 from outreach.track.own_words import own_words
 from outreach.track.parse import Parsed
@@ -25,6 +26,8 @@ class Context:
     our_addresses: frozenset[str] = frozenset()  # liaisons, experts, the service
     researchers: frozenset[str] = frozenset()
     unsubscribe_address: str | None = None
+    authserv_id: str | None = None  # whose Authentication-Results are believed
+    senders: Mapping[str, str] = field(default_factory=dict)  # ledger sender_id -> address
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class Decision:
     referenced: str | None = None  # our Message-ID this answers or bounces
     recipient: str | None = None  # for bounces: the address that failed
     evidence: tuple[str, ...] = field(default_factory=tuple)
+    # the trusted server said dmarc=fail: credited only with our Message-ID in the ledger
+    dmarc_fail: str | None = None
 
 
 _BOUNCE_FROM = re.compile(
@@ -272,6 +277,30 @@ def _unsubscribe(p: Parsed, own: str, ctx: Context) -> str | None:
 
 
 def classify(p: Parsed, ctx: Context) -> Decision:
+    decision = _classify(p, ctx)
+    if decision.kind == UNRELATED or dmarc_result(p.auth_results, ctx.authserv_id) != "fail":
+        return decision
+    if decision.referenced is None:
+        return Decision(
+            UNRELATED,
+            f"DMARC fail reported by {ctx.authserv_id}: the sender may be forged, and without "
+            f"our Message-ID it is neither credited nor obeyed (else {decision.kind}: "
+            f"{decision.reason})",
+        )
+    return replace(decision, dmarc_fail=ctx.authserv_id)
+
+
+_BODY_MESSAGE_ID = re.compile(r"^[ \t>]*Message-ID:[ \t]*(<[^<>\s]+>)", re.I | re.M)
+
+
+def returned_ids(p: Parsed) -> list[str]:
+    """The Message-IDs a bounce carries of the message it is about: threading headers, the
+    returned message or headers, an inline copy's Message-ID line."""
+    inline = [m.lower() for m in _BODY_MESSAGE_ID.findall(p.text)]
+    return p.in_reply_to + p.references + p.attached_ids + inline
+
+
+def _classify(p: Parsed, ctx: Context) -> Decision:
     referenced = _referenced(p, ctx)
     is_bounce, why = _is_bounce(p)
     if is_bounce:

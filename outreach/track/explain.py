@@ -9,7 +9,8 @@ from typing import Any
 from outreach.errors import OutreachError
 from outreach.store import open_store
 from outreach.track.classify import Context
-from outreach.track.ingest import Matcher, classify_items, local_items, make_context
+from outreach.track.ingest import classify_items, local_items, make_context
+from outreach.track.match import Matcher
 from outreach.workspace.loader import load_workspace
 
 
@@ -36,7 +37,7 @@ def explain_files(workspace: str | Path | None, files: list[str]) -> Iterator[di
                 store = open_store(db, create=False)
             except OutreachError:
                 store = None  # an unreachable or outdated database: classify without it
-        matcher = Matcher(store, window, domain)
+        matcher = Matcher(store, window, domain, ctx.senders)
     for spec in files:
         items = local_items(spec)
         for item, _parsed, decision, match in classify_items(items, ctx, matcher):
@@ -50,6 +51,7 @@ def explain_files(workspace: str | Path | None, files: list[str]) -> Iterator[di
                 "kind": decision.kind,
                 "matched": match.message_id or decision.referenced,
                 "reason": decision.reason,
-                "match": match.strength,
+                "match": match.method,
+                "strength": match.strength,
                 "campaign": match.campaign_id,
             }

@@ -13,28 +13,29 @@ import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from sqlalchemy import case, select
 
+from outreach.audience.arms import SERVICE
 from outreach.errors import ConfigError, SourceError
 from outreach.store import Store, as_utc, utcnow
-from outreach.store.schema import ledger, mailbox_state, responses, suppressions
+from outreach.store.schema import mailbox_state, responses, suppressions
 from outreach.track.classify import (
     BOUNCE_HARD,
     BOUNCE_SOFT,
     INBOUND,
     REPLY,
     UNPARSEABLE,
+    UNRELATED,
     UNSUBSCRIBE,
     Context,
     Decision,
     classify,
 )
-from outreach.track.match import answered, sent_to
+from outreach.track.match import STRONG, Match, Matcher
 from outreach.track.parse import Parsed, Unparseable, parse
 from outreach.track.sources import (
     ImapSource,
@@ -50,14 +51,6 @@ from outreach.workspace.credentials import password_from, token_from_command
 from outreach.workspace.loader import Workspace
 
 BATCH = 500
-
-
-@dataclass(frozen=True)
-class Match:
-    campaign_id: str | None
-    email: str | None
-    message_id: str | None
-    strength: str  # message-id | address | none
 
 
 @dataclass
@@ -91,11 +84,15 @@ def make_context(ws: Workspace) -> Context:
     d = ws.directory
     ours = {p.email for p in (*d.liaisons.values(), *d.experts.values())} | {d.service.email}
     unsub = ws.settings.unsubscribe.mailto
+    senders = {lid: p.email for lid, p in d.liaisons.items()}
+    senders[SERVICE] = d.service.email  # the ledger's sender_id of the service identity
     return Context(
         domain=ws.settings.organisation.domain,
         our_addresses=frozenset(ours),
         researchers=frozenset(r.email for r in d.researchers),
         unsubscribe_address=unsub.lower() if unsub else None,
+        authserv_id=ws.settings.tracking.authserv_id,
+        senders=senders,
     )
 
 
@@ -109,59 +106,6 @@ def _text(value: str | None, limit: int | None) -> str | None:
     if "\x00" in value:
         value = value.replace("\x00", "")
     return value[:limit] if limit is not None else value
-
-
-class Matcher:
-    def __init__(self, store: Store | None, window_days: int, domain: str | None = None) -> None:
-        self.store = store
-        self.window = timedelta(days=window_days)
-        # Message-IDs are compared in lower case, the ledger keeps them as sent: with a
-        # domain written `Uni.Example` in outreach.yaml both spellings must be looked up.
-        self.domain = domain if domain and domain != domain.lower() else None
-
-    def _spellings(self, ids: set[str]) -> list[str]:
-        if self.domain is None:
-            return list(ids)
-        tail = "@" + self.domain.lower() + ">"
-        extra = {i[: -len(tail)] + "@" + self.domain + ">" for i in ids if i.endswith(tail)}
-        return list(ids | extra)
-
-    def match_batch(self, items: list[tuple[Parsed, Decision]]) -> list[Match]:
-        if self.store is None:
-            return [
-                Match(None, None, d.referenced, "message-id" if d.referenced else "none")
-                for _, d in items
-            ]
-        ids = {d.referenced for _, d in items if d.referenced}
-        by_id: dict[str, Any] = {}
-        with self.store.engine.connect() as conn:
-            if ids:
-                rows = conn.execute(
-                    select(ledger.c.message_id, ledger.c.campaign_id, ledger.c.email).where(
-                        ledger.c.message_id.in_(self._spellings(ids))
-                    )
-                )
-                by_id = {r.message_id.lower(): r for r in rows}
-            addresses = set()
-            for p, d in items:
-                if not (d.referenced and d.referenced in by_id):
-                    addresses.add((d.recipient or p.from_address or "").lower())
-            addresses.discard("")
-            by_address = sent_to(conn, addresses)
-        out: list[Match] = []
-        for p, d in items:
-            if d.referenced and d.referenced in by_id:
-                r = by_id[d.referenced]
-                out.append(Match(r.campaign_id, r.email, d.referenced, "message-id"))
-                continue
-            address = (d.recipient or p.from_address or "").lower()
-            when = as_utc(p.date) or utcnow()
-            row = answered(by_address.get(address, []), when, self.window)
-            if row is not None:
-                out.append(Match(row.campaign_id, row.email, row.message_id, "address"))
-            else:
-                out.append(Match(None, None, d.referenced, "none"))
-        return out
 
 
 def decide(data: bytes | None, error: str | None, ctx: Context) -> tuple[Parsed | None, Decision]:
@@ -189,10 +133,18 @@ def classify_items(
         matches = iter(matcher.match_batch(parsed_items)) if parsed_items else iter(())
         for item, p, d in batch:
             m = next(matches) if p is not None else Match(None, None, None, "none")
+            if d.dmarc_fail and m.strength != STRONG and matcher.store is not None:
+                why = m.note or "its Message-ID is not in the ledger"
+                d = Decision(
+                    UNRELATED,
+                    f"DMARC fail reported by {d.dmarc_fail} and {why}: the sender may be "
+                    f"forged; neither credited nor obeyed (else {d.kind}: {d.reason})",
+                )
+                m = Match(None, None, m.message_id, "none")
             if (
                 p is not None
                 and d.kind == REPLY
-                and m.strength == "none"
+                and m.method == "none"
                 and matcher.store is not None
             ) and p.from_address in ctx.researchers:
                 d = Decision(INBOUND, "a known researcher answering mail that is not in the ledger")
@@ -221,7 +173,10 @@ class Ingestor:
         self.store = store
         self.ctx = make_context(ws)
         self.matcher = Matcher(
-            store, ws.settings.tracking.reply_window_days, ws.settings.organisation.domain
+            store,
+            ws.settings.tracking.reply_window_days,
+            ws.settings.organisation.domain,
+            self.ctx.senders,
         )
         self.keep_bodies = ws.settings.tracking.keep_bodies
 
@@ -278,8 +233,9 @@ class Ingestor:
                 "from_address": _text(p.from_address, 320) if p is not None else None,
                 "campaign_id": m.campaign_id,
                 "matched_message_id": _text(m.message_id, 400),
-                "match": m.strength,
-                "reason": _text(d.reason, 1000),
+                "match": m.method,
+                "match_strength": m.strength,
+                "reason": _text(f"{d.reason}; {m.note}" if m.note else d.reason, 1000),
                 "subject": _text(p.subject, 500) if p is not None else None,
                 "source": _text(f"{item.source}#{item.key}", 1000),
                 "received_at": as_utc(p.date) if p is not None else None,
@@ -288,8 +244,9 @@ class Ingestor:
             }
             target = None
             if d.kind == BOUNCE_HARD:
-                # the address our message went to (the DSN may name a rewritten alias)
-                target = m.email or d.recipient
+                # the address our message went to (the DSN may name a rewritten alias), and
+                # only for a bounce about a message we sent (forged bounces suppress nothing)
+                target = m.email if m.campaign_id else None
             elif d.kind == UNSUBSCRIBE:
                 target = m.email or (p.from_address if p is not None else None)
             target = _text(target, 320)

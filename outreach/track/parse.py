@@ -59,6 +59,8 @@ class Parsed:
     failed: Failed | None = None  # what flufl.bounce reads in a bounce without a DSN
     defects: list[str] = field(default_factory=list)
     size: int = 0
+    delivered_to: list[str] = field(default_factory=list)  # Delivered-To, X-Original-To
+    auth_results: list[str] = field(default_factory=list)  # every Authentication-Results
 
 
 class Unparseable(Exception):
@@ -225,11 +227,17 @@ def parse(data: bytes) -> Parsed:
     # One pass over the raw header fields (compat32 keeps them as the parser found them).
     first: dict[str, str] = {}
     recipients: list[str] = []
+    delivered: list[str] = []
+    auth_results: list[str] = []
     for name, value in msg.raw_items():
         key = name.lower()
         text = value if isinstance(value, str) else str(value)
         if key in ("to", "cc"):
             recipients.append(text)
+        elif key in ("delivered-to", "x-original-to"):
+            delivered.append(text)
+        elif key == "authentication-results":
+            auth_results.append(" ".join(text.split()))
         first.setdefault(key, text)
     if not first:
         raise Unparseable("no headers")
@@ -244,6 +252,7 @@ def parse(data: bytes) -> Parsed:
     from_pairs = _addresses([_decode(first.get("from"))])
     from_name, from_address = from_pairs[0] if from_pairs else ("", "")
     tos = [a.lower() for _, a in _addresses([_decode(v) for v in recipients]) if a]
+    delivered_to = [a.lower() for _, a in _addresses(delivered) if a] if delivered else []
     date = None
     if first.get("date"):
         try:
@@ -269,6 +278,8 @@ def parse(data: bytes) -> Parsed:
         text="",
         defects=defects,
         size=len(data),
+        delivered_to=delivered_to,
+        auth_results=auth_results,
     )
     try:
         _read_parts(msg, parsed)

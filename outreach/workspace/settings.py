@@ -64,6 +64,12 @@ class Tracking(StrictModel):
     secret_file: str | None = None
     reply_window_days: int = Field(30, ge=1, le=3650)
     keep_bodies: bool = False
+    authserv_id: str | None = Field(
+        None,
+        description="the authserv-id your own mail server writes in Authentication-Results "
+        "(e.g. mx.uni.example): where it says dmarc=fail, a message without our Message-ID "
+        "is neither credited nor obeyed; such headers from other servers are ignored",
+    )
 
 
 class Mailbox(StrictModel):
