@@ -31,9 +31,10 @@ def lookup_txt(name: str) -> str | None:
     return "".join(b.decode("ascii", "replace") for r in answer for b in r.strings)
 
 
-def publication(key: DkimKey, lookup: Callable[[str], str | None] = lookup_txt) -> Publication:
-    """How DNS publishes ``key``: not at all, as another key, or as this one."""
-    published = lookup(key.dns_name)
+def publication(key: DkimKey, lookup: Callable[[str], str | None] | None = None) -> Publication:
+    """How DNS publishes ``key``: not at all, as another key, or as this one (``lookup``
+    answers for DNS in tests)."""
+    published = (lookup or lookup_txt)(key.dns_name)
     if published is None:
         return Publication.MISSING
     if f"p={key.public.decode()}" not in published.replace(" ", "").replace('"', ""):
