@@ -24,8 +24,10 @@ from sqlalchemy import Connection, select
 
 from outreach.store import Store, as_utc, utcnow
 from outreach.store.schema import SENT_ROW, ledger
+from outreach.store.schema import campaigns as campaigns_table
 from outreach.track.classify import BOUNCE_HARD, BOUNCE_SOFT, Decision, returned_ids
 from outreach.track.parse import Parsed
+from outreach.track.subjects import CampaignSubjects, repeated_subject
 
 # A reply dated up to this long before the message it answers still matches it: the
 # clocks of the sender's machine and the researcher's mail server disagree a little.
@@ -38,7 +40,7 @@ class Match:
     campaign_id: str | None
     email: str | None
     message_id: str | None
-    method: str  # message-id | address | none
+    method: str  # message-id | address | subject | ambiguous | none
     strength: str | None = None  # strong | weak | None (credited to no campaign)
     note: str | None = None  # why it was not credited, or only weakly
 
@@ -63,17 +65,25 @@ def sent_to(conn: Connection, addresses: Collection[str]) -> dict[str, list[Any]
     return out
 
 
+def within(sent: Iterable[Any], when: datetime, window: timedelta) -> list[Any]:
+    """Of ``sent`` (rows of ``sent_to``), the messages sent before ``when`` (allowing for
+    clock skew) and within ``window`` of it."""
+    out = []
+    for r in sent:
+        at = as_utc(r.sent_at)
+        if at is not None and at <= when + CLOCK_SKEW and when - at <= window:
+            out.append(r)
+    return out
+
+
 def answered(sent: Iterable[Any], when: datetime, window: timedelta) -> Any | None:
     """Of ``sent`` (rows of ``sent_to``), the latest message sent before ``when`` (allowing
     for clock skew) and within ``window`` of it; None when there is none."""
-    best: tuple[Any, datetime] | None = None
-    for r in sent:
-        at = as_utc(r.sent_at)
-        if at is None or at > when + CLOCK_SKEW:
-            continue
-        if when - at <= window and (best is None or at > best[1]):
-            best = (r, at)
-    return None if best is None else best[0]
+    return _latest(within(sent, when, window))
+
+
+def _latest(rows: list[Any]) -> Any | None:
+    return max(rows, key=lambda r: as_utc(r.sent_at), default=None)
 
 
 class Matcher:
@@ -90,6 +100,7 @@ class Matcher:
         # domain written `Uni.Example` in outreach.yaml both spellings must be looked up.
         self.domain = domain if domain and domain != domain.lower() else None
         self.senders = {k: v.lower() for k, v in (senders or {}).items()}
+        self.subjects = CampaignSubjects()
 
     def _spellings(self, ids: set[str]) -> list[str]:
         if self.domain is None:
@@ -119,7 +130,37 @@ class Matcher:
             }
             addresses.discard("")
             by_address = sent_to(conn, addresses)
+            self._load_subjects(conn, items, by_id, by_address)
         return [self._one(p, d, by_id, by_address) for p, d in items]
+
+    def _load_subjects(
+        self,
+        conn: Connection,
+        items: list[tuple[Parsed, Decision]],
+        by_id: dict[str, Any],
+        by_address: dict[str, list[Any]],
+    ) -> None:
+        """The subjects of the campaigns a reply without our Message-ID may answer, when
+        more than one could be meant (one query, for the campaigns not read before)."""
+        wanted: set[str] = set()
+        for p, d in items:
+            if d.kind in (BOUNCE_HARD, BOUNCE_SOFT) or (d.referenced and d.referenced in by_id):
+                continue
+            campaigns = {r.campaign_id for r in self._candidates(p, d, by_address)}
+            if len(campaigns) > 1:
+                wanted |= campaigns
+        missing = self.subjects.missing(wanted)
+        if missing:
+            rows = conn.execute(
+                select(campaigns_table.c.id, campaigns_table.c.definition).where(
+                    campaigns_table.c.id.in_(sorted(missing))
+                )
+            )
+            found = {r.id: r.definition for r in rows}
+            self.subjects.load({c: found.get(c, "{}") for c in missing})
+
+    def _candidates(self, p: Parsed, d: Decision, by_address: dict[str, list[Any]]) -> list[Any]:
+        return within(by_address.get(_address(p, d), []), _when(p), self.window)
 
     def _one(
         self, p: Parsed, d: Decision, by_id: dict[str, Any], by_address: dict[str, list[Any]]
@@ -130,10 +171,30 @@ class Matcher:
         if d.kind in (BOUNCE_HARD, BOUNCE_SOFT):
             return self._bounce(p, d, by_address)
         note = f"names {d.referenced}, which we did not send" if d.referenced else None
-        row = answered(by_address.get(_address(p, d), []), _when(p), self.window)
-        if row is None:
-            return Match(None, None, d.referenced, "none", None, note)
-        return Match(row.campaign_id, row.email, row.message_id, "address", WEAK, note)
+        candidates = self._candidates(p, d, by_address)
+        campaigns = {r.campaign_id for r in candidates}
+        if len(campaigns) <= 1:
+            row = _latest(candidates)
+            if row is None:
+                return Match(None, None, d.referenced, "none", None, note)
+            return Match(row.campaign_id, row.email, row.message_id, "address", WEAK, note)
+        # several campaigns wrote to this address lately: the subject it repeats says which
+        repeated = repeated_subject(p.subject)
+        named = [r for r in candidates if self.subjects.names(r.campaign_id, repeated)]
+        if len({r.campaign_id for r in named}) == 1:
+            chosen = max(named, key=lambda r: as_utc(r.sent_at))
+            return Match(chosen.campaign_id, chosen.email, chosen.message_id, "subject", WEAK, note)
+        which = "names several of them" if named else "names none of them"
+        return Match(
+            None,
+            None,
+            d.referenced,
+            "ambiguous",
+            None,
+            f"ambiguous: {', '.join(sorted(campaigns))} were all sent to {_address(p, d)} in "
+            f"the {self.window.days} days before it and its subject {which}; credited to no "
+            "campaign, for a person to decide",
+        )
 
     def _bounce(self, p: Parsed, d: Decision, by_address: dict[str, list[Any]]) -> Match:
         def unmatched(why: str) -> Match:
