@@ -30,7 +30,7 @@ from serve_helpers import (
 )
 from store_helpers import add_campaign
 
-from outreach.serve.optout import SOURCE_PREFIX
+from outreach.serve.optout import SOURCE_PREFIX, OptOuts
 from outreach.store import Store, make_engine
 
 pytestmark = pytest.mark.timeout(180)
@@ -198,12 +198,15 @@ def test_store_unreachable_answers_503_spools_and_the_next_start_records(tmp_pat
     with client(mailed.root) as c:
         state = c.app.state.outreach  # type: ignore[attr-defined]
         dead = make_engine("postgresql://postgres@127.0.0.1:9/none?connect_timeout=2")
-        state.optouts.store = Store(dead, "postgresql://127.0.0.1:9/none")
+        optouts = state.optouts
+        state.optouts = OptOuts(Store(dead, "postgresql://127.0.0.1:9/none"), b"", "x")
         r = c.post(link, content=ONE_CLICK, headers=FORM)
         assert r.status_code == 503 and r.headers["retry-after"]
         page = c.post(link, data={"List-Unsubscribe": "One-Click", "via": "page"})
         assert page.status_code == 503 and 'data-page="busy"' in page.text
         assert c.get(link).status_code == 503  # a GET cannot say whom the link names
+        state.optouts.close()
+        state.optouts = optouts
     lines = [json.loads(x) for x in spool.read_text().splitlines()]
     assert len(lines) == 2 and {x["c"] for x in lines} == {"serve-a"}
     assert email not in spool.read_text()  # the token, never the address

@@ -122,6 +122,8 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await state.optouts.aclose()
+            state.optouts.close()
             if own_store:
                 state.store.close()
 

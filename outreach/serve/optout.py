@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -29,6 +30,9 @@ from outreach.errors import StoreError
 from outreach.message.tokens import message_id, message_token
 from outreach.store import Store, as_utc, utcnow
 from outreach.store.schema import ledger, responses, suppressions
+
+if TYPE_CHECKING:
+    from outreach.serve.optout_pg import PgOptOuts
 
 TOKEN = re.compile(r"[a-z2-7]{26}")
 CAMPAIGN = re.compile(r"[a-z0-9][a-z0-9._-]{0,199}")
@@ -60,6 +64,12 @@ def read_link(token: str | None, campaign: str | None) -> Link | None:
     return None
 
 
+class _Row(NamedTuple):
+    email: str
+    lang: str
+    sender_id: str
+
+
 @dataclass(frozen=True)
 class Addressee:
     """Whom a valid link names: the ledger row of the message it came in."""
@@ -71,20 +81,37 @@ class Addressee:
     message_id: str
 
 
+def _find_statement() -> Any:
+    l = ledger.c  # noqa: E741 - the table's columns, as elsewhere
+    return select(l.email, l.lang, l.sender_id).where(
+        l.campaign_id == bindparam("campaign_id"), l.message_id == bindparam("message_id")
+    )
+
+
+FIND = _find_statement()
+
+
 class OptOuts:
+    """Finds and records opt-outs: the ledger row the link names (its token checked again
+    on the row's address), then the suppression and the response, idempotently. On
+    PostgreSQL through ``PgOptOuts`` (two round trips, no transaction to open or close);
+    on SQLite in one ``BEGIN IMMEDIATE``."""
+
     def __init__(self, store: Store, secret: bytes, domain: str) -> None:
         self.store = store
         self.secret = secret
         self.domain = domain
+        self.pg: PgOptOuts | None = None
+        if store.dialect == "postgresql":  # psycopg is there: the store uses it
+            from outreach.serve.optout_pg import PgOptOuts
 
-    def _find(self, conn: Connection, link: Link) -> Addressee | None:
-        mid = message_id(link.token, link.campaign_id, self.domain)
-        l = ledger.c  # noqa: E741 - the table's columns, as elsewhere
-        row = conn.execute(
-            select(l.email, l.lang, l.sender_id).where(
-                l.campaign_id == link.campaign_id, l.message_id == mid
-            )
-        ).first()
+            self.pg = PgOptOuts(store.engine.url, FIND)
+
+    def close(self) -> None:
+        if self.pg is not None:
+            self.pg.close()
+
+    def _checked(self, row: Any, link: Link, mid: str) -> Addressee | None:
         if row is None:
             return None
         expected = message_token(self.secret, link.campaign_id, row.email)
@@ -92,8 +119,41 @@ class OptOuts:
             return None
         return Addressee(row.email, link.campaign_id, row.lang, row.sender_id, mid)
 
+    def _keys(self, link: Link) -> dict[str, str]:
+        mid = message_id(link.token, link.campaign_id, self.domain)
+        return {"campaign_id": link.campaign_id, "message_id": mid}
+
+    def _find(self, conn: Connection, link: Link) -> Addressee | None:
+        keys = self._keys(link)
+        return self._checked(conn.execute(FIND, keys).first(), link, keys["message_id"])
+
+    def _rows(self, who: Addressee, link: Link, at: datetime) -> tuple[Any, Any]:
+        """The suppression ``send`` skips, and the response the report counts."""
+        suppression = {
+            "email": who.email,
+            "reason": "unsubscribe",
+            "source": SOURCE_PREFIX + link.campaign_id,
+            "created_at": at,
+        }
+        response = {
+            "incoming_id": link.incoming_id,
+            "kind": "unsubscribe",
+            "email": who.email,
+            "campaign_id": link.campaign_id,
+            "matched_message_id": who.message_id,
+            "match": "message-id",
+            "reason": "one-click unsubscribe (RFC 8058)",
+            "source": "outreach serve",
+            "received_at": at,
+            "ingested_at": utcnow(),
+        }
+        return suppression, response
+
     def find(self, link: Link) -> Addressee | None:
         try:
+            if self.pg is not None:
+                keys = self._keys(link)
+                return self._checked(self.pg.find(keys), link, keys["message_id"])
             with self.store.engine.connect() as conn:
                 return self._find(conn, link)
         except UNREACHABLE as exc:
@@ -104,35 +164,44 @@ class OptOuts:
         (None, False) for a link that names no one; nothing is written then."""
         at = at or utcnow()
         try:
-            with self.store.engine.begin() as conn:
+            if self.pg is not None:
+                keys = self._keys(link)
+                who = self._checked(self.pg.find(keys), link, keys["message_id"])
+                if who is None:
+                    return None, False
+                return who, self.pg.write(*self._rows(who, link, at))
+            with self.store.write() as conn:
                 who = self._find(conn, link)
                 if who is None:
                     return None, False
+                suppression, response = self._rows(who, link, at)
                 added = conn.execute(
-                    self.store.insert_ignore(suppressions).values(
-                        email=who.email,
-                        reason="unsubscribe",
-                        source=SOURCE_PREFIX + link.campaign_id,
-                        created_at=at,
-                    )
+                    self.store.insert_ignore(suppressions).values(**suppression)
                 ).rowcount
-                conn.execute(
-                    self.store.insert_ignore(responses).values(
-                        incoming_id=link.incoming_id,
-                        kind="unsubscribe",
-                        email=who.email,
-                        campaign_id=link.campaign_id,
-                        matched_message_id=who.message_id,
-                        match="message-id",
-                        reason="one-click unsubscribe (RFC 8058)",
-                        source="outreach serve",
-                        received_at=at,
-                        ingested_at=utcnow(),
-                    )
-                )
+                conn.execute(self.store.insert_ignore(responses).values(**response))
             return who, bool(added)
         except UNREACHABLE as exc:
             raise _unreachable(exc) from None
+
+    async def record_async(
+        self, link: Link, at: datetime | None = None
+    ) -> tuple[Addressee | None, bool]:
+        """``record`` without leaving the event loop (PostgreSQL only: ``self.pg``)."""
+        assert self.pg is not None
+        at = at or utcnow()
+        keys = self._keys(link)
+        try:
+            row = await self.pg.find_async(keys)
+            who = self._checked(_Row(*row) if row else None, link, keys["message_id"])
+            if who is None:
+                return None, False
+            return who, await self.pg.write_async(*self._rows(who, link, at))
+        except self.pg.UNREACHABLE as exc:
+            raise _unreachable(exc) from None
+
+    async def aclose(self) -> None:
+        if self.pg is not None:
+            await self.pg.aclose()
 
     def undo(self, link: Link, since: datetime) -> bool:
         """Take back this link's opt-out if it was made from a link since ``since``; an
@@ -158,11 +227,6 @@ class OptOuts:
             return bool(gone)
         except UNREACHABLE as exc:
             raise _unreachable(exc) from None
-
-    def is_suppressed(self, email: str) -> bool:
-        with self.store.engine.connect() as conn:
-            found = conn.execute(select(suppressions.c.email).where(suppressions.c.email == email))
-            return found.first() is not None
 
 
 def _unreachable(exc: Exception) -> StoreError:

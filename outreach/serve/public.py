@@ -24,7 +24,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 
 from outreach.errors import StoreError
 from outreach.serve.optout import Addressee, Link, read_link
@@ -124,18 +124,25 @@ def _page(
         s.default_language,
     )
     sender = _sender(ws, who.sender_id if who else None)
-    context = {
-        "kind": kind,
-        "lang": lang,
-        "t": _words(state, ws, lang, sender),
-        "sender": sender,
-        "face": f"/faces/{sender.id}" if sender.photo else None,
-        "action": _link_url(state, link) if link else None,
-        "undo_action": _link_url(state, link, "/undo") if link else None,
-        "undo_minutes": state.settings.undo_minutes,
-        **more,
-    }
-    response = state.page("unsubscribe.html.j2", status, **context)
+    # a mail client's one-click POST and every bad link get one of a few fixed pages
+    fixed = kind in ("neutral", "done_plain") and not more
+    key = (kind, lang, sender.id, id(ws)) if fixed else None
+    cached = state.cached(key)
+    if cached is not None:
+        response: Response = HTMLResponse(cached, status_code=status)
+    else:
+        context = {
+            "kind": kind,
+            "lang": lang,
+            "t": _words(state, ws, lang, sender),
+            "sender": sender,
+            "face": f"/faces/{sender.id}" if sender.photo else None,
+            "action": _link_url(state, link) if link else None,
+            "undo_action": _link_url(state, link, "/undo") if link else None,
+            "undo_minutes": state.settings.undo_minutes,
+            **more,
+        }
+        response = state.page("unsubscribe.html.j2", status, key, **context)
     response.headers["content-language"] = lang
     response.headers["referrer-policy"] = NO_REFERRER
     return response
@@ -174,7 +181,10 @@ async def unsubscribe(request: Request) -> Response:
     if link is None:
         return neutral(request)
     try:
-        who, added = await run_in_threadpool(state.optouts.record, link)
+        if state.optouts.pg is not None:
+            who, added = await state.optouts.record_async(link)
+        else:
+            who, added = await run_in_threadpool(state.optouts.record, link)
     except StoreError:
         kept = state.spool.add(link, utcnow())
         log.warning(

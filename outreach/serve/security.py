@@ -40,7 +40,6 @@ HEADERS = {
     "cross-origin-resource-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
 }
-NO_STORE = "no-store"
 # the unsubscribe URL carries a token: it is never passed on, not even to ourselves
 NO_REFERRER = "no-referrer"
 
@@ -51,7 +50,9 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
-        self.extra = [(b"strict-transport-security", b"max-age=31536000")] if hsts else []
+        self.defaults = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+        if hsts:
+            self.defaults.append((b"strict-transport-security", b"max-age=31536000"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,12 +63,9 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _v in headers}
-                for name, value in HEADERS.items():
-                    if name.encode() not in present:
-                        headers.append((name.encode(), value.encode()))
+                headers += [(k, v) for k, v in self.defaults if k not in present]
                 if b"cache-control" not in present:
-                    headers.append((b"cache-control", NO_STORE.encode()))
-                headers += self.extra
+                    headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,9 @@ class AppState:
     undo_key: bytes
     pages: Environment
     unsubscribe_path: str
+    # public pages that depend only on (kind, language, sender, workspace): a mail client's
+    # one-click POST and every bad link answer one of a few pages, rendered once
+    rendered: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -122,6 +125,16 @@ class AppState:
             unsubscribe_path=unsubscribe_path,
         )
 
-    def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = self.pages.get_template(name).render(**context)
-        return HTMLResponse(html, status_code=status)
+    def cached(self, key: tuple[Any, ...] | None) -> bytes | None:
+        return self.rendered.get(key) if key is not None else None
+
+    def page(
+        self, name: str, status: int = 200, cache_key: tuple[Any, ...] | None = None, **context: Any
+    ) -> HTMLResponse:
+        """The template rendered; kept under ``cache_key`` when one is given."""
+        body = self.pages.get_template(name).render(**context).encode()
+        if cache_key is not None:
+            if len(self.rendered) > 256:
+                self.rendered.clear()
+            self.rendered[cache_key] = body
+        return HTMLResponse(body, status_code=status)
