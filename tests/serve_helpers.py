@@ -122,7 +122,12 @@ def suppressed(root: Path) -> dict[str, tuple[str, str | None]]:
 
 def opt_out_responses(root: Path) -> list[Any]:
     r = responses.c
-    return rows(root, select(r.email, r.campaign_id, r.incoming_id).where(r.kind == "unsubscribe"))
+    return rows(
+        root,
+        select(r.email, r.campaign_id, r.incoming_id, r.match_strength).where(
+            r.kind == "unsubscribe"
+        ),
+    )
 
 
 def ledger_row(root: Path, campaign: str, email: str) -> Any:

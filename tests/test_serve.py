@@ -69,9 +69,11 @@ def test_gmail_one_click_post_is_kept_and_the_next_send_skips_the_address(
         again = c.post(link, content=ONE_CLICK, headers=FORM)
         assert again.status_code == 200 and again.text == r.text
         assert len(suppressed(mailed.root)) == 1
-    assert [(x.email, x.campaign_id) for x in opt_out_responses(mailed.root)] == [
-        (email, "serve-a")
+    assert [(x.email, x.campaign_id, x.match_strength) for x in opt_out_responses(mailed.root)] == [
+        (email, "serve-a", "strong")
     ]
+    report = cli(mailed.root, "report", "--campaign", "serve-a", "--format", "json")
+    assert json.loads(report.stdout)["campaigns"][0]["unsubscribe"] == 1  # the report counts it
     add_campaign(mailed.root, "serve-b", include={"faculty": ["Pharmacy"]})
     run = cli(mailed.root, "send", "serve-b")
     assert run.code == 0, str(run)

@@ -142,6 +142,7 @@ class OptOuts:
             "campaign_id": link.campaign_id,
             "matched_message_id": who.message_id,
             "match": "message-id",
+            "match_strength": "strong",  # the link carries our Message-ID's token
             "reason": "one-click unsubscribe (RFC 8058)",
             "source": "outreach serve",
             "received_at": at,

@@ -35,6 +35,7 @@ RESPONSE = (
     "campaign_id",
     "matched_message_id",
     "match",
+    "match_strength",
     "reason",
     "source",
     "received_at",
