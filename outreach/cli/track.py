@@ -23,8 +23,18 @@ def track() -> None:
 @track.command("ingest")
 @click.argument("sources", nargs=-1)
 @click.option("--all", "all_boxes", is_flag=True, help="Every mailbox under `mailboxes:`.")
+@click.option(
+    "--mailbox",
+    "mailbox_names",
+    multiple=True,
+    metavar="NAME",
+    help="A mailbox under `mailboxes:` by name (repeatable); also says which one a URL "
+    "shared by several means.",
+)
 @pass_ctx
-def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> None:
+def track_ingest(
+    obj: Context, sources: tuple[str, ...], all_boxes: bool, mailbox_names: tuple[str, ...]
+) -> None:
     """Ingest SOURCES: imap://… imaps://… maildir:PATH mbox:PATH FILE.eml or - (stdin)."""
     from outreach.store import open_store
     from outreach.track.ingest import ingest_sources
@@ -33,7 +43,7 @@ def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> Non
     specs = list(sources)
     if all_boxes:
         specs += [b.name for b in ws.settings.mailboxes]
-    if not specs:
+    if not specs and not mailbox_names:
         raise click.UsageError("name a source (or --all for the mailboxes in outreach.yaml)")
     store = open_store(ws.database_url())
     count = [0]
@@ -43,12 +53,10 @@ def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> Non
         if count[0] % 5000 == 0:
             err_console.print(f"{count[0]} messages read")
 
-    summary = ingest_sources(ws, store, specs, tick)
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary.kinds.items())) or "nothing new"
-    out_console.print(
-        f"ingested {summary.new} new message(s) ({kinds}); {summary.duplicates} already known; "
-        f"{summary.suppressed} address(es) suppressed"
-    )
+    summary = ingest_sources(ws, store, specs, tick, mailbox_names=mailbox_names)
+    headline = summary.headline()
+    if headline is not None:
+        out_console.print(headline)
     for source, key, reason in summary.unparseable[:UNPARSEABLE_SHOWN]:
         shown = source if source.endswith(key) else f"{source}#{key}"
         err_console.print(f"unparseable: {shown}: {reason}", markup=False)
@@ -58,6 +66,8 @@ def track_ingest(obj: Context, sources: tuple[str, ...], all_boxes: bool) -> Non
         err_console.print(f"[red]error[/red]: {escape(error)}", markup=True)
     for error in summary.config_errors:  # the other sources were read all the same
         err_console.print(f"[red]configuration error[/red]: {escape(error)}", markup=True)
+    if headline is None:
+        err_console.print("nothing was ingested: no source could be read")
     if summary.config_errors:
         sys.exit(ExitCode.CONFIG)
     sys.exit(ExitCode.FAILED if summary.errors or summary.unparseable else ExitCode.OK)

@@ -8,14 +8,11 @@ are stored unless ``tracking.keep_bodies`` is set.
 from __future__ import annotations
 
 import hashlib
-import os
-import ssl
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from sqlalchemy import case, select
 
@@ -35,19 +32,17 @@ from outreach.track.classify import (
     Decision,
     classify,
 )
+from outreach.track.mailboxes import imap_source, local_spec, plan
 from outreach.track.match import STRONG, Match, Matcher
 from outreach.track.parse import Parsed, Unparseable, parse
 from outreach.track.sources import (
-    ImapSource,
     ImapState,
     Incoming,
-    describe,
     iter_file,
     iter_maildir,
     iter_mbox,
     iter_stdin,
 )
-from outreach.workspace.credentials import password_from, token_from_command
 from outreach.workspace.loader import Workspace
 
 BATCH = 500
@@ -78,6 +73,19 @@ class IngestSummary:
     errors: list[str] = field(default_factory=list)
     config_errors: list[str] = field(default_factory=list)  # a source set up wrongly
     matched: Counter[str] = field(default_factory=Counter)
+    sources_read: int = 0  # sources read to their end
+
+    def headline(self) -> str | None:
+        """What was ingested, in one line; None when every source failed and nothing was
+        read (the errors say what happened, and "0 new" would say something else)."""
+        failed = self.errors or self.config_errors
+        if failed and not self.sources_read and not (self.new or self.duplicates):
+            return None
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items())) or "nothing new"
+        return (
+            f"ingested {self.new} new message(s) ({kinds}); {self.duplicates} already known; "
+            f"{self.suppressed} address(es) suppressed"
+        )
 
 
 def make_context(ws: Workspace) -> Context:
@@ -357,79 +365,27 @@ def local_items(spec: str) -> Iterator[Incoming]:
     return iter_file(path)
 
 
-def _ssl_context(ws: Workspace, ca_file: str | None) -> ssl.SSLContext | None:
-    if not ca_file:
-        return None
-    path = Path(ca_file).expanduser()
-    if not path.is_absolute():
-        path = ws.root / path
-    try:
-        return ssl.create_default_context(cafile=str(path))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"cannot read the mailbox ca_file {ca_file}: {exc}",
-            hint="give the path of a PEM file with the certificate(s) to trust",
-        ) from None
-
-
-def imap_source_for(ws: Workspace, spec: str) -> ImapSource:
-    """An IMAP source from a URL, using `mailboxes:` settings when the URL is listed there."""
-    for box in ws.settings.mailboxes:
-        if box.url == spec or box.name == spec:
-            token = token_from_command(box.oauth_token_command) if box.oauth_token_command else None
-            password = None if token else password_from(box.password_env, None, "IMAP password")
-            return ImapSource(
-                box.url,
-                password,
-                token,
-                box.username,
-                box.folders,
-                ssl_context=_ssl_context(ws, box.ca_file),
-            )
-    if not spec.startswith(("imap://", "imaps://")):
-        raise ConfigError(f"no mailbox named `{spec}` in outreach.yaml")
-    password = os.environ.get("OUTREACH_IMAP_PASSWORD")
-    if password is None and urlparse(spec).password is None:
-        raise ConfigError(
-            f"no password for {describe(spec)}",
-            hint="export OUTREACH_IMAP_PASSWORD=…, or list the mailbox under `mailboxes:` "
-            "in outreach.yaml with its password_env",
-        )
-    return ImapSource(spec, password)
-
-
-def _local_spec(ws: Workspace, spec: str) -> str:
-    """A `mailboxes:` name with a maildir:/mbox: URL → that URL (relative to the workspace)."""
-    for box in ws.settings.mailboxes:
-        if box.name == spec and not box.url.startswith(("imap://", "imaps://")):
-            for prefix in ("maildir:", "mbox:"):
-                if box.url.startswith(prefix):
-                    path = Path(box.url[len(prefix) :]).expanduser()
-                    return prefix + str(path if path.is_absolute() else ws.root / path)
-            return box.url
-    return spec
-
-
 def ingest_sources(
     ws: Workspace,
     store: Store,
     specs: list[str],
     on_item: Callable[[], None] | None = None,
     imap_batch: int | None = None,
+    mailbox_names: Sequence[str] = (),
 ) -> IngestSummary:
-    """Ingest every source; a source that fails is reported in ``summary.errors`` and the
-    others still run. ``imap_batch`` sets how many messages one IMAP FETCH asks for (the
-    position is saved after each)."""
+    """Ingest every source (``specs``, then the ``mailboxes:`` entries named in
+    ``mailbox_names`` that did not settle which mailbox a URL meant); a source that fails is
+    reported in ``summary.errors`` (or ``config_errors``), named, and the others still run.
+    ``imap_batch`` sets how many messages one IMAP FETCH asks for (the position is saved
+    after each)."""
     ingestor = Ingestor(ws, store)
     summary = IngestSummary()
-    for spec in specs:
-        is_imap = spec.startswith(("imap://", "imaps://")) or any(
-            spec in (b.name, b.url) and b.url.startswith(("imap://", "imaps://"))
-            for b in ws.settings.mailboxes
-        )
+    for planned in plan(ws, specs, mailbox_names):
         try:
-            if is_imap:
-                source = imap_source_for(ws, spec)
+            if planned.error is not None:
+                raise planned.error
+            if planned.is_imap:
+                source = imap_source(ws, planned)
                 if imap_batch:
                     source.batch = imap_batch
                 try:
@@ -442,11 +398,14 @@ def ingest_sources(
                 finally:
                     source.close()
             else:
-                ingestor.ingest(local_items(_local_spec(ws, spec)), summary, on_item)
+                ingestor.ingest(local_items(local_spec(ws, planned)), summary, on_item)
+            summary.sources_read += 1
         except SourceError as exc:
-            summary.errors.append(str(exc))
+            shown = planned.shown
+            text = str(exc)
+            summary.errors.append(text if text.startswith(shown) else f"{shown}: {text}")
         except ConfigError as exc:
             # One mailbox's set-up (a password variable not set, say) does not stop the
             # others: it is reported (where, what, what to do), and the command exits 2.
-            summary.config_errors.append(f"{spec}: {exc}")
+            summary.config_errors.append(f"{planned.shown}: {exc}")
     return summary
