@@ -458,7 +458,7 @@ def test_an_invalid_key_is_a_located_error_that_never_shows_the_key(root: Path, 
     assert f"outreach.yaml:{line + 2}" in run.stderr, str(run)
     assert BAD_KEY_MESSAGES[case] in run.stderr, str(run)
     run2 = cli(root, "send", "rdm-launch-2026", "--now")
-    assert run2.code != 0 and BAD_KEY_MESSAGES[case] in run2.stderr
+    assert run2.code == 1 and BAD_KEY_MESSAGES[case] in run2.stderr, str(run2)
     for fragment in _key_body(pem):
         assert fragment not in run.output + run2.output
 
