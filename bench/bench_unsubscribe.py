@@ -1,13 +1,14 @@
 """Benchmark: one-click opt-outs per second against ``outreach serve`` on PostgreSQL.
 
     python bench/bench_unsubscribe.py [--recipients 30000] [--seconds 8] [--concurrency 16]
-                                      [--workers 1]
+                                      [--workers CORES]
 
 A workspace (the example's settings and people) whose store, a fresh PostgreSQL schema on
 127.0.0.1:5432, holds one sent campaign of N recipients: each ledger row has the
 Message-ID its token names, as ``send`` writes it. ``outreach serve`` runs as its own
 process on 127.0.0.1 (uvicorn, no access log); a load generator in this process keeps C
-HTTP/1.1 keep-alive connections busy for a bounded time, each request the RFC 8058 POST
+HTTP/1.1 keep-alive connections busy for a bounded time (``outreach serve --workers``: one
+process per core by default, as docs/SERVE.md runs it), each request the RFC 8058 POST
 of a different recipient (``List-Unsubscribe=One-Click``, urlencoded, as Gmail sends it),
 so every accepted request is a new opt-out: the token checked against the ledger, the
 suppression and the ``responses`` row written and committed before the answer.
@@ -288,7 +289,7 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=30_000)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--baseline-server", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS
     )

@@ -37,6 +37,7 @@ from outreach.workspace.loader import Workspace
 log = logging.getLogger("outreach.serve")
 MAX_BODY = 64 * 1024
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
+ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 FACE_TYPES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
 
 
@@ -66,6 +67,8 @@ async def small_body(request: Request, limit: int = MAX_BODY) -> bytes:
 
 async def form_fields(request: Request, body: bytes) -> dict[str, str]:
     """A urlencoded or multipart form (RFC 8058 allows both), first value of each field."""
+    if body == ONE_CLICK_BODY:  # what nearly every mail client sends
+        return {ONE_CLICK[0]: ONE_CLICK[1]}
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
 

@@ -48,11 +48,9 @@ class SecurityHeaders:
     """ASGI middleware: every response gets ``HEADERS`` unless it set its own (a preview
     sets its CSP), and ``Cache-Control: no-store`` unless it chose caching (static files)."""
 
-    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.defaults = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
-        if hsts:
-            self.defaults.append((b"strict-transport-security", b"max-age=31536000"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
