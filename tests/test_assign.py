@@ -10,7 +10,6 @@ unassigned).
 from __future__ import annotations
 
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,20 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from foundation_helpers import cli, edit, run_cli, run_process
+from hypothesis import given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import store_helpers  # noqa: E402
-from foundation_helpers import (  # noqa: E402
-    assert_no_traceback,
-    copy_example,
-    edit,
-    run_cli,
-    run_process,
-)
-from territory_helpers import (  # noqa: E402
+from territory_helpers import (
     T0,
     L,
     R,
@@ -41,7 +30,7 @@ from territory_helpers import (  # noqa: E402
     simulate_apply,
 )
 
-from outreach.audience.assignment_plan import (  # noqa: E402
+from outreach.audience.assignment_plan import (
     CAPACITY,
     GONE,
     LIAISON_INACTIVE,
@@ -57,30 +46,19 @@ from outreach.audience.assignment_plan import (  # noqa: E402
     UNCHANGED,
     Current,
 )
-from outreach.audience.assignment_rules import plan_assignments  # noqa: E402
-from outreach.audience.assignments import apply_plan, current_assignments, history  # noqa: E402
-from outreach.audience.recipients import owners_of, plan_recipients  # noqa: E402
-from outreach.store import open_store  # noqa: E402
-from outreach.workspace.loader import load_workspace  # noqa: E402
-from outreach.workspace.people import Liaison, Researcher  # noqa: E402
-from outreach.workspace.segments import SegmentIndex, assign, naive_assign  # noqa: E402
+from outreach.audience.assignment_rules import plan_assignments
+from outreach.audience.assignments import apply_plan, current_assignments, history
+from outreach.audience.recipients import owners_of, plan_recipients
+from outreach.store import open_store
+from outreach.workspace.loader import load_workspace
+from outreach.workspace.people import Liaison, Researcher
+from outreach.workspace.segments import SegmentIndex, assign, naive_assign
 
 LIAISONS = "people/liaisons.yaml"
 CSV = "people/researchers.csv"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    return copy_example(tmp_path / "ws")
-
-
-def cli(ws: Path, *args: str) -> Any:
-    run = run_cli(["-w", str(ws), *args])
-    assert_no_traceback(run)
-    return run
 
 
 def plan_json(ws: Path, *args: str) -> dict[str, Any]:
@@ -331,10 +309,6 @@ def _edit(liaisons: dict[str, Liaison], data: Any) -> dict[str, Liaison]:
     return out
 
 
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@PROPS
 @given(liaison_sets(), researcher_lists(), st.data())
 def test_property_applying_the_same_plan_twice_changes_nothing(
     liaisons: dict[str, Liaison], people: list[Researcher], data: Any
@@ -351,7 +325,6 @@ def test_property_applying_the_same_plan_twice_changes_nothing(
     assert simulate_apply(again, state2, T0 + timedelta(days=2)) == state2
 
 
-@PROPS
 @given(liaison_sets(), researcher_lists(), researcher_lists(prefix="n"), st.data())
 def test_property_adding_researchers_never_moves_existing_ones(
     liaisons: dict[str, Liaison], people: list[Researcher], newcomers: list[Researcher], data: Any
@@ -367,7 +340,6 @@ def test_property_adding_researchers_never_moves_existing_ones(
             assert e.status in (NEW, UNASSIGNED), e
 
 
-@PROPS
 @given(liaison_sets(), researcher_lists(), st.data())
 def test_property_every_face_matches_or_is_listed_unassigned(
     liaisons: dict[str, Liaison], people: list[Researcher], data: Any
@@ -388,7 +360,6 @@ def test_property_every_face_matches_or_is_listed_unassigned(
     assert {x.email for x in plan.entries if x.status != GONE} == set(by_email)
 
 
-@PROPS
 @given(liaison_sets(), researcher_lists())
 def test_property_index_agrees_with_the_naive_scan(
     liaisons: dict[str, Liaison], people: list[Researcher]
@@ -396,11 +367,7 @@ def test_property_index_agrees_with_the_naive_scan(
     assert assign(liaisons.values(), people) == naive_assign(liaisons.values(), people)
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@settings(max_examples=25)  # each example makes and fills a store of its own: costly
 @given(liaison_sets(), researcher_lists(), st.data())
 def test_property_store_apply_twice_writes_nothing(
     tmp_path_factory: pytest.TempPathFactory,
@@ -628,9 +595,6 @@ def test_handover_bad_names_and_nobody_moving(ws: Path) -> None:
     path = ws / "campaigns" / "handover-none.yaml"
     run = cli(ws, "assign", "--handover-campaign", str(path))
     assert run.code == 0 and "nobody changes liaison" in run.output and not path.exists()
-
-
-pg_url = store_helpers.pg_url  # PostgreSQL on 127.0.0.1:5432, a fresh schema; skips if none
 
 
 @pytest.mark.postgres

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from foundation_helpers import cli
 from PIL import Image
 from render_support import (
     CAMPAIGNS,
@@ -36,7 +36,6 @@ from render_support import (
 
 import outreach.message.compose as compose_module
 from outreach.audience.recipients import choose_language
-from outreach.cli import main
 from outreach.errors import HeaderInjection
 from outreach.message.compose import Composer, PhotoCache
 from outreach.message.prepared import Message, PreparedCampaign
@@ -417,14 +416,6 @@ def test_photos_encoded_once_per_person_and_small(
 # --------------------------------------------------------------------------- bad input
 
 
-def run_cli(root: Path, *args: str) -> Any:
-    result = CliRunner().invoke(main, ["-w", str(root), *args], catch_exceptions=True)
-    output = result.output  # stdout and stderr, interleaved as a terminal shows them
-    assert result.exception is None or isinstance(result.exception, SystemExit), output
-    assert "Traceback" not in output
-    return result, output
-
-
 def assert_refused(
     root: Path,
     campaign: str,
@@ -432,17 +423,19 @@ def assert_refused(
     recipient: str | None = None,
     location: str | None = None,
     commands: tuple[str, ...] = ("check", "preview"),
+    preview_exit: int = 1,
 ) -> None:
-    """`check` and `preview` both fail clearly (exit 1/2), naming campaign, recipient and
-    file:line, and write nothing."""
+    """`check` and `preview` both fail clearly (check: exit 1, problems found; preview:
+    ``preview_exit``), naming campaign, recipient and file:line, and write nothing."""
     before = tree(root)
     out = root.parent / "preview-out"
     for command in commands:
         args = (
             ("check", campaign) if command == "check" else ("preview", campaign, "--out", str(out))
         )
-        result, output = run_cli(root, *args)
-        assert result.exit_code in (1, 2), output
+        run = cli(root, *args)
+        output = run.output
+        assert run.code == (1 if command == "check" else preview_exit), output
         text = " ".join(output.split())  # rich may wrap long lines
         if recipient is not None:
             assert f"campaign `{campaign}`" in text, output
@@ -706,6 +699,7 @@ def test_corrupt_photo(ws_root: Path) -> None:
         "cannot be read",
         recipient=aino_recipient,
         location=rf"people/liaisons\.yaml:{line}\b",
+        preview_exit=2,  # preview stops at the unusable photo: a workspace error
     )
 
 
@@ -741,5 +735,5 @@ def test_empty_subject_in_one_language(ws_root: Path) -> None:
         location=rf"campaigns/familiar-faces-2027\.yaml:{line}\b",
     )
     # One grouped problem, not one per Swedish reader.
-    result, output = run_cli(ws_root, "check", "familiar-faces-2027")
-    assert output.count("subject is empty") == 1, output
+    run = cli(ws_root, "check", "familiar-faces-2027")
+    assert run.output.count("subject is empty") == 1, str(run)
