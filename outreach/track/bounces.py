@@ -59,12 +59,11 @@ def is_address(value: str | None) -> bool:
 def from_a_mail_system(
     from_address: str, return_path: str, subject: str, content_type: str, auto_submitted: str
 ) -> bool:
-    """A cheap look at the envelope of a message: might a mail system have written it?"""
-    if content_type == "multipart/report" or return_path.strip() == "<>" or not from_address:
+    """A cheap look at the envelope of a message: might a mail system have written it?
+    (A null Return-Path alone says little: vacation auto-replies have one too.)"""
+    if content_type == "multipart/report" or _DAEMON_SENDER.match(from_address):
         return True
-    if _DAEMON_SENDER.match(from_address):
-        return True
-    if _REPLY_PREFIX.match(subject) and not auto_submitted:
+    if _REPLY_PREFIX.match(subject) and not (auto_submitted or return_path.strip() == "<>"):
         return False  # a person answering, whatever the rest of the subject says
     return _SYSTEM_SUBJECT.search(subject) is not None
 

@@ -306,7 +306,7 @@ def _failed_address_unknown(p: Parsed) -> bool:
 
 def _read_parts(msg: Message, parsed: Parsed) -> None:
     texts: list[str] = []
-    html_fallback = ""
+    html_part: Message | None = None  # read only when there is no text/plain part
     for part in msg.walk():
         ctype = part.get_content_type()
         if ctype == "message/delivery-status":
@@ -317,9 +317,12 @@ def _read_parts(msg: Message, parsed: Parsed) -> None:
             parsed.returned_to.extend(to)
         elif ctype == "text/plain" and len(texts) < 2 and not _attachment(part):
             texts.append(_payload_text(part))
-        elif ctype == "text/html" and not html_fallback and not _attachment(part):
-            html_fallback = _html_text(_payload_text(part))
-    text = "\n".join(texts) if texts else html_fallback
+        elif ctype == "text/html" and html_part is None and not _attachment(part):
+            html_part = part
+    if texts:
+        text = "\n".join(texts)
+    else:
+        text = _html_text(_payload_text(html_part)) if html_part is not None else ""
     parsed.text = text[:MAX_TEXT]
     if parsed.dsn is None and parsed.content_type == "multipart/report":
         parsed.dsn = Dsn()
