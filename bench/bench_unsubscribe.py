@@ -149,11 +149,24 @@ class Load:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     server_cpu: float = 0.0  # CPU seconds the server process used meanwhile
+    postgres_cpu: float = 0.0  # and PostgreSQL
+    client_cpu: float = 0.0  # and this load generator
+    busy_cores: float = 0.0  # the whole machine's busy cores on average (others' work too)
+
+    def per_request(self, seconds: float) -> float:
+        return seconds * 1000 / self.statuses[200] if self.statuses[200] else 0.0
+
+    @property
+    def ceiling(self) -> float:
+        """Opt-outs per second this machine's cores could carry were nothing else running:
+        cores / (server + PostgreSQL + load generator CPU per opt-out)."""
+        work = self.per_request(self.server_cpu + self.postgres_cpu + self.client_cpu)
+        return (os.cpu_count() or 1) * 1000 / work if work else 0.0
 
     @property
     def cpu_ms(self) -> float:
-        """The server's CPU per accepted request: what bounds the rate on a busy machine."""
-        return self.server_cpu * 1000 / self.statuses[200] if self.statuses[200] else 0.0
+        """The server's CPU per accepted request."""
+        return self.per_request(self.server_cpu)
 
     @property
     def rate(self) -> float:
@@ -182,6 +195,20 @@ async def _connection(port: int, requests: Iterator[bytes], load: Load, deadline
             load.statuses[int(head[9:12])] += 1
     finally:
         writer.close()
+
+
+def measured(pid: int, port: int, paths: list[str], seconds: float, concurrency: int) -> Load:
+    """``generate``, with the CPU each part used meanwhile."""
+    server, postgres, client = cpu_seconds(pid), postgres_cpu(), time.process_time()
+    machine = busy_jiffies()
+    load = generate(port, paths, seconds, concurrency)
+    after = busy_jiffies()
+    load.server_cpu = cpu_seconds(pid) - server
+    load.postgres_cpu = postgres_cpu() - postgres
+    load.client_cpu = time.process_time() - client
+    total = after[1] - machine[1]
+    load.busy_cores = (os.cpu_count() or 1) * (after[0] - machine[0]) / total if total else 0.0
+    return load
 
 
 def generate(port: int, paths: list[str], seconds: float, concurrency: int) -> Load:
@@ -226,6 +253,29 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process so far (the server and its backends)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().split(") ", 1)
+        except (OSError, ValueError):
+            continue
+        if name.endswith("(postgres"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
 
 
 def count(url: str, sql: str) -> int:
@@ -279,7 +329,10 @@ def report(name: str, load: Load) -> None:
         f"{name:>9}: {load.statuses[200]:>6} accepted in {load.seconds:.2f} s = "
         f"{load.rate:,.0f}/s; p50 {load.percentile(0.5):.1f} ms, "
         f"p99 {load.percentile(0.99):.1f} ms, max {load.percentile(1.0):.1f} ms; "
-        f"server CPU {load.cpu_ms:.2f} ms per request; "
+        f"CPU per request: server {load.cpu_ms:.2f} ms, PostgreSQL "
+        f"{load.per_request(load.postgres_cpu):.2f} ms, load generator "
+        f"{load.per_request(load.client_cpu):.2f} ms: {load.ceiling:,.0f}/s on idle cores; "
+        f"machine busy {load.busy_cores:.1f} cores; "
         f"other answers {dict((k, v) for k, v in load.statuses.items() if k != 200)}"
     )
 
@@ -325,9 +378,7 @@ def main() -> int:
             serve += ["--workers", str(args.workers)]
         with server(serve, port, env) as proc:
             warm = generate(port, paths[:200], 2.0, 4)  # warm up: connections, caches
-            cpu = cpu_seconds(proc.pid)
-            load = generate(port, paths[200:], args.seconds, args.concurrency)
-            load.server_cpu = cpu_seconds(proc.pid) - cpu
+            load = measured(proc.pid, port, paths[200:], args.seconds, args.concurrency)
         stored = count(
             url, f"SELECT count(*) FROM suppressions WHERE source = 'one-click:{CAMPAIGN}'"
         )
@@ -339,14 +390,13 @@ def main() -> int:
         base_cmd = [sys.executable, __file__, "--baseline-server", str(port), url]
         with server(base_cmd, port, env) as proc:
             base_warm = generate(port, [f"/unsubscribe?t=warm{i}" for i in range(200)], 2.0, 4)
-            cpu = cpu_seconds(proc.pid)
-            base = generate(
+            base = measured(
+                proc.pid,
                 port,
                 [f"/unsubscribe?t=base{i}" for i in range(args.recipients)],
                 args.seconds,
                 args.concurrency,
             )
-            base.server_cpu = cpu_seconds(proc.pid) - cpu
         base_stored = count(url, "SELECT count(*) FROM suppressions WHERE source = 'baseline'")
 
     print(
@@ -370,7 +420,8 @@ def main() -> int:
         f"RESULT optouts_per_second={load.rate:.0f} p50_ms={load.percentile(0.5):.1f} "
         f"p99_ms={load.percentile(0.99):.1f} accepted={accepted} stored={stored} lost={lost} "
         f"baseline_per_second={base.rate:.0f} baseline_p99_ms={base.percentile(0.99):.1f} "
-        f"server_cpu_ms={load.cpu_ms:.2f} baseline_cpu_ms={base.cpu_ms:.2f}"
+        f"server_cpu_ms={load.cpu_ms:.2f} baseline_cpu_ms={base.cpu_ms:.2f} "
+        f"idle_ceiling_per_second={load.ceiling:.0f} busy_cores={load.busy_cores:.1f}"
     )
     return 0 if ok else 1
 

@@ -12,6 +12,7 @@ with the secret can opt anyone out. The opt-out is the suppression ``send`` skip
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hmac
 import json
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 TOKEN = re.compile(r"[a-z2-7]{26}")
 CAMPAIGN = re.compile(r"[a-z0-9][a-z0-9._-]{0,199}")
 SOURCE_PREFIX = "one-click:"
+ASYNC_TIMEOUT = 10.0  # seconds; mail clients wait about half a minute
 # What a store that cannot answer raises: down, refusing connections, locked past the
 # busy timeout, or every pooled connection taken.
 UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout)
@@ -192,12 +194,14 @@ class OptOuts:
         at = at or utcnow()
         keys = self._keys(link)
         try:
-            row = await self.pg.find_async(keys)
-            who = self._checked(_Row(*row) if row else None, link, keys["message_id"])
-            if who is None:
-                return None, False
-            return who, await self.pg.write_async(*self._rows(who, link, at))
-        except self.pg.UNREACHABLE as exc:
+            # a database that hangs is one that cannot be reached: 503, and the spool
+            async with asyncio.timeout(ASYNC_TIMEOUT):
+                row = await self.pg.find_async(keys)
+                who = self._checked(_Row(*row) if row else None, link, keys["message_id"])
+                if who is None:
+                    return None, False
+                return who, await self.pg.write_async(*self._rows(who, link, at))
+        except (*self.pg.UNREACHABLE, TimeoutError) as exc:
             raise _unreachable(exc) from None
 
     async def aclose(self) -> None:

@@ -80,6 +80,9 @@ class AsyncPool:
                     if attempt == 2:
                         raise
                     continue
+                except BaseException:  # cancelled mid-query (a timeout): not reusable
+                    await asyncio.shield(conn.close())
+                    raise
                 self.idle.append(conn)
                 return row
         raise AssertionError("unreachable")  # pragma: no cover
