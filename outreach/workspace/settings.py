@@ -126,7 +126,9 @@ class ServeSettings(StrictModel):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
-                raise ValueError(f"`{item}` is not an address or network (e.g. 127.0.0.1)") from None
+                raise ValueError(
+                    f"`{item}` is not an address or network (e.g. 127.0.0.1)"
+                ) from None
         return value
 
 
