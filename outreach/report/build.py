@@ -1,7 +1,7 @@
 """The report: figures per arm, liaison, faculty, department, language, campaign,
 experiment and year, the personal-versus-generic comparison, and the familiarity curve.
 
-The returned dict *is* the JSON contract of DESIGN.md (keys may be added, never renamed).
+The returned dict *is* the JSON contract of docs/CONTRACTS.md (keys may be added, never renamed).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from outreach.workspace.loader import load_workspace
 
 
 def explain_files(workspace: str | Path | None, files: list[str]) -> Iterator[dict[str, Any]]:
-    """One dict per message, per DESIGN.md's `track classify --json` contract.
+    """One dict per message, per the `track classify --json` contract (docs/CONTRACTS.md).
 
     Works inside a workspace (matches against its ledger when it has one) and outside one
     (classification only, matching by our Message-ID format).

@@ -1,4 +1,4 @@
-"""Campaign model (DESIGN.md contract) and audience selection."""
+"""Campaign model (the contract in docs/CONTRACTS.md) and audience selection."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``outreach.yaml`` settings model (DESIGN.md contract). One registry: code,
+"""The ``outreach.yaml`` settings model (the contract in docs/CONTRACTS.md). One registry: code,
 defaults and documentation all read these models."""
 
 from __future__ import annotations
