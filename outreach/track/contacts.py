@@ -54,7 +54,7 @@ def _default_owner(ws: Workspace, email: str) -> str | None:
     """The researcher's own liaison: the persisted assignment, else the segment owner."""
     cache = getattr(ws, "_owner_cache", None)
     if cache is None:
-        from outreach.audience.territory import persisted_owners
+        from outreach.audience.assignments import persisted_owners
 
         cache = dict(persisted_owners(ws.database_url()))
         ws._owner_cache = cache  # type: ignore[attr-defined]
