@@ -63,6 +63,7 @@ from outreach.store.schema import (
     responses,
     suppressions,
 )
+from outreach.track.match import WEAK
 from outreach.workspace.credentials import token_secret
 
 if TYPE_CHECKING:
@@ -111,20 +112,28 @@ class Erasure:
         )
 
 
-def _responses_by_campaign(
-    conn: Connection, address: str
-) -> dict[str | None, list[tuple[str, datetime | None]]]:
-    out: dict[str | None, list[tuple[str, datetime | None]]] = defaultdict(list)
+# A response as _anonymous_counts weighs it: kind, when, and whether it is a reply the
+# reply rate counts (one naming our Message-ID, or credited by a person).
+_Weighed = tuple[str, datetime | None, bool]
+
+
+def _responses_by_campaign(conn: Connection, address: str) -> dict[str | None, list[_Weighed]]:
+    out: dict[str | None, list[_Weighed]] = defaultdict(list)
     rows = conn.execute(
         select(
             responses.c.campaign_id,
             responses.c.kind,
             responses.c.received_at,
             responses.c.ingested_at,
+            responses.c.match_strength,
         ).where(func.lower(responses.c.email) == address)
     )
     for r in rows:
-        out[r.campaign_id].append((r.kind, as_utc(r.received_at) or as_utc(r.ingested_at)))
+        when = as_utc(r.received_at) or as_utc(r.ingested_at)
+        # as the report's query reads it: rows stored before revision 0005 have no strength
+        # and named our Message-ID; a weak match (the sender's address alone) is not counted
+        counted = r.kind == "reply" and r.match_strength != WEAK
+        out[r.campaign_id].append((r.kind, when, counted))
     return out
 
 
@@ -132,16 +141,18 @@ def _anonymous_counts(
     conn: Connection, address: str, window_seconds: float
 ) -> Counter[tuple[str, str | None, str, str, bool]]:
     """(campaign, liaison, arm, status, replied) for each of the person's ledger rows, with
-    ``replied`` and hard bounces decided as the report decides them."""
+    ``replied`` and hard bounces decided as the report decides them: ``replied`` is a
+    strong reply within the window (weakly matched replies are not in the reply rate, and
+    the anonymous counts have no place for them)."""
     by_campaign = _responses_by_campaign(conn, address)
     counts: Counter[tuple[str, str | None, str, str, bool]] = Counter()
     for row in conn.execute(select(ledger).where(func.lower(ledger.c.email) == address)):
         got = by_campaign.get(row.campaign_id, [])
-        hard = any(kind == "bounce_hard" for kind, _ in got)
+        hard = any(kind == "bounce_hard" for kind, _, _ in got)
         status = row.status
         replied = False
         if status == SENT:
-            replies = [t for kind, t in got if kind == "reply" and t is not None]
+            replies = [t for _, t, counted in got if counted and t is not None]
             sent_at = as_utc(row.sent_at)
             if replies and sent_at is not None and not hard:
                 replied = (min(replies) - sent_at).total_seconds() <= window_seconds

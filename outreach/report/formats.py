@@ -25,16 +25,25 @@ SECTIONS = (
     ("experiments", "Per experiment"),
     ("years", "Per year and arm"),
 )
+# The table and HTML columns: every kind of response the report counts.
 COLUMNS = (
     "sent",
     "delivered",
     "replied",
     "rate",
     "ci95",
+    "replied_weak",
     "bounce_hard",
+    "bounce_soft",
     "auto_reply",
     "unsubscribe",
 )
+# The CSV keeps its first columns where they were (a script may read them by position);
+# columns added since follow them.
+CSV_COUNTS = ("sent", "delivered", "replied", "rate", "bounce_hard", "auto_reply", "unsubscribe")
+CSV_ADDED = ("bounce_soft", "replied_weak")
+ARMS = ("liaison", "service")
+WEAK_COLUMNS = tuple(f"weak_replies_{arm}" for arm in ARMS)  # filled on the difference row
 
 
 def pvalue(p: float) -> str:
@@ -58,6 +67,24 @@ def _label(row: dict[str, Any]) -> str:
     return label
 
 
+def _cell(row: dict[str, Any], column: str) -> str:
+    if column == "rate":
+        return pct(row[column])
+    if column == "ci95":
+        return f"{pct(row[column][0])}–{pct(row[column][1])}"
+    return str(row.get(column, 0))
+
+
+def weak_replies(difference: dict[str, Any]) -> str | None:
+    """The replies the comparison leaves out (tied to a campaign by the sender's address
+    alone), per arm, in words; None when there are none."""
+    weak = difference.get("weak_replies") or {}
+    if not any(weak.get(arm) for arm in ARMS):
+        return None
+    counts = ", ".join(f"{arm} {int(weak.get(arm) or 0)}" for arm in ARMS)
+    return f"weak replies (matched by address only, not compared): {counts}"
+
+
 def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, ensure_ascii=False, indent=2)
 
@@ -65,17 +92,18 @@ def to_json(report: dict[str, Any]) -> str:
 def to_csv(report: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(
-        [
-            "section",
-            "key",
-            "arm",
-            *[c for c in COLUMNS if c != "ci95"],
-            "ci95_low",
-            "ci95_high",
-            "median_hours_to_reply",
-        ]
-    )
+    header = [
+        "section",
+        "key",
+        "arm",
+        *CSV_COUNTS,
+        "ci95_low",
+        "ci95_high",
+        "median_hours_to_reply",
+        *CSV_ADDED,
+        *WEAK_COLUMNS,
+    ]
+    writer.writerow(header)
     for key, _title in SECTIONS:
         for row in _rows(report, key):
             writer.writerow(
@@ -83,35 +111,36 @@ def to_csv(report: dict[str, Any]) -> str:
                     key,
                     row.get("id", row.get("year")),
                     row.get("arm", ""),
-                    *[row.get(c) for c in COLUMNS if c != "ci95"],
+                    *[row.get(c) for c in CSV_COUNTS],
                     row["ci95"][0],
                     row["ci95"][1],
                     row.get("median_hours_to_reply"),
+                    *[row.get(c, 0) for c in CSV_ADDED],
+                    *["" for _ in WEAK_COLUMNS],
                 ]
             )
     d = report["difference"]
-    writer.writerow(
-        [
-            "difference",
-            "liaison-service",
-            "",
-            "",
-            "",
-            "",
-            d["estimate"],
-            "",
-            "",
-            "",
-            d["ci95"][0],
-            d["ci95"][1],
-            "",
-        ]
+    weak = d.get("weak_replies") or {}
+    difference: dict[str, Any] = dict.fromkeys(header, "")
+    difference.update(
+        {
+            "section": "difference",
+            "key": "liaison-service",
+            "rate": d["estimate"],
+            "ci95_low": d["ci95"][0],
+            "ci95_high": d["ci95"][1],
+        }
     )
+    for arm, column in zip(ARMS, WEAK_COLUMNS, strict=True):
+        difference[column] = int(weak.get(arm) or 0)
+    writer.writerow([difference[c] for c in header])
     return out.getvalue()
 
 
 def print_table(report: dict[str, Any], console: Console) -> None:
     d = report["difference"]
+    weak = weak_replies(d)
+    also = f"; {escape(weak)}" if weak else ""
     if d.get("comparable", True):
         console.print(
             f"[bold]Personal liaison vs service address[/bold] ({escape(d['label'])}): "
@@ -122,13 +151,14 @@ def print_table(report: dict[str, Any], console: Console) -> None:
                 f"; CMH across liaisons p {pvalue(d['stratified']['p_value'])}"
                 if d["stratified"]["strata"] > 1
                 else ""
-            ),
+            )
+            + also,
             markup=True,
         )
     else:
         console.print(
             "[bold]Personal liaison vs service address[/bold]: no comparison "
-            "(an arm has nothing delivered)",
+            "(an arm has nothing delivered)" + also,
             markup=True,
         )
     for key, title in SECTIONS:
@@ -140,17 +170,7 @@ def print_table(report: dict[str, Any], console: Console) -> None:
         for c in COLUMNS:
             table.add_column(c.replace("_", " "), justify="right")
         for row in rows:
-            table.add_row(
-                escape(_label(row)),
-                *[
-                    pct(row[c])
-                    if c == "rate"
-                    else f"{pct(row[c][0])}–{pct(row[c][1])}"
-                    if c == "ci95"
-                    else str(row[c])
-                    for c in COLUMNS
-                ],
-            )
+            table.add_row(escape(_label(row)), *[_cell(row, c) for c in COLUMNS])
         console.print(table)
     if report["familiarity"]:
         table = Table(
@@ -228,14 +248,7 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
     body = []
     for row in rows:
         cells = [f"<th scope='row'>{html.escape(_label(row))}</th>"]
-        for c in COLUMNS:
-            if c == "rate":
-                value = pct(row[c])
-            elif c == "ci95":
-                value = f"{pct(row[c][0])}–{pct(row[c][1])}"
-            else:
-                value = str(row[c])
-            cells.append(f"<td>{html.escape(value)}</td>")
+        cells += [f"<td>{html.escape(_cell(row, c))}</td>" for c in COLUMNS]
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -270,6 +283,9 @@ def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
         )
         + ")."
     )
+    weak = weak_replies(d)
+    if weak:
+        headline += f" {html.escape(weak[0].upper() + weak[1:])}."
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -292,7 +308,8 @@ th[scope=row], thead th:first-child {{ text-align: left; }}
 <div class="charts">{"".join(charts)}</div>
 {"".join(sections)}
 <p style="color:#616e7c;font-size:12px">Reply rate = researchers with at least one reply within
-{report["window_days"]} days ÷ delivered (sent minus hard bounces). Auto-replies and bounces are
-never replies.</p>
+{report["window_days"]} days ÷ delivered (sent minus hard bounces). A reply counts when it names
+our message (or a person credited it); replies tied by the sender's address alone are the
+weak replies, shown apart. Auto-replies and bounces are never replies.</p>
 </body></html>
 """
