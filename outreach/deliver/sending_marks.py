@@ -1,0 +1,91 @@
+"""Group commit of the `sending` marks of messages sent without a quota slot."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from outreach.deliver.rows import LedgerRows
+
+
+class SendingMarks:
+    """Group commit of `sending` marks (sends without a quota slot), each still committed
+    before its own message goes on the wire: the connections that reach DATA while a
+    commit is being made share the next one. The held-back `sent` marks ride along
+    (``LedgerRows.take_sent_marks``). Under a quota every message books a slot and marks alone
+    (``LedgerRows.mark_sending``).
+
+    On PostgreSQL the commit runs in a thread of its own, one at a time: it waits for the
+    server's WAL flush (about a millisecond), and made in the event loop that wait stalled
+    every connection (one sender kept less than a core busy: 510-630 msg/s; 690-770 with
+    the thread). SQLite's commit needs no wait, and there a thread only cost GIL handoffs
+    (1,290-1,440 msg/s inline, 1,040-1,140 threaded), so it stays in the loop."""
+
+    def __init__(self, rows: LedgerRows, owner: str) -> None:
+        self.rows = rows
+        self.owner = owner
+        self.waiting: list[tuple[int, str, asyncio.Future[bool]]] = []
+        self.busy = False
+        self.executor: ThreadPoolExecutor | None = None
+        if rows.store.dialect == "postgresql":
+            self.executor = ThreadPoolExecutor(1, thread_name_prefix="outreach-marks")
+
+    def mark(self, row_id: int, message_id: str) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        if not self.waiting and not self.busy:
+            loop.call_soon(self._commit)
+        self.waiting.append((row_id, message_id, done))
+        return done
+
+    def _commit(self) -> None:
+        if self.busy or not self.waiting:
+            return
+        batch, self.waiting = self.waiting, []
+        pairs = [(r, m) for r, m, _ in batch]
+        if self.executor is None:
+            try:
+                results = self.rows.mark_sending_many(pairs, self.owner)
+            except Exception as exc:  # rolled back: no message of the batch goes on the wire
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                return
+            for (_, _, done), ok in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(ok)
+            return
+        sent = self.rows.take_sent_marks()
+        self.busy = True
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self.executor,
+            functools.partial(self.rows.mark_sending_many, pairs, self.owner, sent_marks=sent),
+        )
+        future.add_done_callback(functools.partial(self._committed, batch, sent))
+
+    def _committed(
+        self,
+        batch: list[tuple[int, str, asyncio.Future[bool]]],
+        sent: list[dict[str, Any]],
+        future: asyncio.Future[list[bool]],
+    ) -> None:
+        self.busy = False
+        exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
+        if exc is not None:  # rolled back: no message of the batch goes on the wire
+            self.rows.give_back_sent_marks(sent)
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for (_, _, done), ok in zip(batch, future.result(), strict=True):
+                if not done.done():
+                    done.set_result(ok)
+        if self.waiting:
+            self._commit()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)

@@ -1,0 +1,211 @@
+"""Sending with N processes on one machine: this process prepares the campaign and asks
+for confirmation once, as a member of the team, then forks N team workers (each a
+``send_campaign`` with ``SendOptions.team``) and shows their progress from the ledger."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from outreach import errors as _errors
+from outreach.audience.recipients import Recipient
+from outreach.deliver.ledger import Ledger
+from outreach.deliver.rows import LedgerRows
+from outreach.deliver.run import check_sendable, prepare_ledger, run_name, send_campaign
+from outreach.deliver.send_options import (
+    NoProgress,
+    Progress,
+    SendOptions,
+    SendSummary,
+    count_final,
+    pending_by_sender,
+)
+from outreach.deliver.transports import FAILED, SENT, UNCERTAIN
+from outreach.errors import OutreachError, ValidationFailed
+from outreach.store import open_store
+from outreach.workspace.loader import Workspace
+
+
+def send_with_workers(
+    ws: Workspace,
+    campaign_id: str,
+    workers: int,
+    options: SendOptions | None = None,
+    progress: Progress | None = None,
+    confirm: Callable[[SendSummary], bool] | None = None,
+) -> SendSummary:
+    """Send with ``workers`` processes (forked from this one) sharing the campaign.
+
+    This process plans the campaign and asks ``confirm`` once, as a member of the team
+    (so no solo run slips in), then forks the workers; while they send it keeps its lease
+    and shows their progress from the ledger. A worker's error is raised here after all
+    have ended (the ledger keeps what each did)."""
+    options = options or SendOptions()
+    progress = progress or NoProgress()
+    cf, kind = check_sendable(ws, campaign_id, options)
+    if workers <= 1 or kind == "dry-run":
+        return send_campaign(ws, campaign_id, replace(options, team=workers > 1), progress, confirm)
+    campaign = cf.campaign
+    summary = SendSummary(campaign.id, kind)
+    base = options.worker or run_name()
+    options = replace(options, team=True)
+    store = open_store(ws.database_url())
+    ledger = Ledger(store)
+    coordinator = f"{base}:main"
+    ledger.leases.join_team(campaign.id, coordinator, options.lease_seconds)
+    errors: list[OutreachError] = []
+    try:
+        recipients = prepare_ledger(ws, cf, store, ledger, summary, options)
+        pending = pending_by_sender(ledger.rows, campaign.id, options)
+        summary.preflight = {"sender": pending}
+        if pending and confirm is not None and not confirm(summary):
+            summary.aborted = "not confirmed"
+            return summary
+        if not pending and not ledger.rows.outstanding(campaign.id, coordinator)[0]:
+            count_final(ledger.rows, summary)
+            return summary
+        watched = not isinstance(progress, NoProgress)  # else the ledger is not polled
+        baseline = _progress_counts(ledger.rows, campaign.id) if watched else {}
+        shown = time.monotonic()
+        store.engine.dispose()  # no connection may cross the fork
+        methods = multiprocessing.get_all_start_methods()
+        mp: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        results = mp.Queue()
+        procs = []
+        start = time.monotonic()
+        for i, limit in enumerate(_shares(options.limit, workers)):
+            if limit == 0:
+                continue
+            mine = replace(options, worker=f"{base}:w{i + 1}", limit=limit)
+            proc = mp.Process(
+                target=_team_worker,
+                args=(ws, campaign.id, mine, recipients, results),
+                daemon=False,
+            )
+            proc.start()
+            procs.append((mine.worker, proc))
+        total = sum(pending.values()) if options.limit is None else options.limit
+        progress.start(min(total, sum(pending.values())), dict(pending))
+        try:
+            done: dict[str | None, tuple[str, Any]] = {}
+            renewed = time.monotonic()
+
+            def drain(wait: float) -> None:
+                with contextlib.suppress(queue.Empty):
+                    worker, status, payload = results.get(timeout=wait)
+                    done[worker] = (status, payload)
+                    while True:
+                        worker, status, payload = results.get_nowait()
+                        done[worker] = (status, payload)
+
+            while len(done) < len(procs):
+                drain(0.25)
+                for name, proc in procs:
+                    if name not in done and not proc.is_alive():
+                        drain(0.5)  # a result written just before the exit
+                        if name not in done:
+                            message = f"worker {name} died ({_exit(proc)})"
+                            done[name] = ("error", ("OutreachError", message, None, 1))
+                if time.monotonic() - renewed >= options.lease_seconds / 4:
+                    ledger.leases.renew_team(campaign.id, coordinator, options.lease_seconds)
+                    renewed = time.monotonic()
+                if watched and time.monotonic() - shown >= 0.5:
+                    now_counts = _progress_counts(ledger.rows, campaign.id)
+                    for key, n in sorted(now_counts.items()):
+                        for _ in range(n - baseline.get(key, 0)):
+                            progress.advance(key[0], key[1])
+                    baseline, shown = now_counts, time.monotonic()
+        finally:
+            for _name, proc in procs:
+                proc.join(timeout=5)
+                if proc.is_alive():  # pragma: no cover - only if a worker hangs
+                    proc.terminate()
+            progress.finish()
+            summary.elapsed = time.monotonic() - start
+        for _worker, (status, payload) in sorted(done.items(), key=lambda kv: str(kv[0])):
+            if status == "ok":
+                _merge(summary, payload)
+            else:
+                errors.append(_rebuild(*payload))
+        count_final(ledger.rows, summary)
+    finally:
+        ledger.leases.leave_team(campaign.id, coordinator)
+        store.close()
+    if errors:
+        summary.aborted = str(errors[0])
+        raise errors[0]
+    return summary
+
+
+def _exit(proc: Any) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        import signal
+
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _progress_counts(rows: LedgerRows, campaign_id: str) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for row in rows.status(campaign_id):
+        for state in (SENT, FAILED, UNCERTAIN):
+            out[(row["sender_id"], state)] = int(row[state] or 0)
+    return out
+
+
+def _merge(summary: SendSummary, part: SendSummary) -> None:
+    summary.outcomes.update(part.outcomes)
+    for sender, counts in part.per_sender.items():
+        summary.per_sender.setdefault(sender, Counter()).update(counts)
+    summary.per_arm.update(part.per_arm)
+    summary.connections_opened += part.connections_opened
+    summary.recovered += part.recovered
+    summary.made_uncertain += part.made_uncertain
+
+
+def _team_worker(
+    ws: Workspace,
+    campaign_id: str,
+    options: SendOptions,
+    recipients: list[Recipient],
+    results: Any,
+) -> None:  # pragma: no cover - runs in a forked process; tests check its effects
+    """One forked worker: send as a member of the team, hand the summary back."""
+    try:
+        summary = send_campaign(ws, campaign_id, options, recipients=recipients)
+        results.put((options.worker, "ok", summary))
+    except OutreachError as exc:
+        results.put(
+            (options.worker, "error", (type(exc).__name__, exc.message, exc.hint, exc.exit_code))
+        )
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+        results.put((options.worker, "error", (type(exc).__name__, str(exc), None, 1)))
+
+
+def _rebuild(name: str, message: str, hint: str | None, exit_code: int) -> OutreachError:
+    """A worker's error, raised again in the parent (same class where it can be built)."""
+    cls = getattr(_errors, name, None)
+    exc: OutreachError
+    if isinstance(cls, type) and issubclass(cls, OutreachError) and cls is not ValidationFailed:
+        try:
+            exc = cls(message, hint=hint)
+        except TypeError:
+            exc = OutreachError(message, hint=hint)
+    else:
+        exc = OutreachError(f"{name}: {message}" if cls is None else message, hint=hint)
+    exc.exit_code = exit_code
+    return exc
+
+
+def _shares(limit: int | None, n: int) -> list[int | None]:
+    if limit is None:
+        return [None] * n
+    return [limit // n + (1 if i < limit % n else 0) for i in range(n)]
