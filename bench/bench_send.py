@@ -159,7 +159,9 @@ def make_workspace(folder: Path, n: int, port: int, seed: int = 2026) -> list[di
 
 
 def bench_outreach(root: Path, workers: int = 1) -> tuple[float, int, Any]:
-    from outreach.deliver.run import SendOptions, send_campaign, send_with_workers
+    from outreach.deliver.run import send_campaign
+    from outreach.deliver.send_options import SendOptions
+    from outreach.deliver.team import send_with_workers
     from outreach.workspace.loader import load_workspace
 
     start = time.perf_counter()
@@ -298,7 +300,8 @@ def quota_simulated(sizes: list[int], per_minute: int, per_day: int) -> tuple[fl
 
 def quota_real(folder: Path, port: int, sizes: list[int], per_minute: int) -> tuple[float, float]:
     """The real send loop on the wall clock: 10 liaisons, uneven segments, one quota each."""
-    from outreach.deliver.run import SendOptions, send_campaign
+    from outreach.deliver.run import send_campaign
+    from outreach.deliver.send_options import SendOptions
     from outreach.workspace.loader import load_workspace
 
     src = example_root()

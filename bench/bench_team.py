@@ -85,7 +85,9 @@ def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float | None:
 
 
 def run(root: Path, workers: int) -> tuple[float, Any]:
-    from outreach.deliver.run import SendOptions, send_campaign, send_with_workers
+    from outreach.deliver.run import send_campaign
+    from outreach.deliver.send_options import SendOptions
+    from outreach.deliver.team import send_with_workers
     from outreach.workspace.loader import load_workspace
 
     options = SendOptions(ignore_quotas=True, now=True)
@@ -104,7 +106,7 @@ def check_ledger(url: str, n: int) -> str | None:
 
     store = open_store(url)
     try:
-        rows = Ledger(store).status(CAMPAIGN)
+        rows = Ledger(store).rows.status(CAMPAIGN)
     finally:
         store.close()
     sent = sum(int(r["sent"] or 0) for r in rows)
