@@ -129,7 +129,7 @@ def _page(
     sender = _sender(ws, who.sender_id if who else None)
     # a mail client's one-click POST and every bad link get one of a few fixed pages
     fixed = kind in ("neutral", "done_plain") and not more
-    key = (kind, lang, sender.id, id(ws)) if fixed else None
+    key = (kind, lang, sender.id, state.workspace.generation) if fixed else None
     cached = state.cached(key)
     if cached is not None:
         response: Response = HTMLResponse(cached, status_code=status)

@@ -39,6 +39,7 @@ class WorkspaceCache:
         self.lock = threading.Lock()
         self.signature = self._signature()
         self.ws = ws if ws is not None else load_workspace(explicit=root)
+        self.generation = 0  # counts reloads: what was made from an older one is stale
         self.checked = time.monotonic()
 
     def _signature(self) -> tuple[tuple[str, int, int], ...]:
@@ -64,6 +65,7 @@ class WorkspaceCache:
                     try:
                         self.ws = load_workspace(explicit=self.root)
                         self.signature = signature
+                        self.generation += 1
                     except OutreachError as exc:
                         log.warning("workspace not reloaded (kept the last one): %s", exc)
                 self.checked = time.monotonic()
