@@ -263,3 +263,18 @@ def test_one_click_against_outreach_serve_on_loopback(
         assert bad.status_code == 200 and 'data-page="neutral"' in bad.text
         assert httpx.get(base + link).status_code == 200
     assert suppressed(mailed.root) == {email: ("unsubscribe", SOURCE_PREFIX + "serve-a")}
+
+
+def test_an_edited_workspace_shows_without_a_restart(tmp_path: Path) -> None:
+    mailed = mailed_workspace(tmp_path / "ws", None)
+    email, link = mailed.link()
+    liaisons = mailed.root / "people" / "liaisons.yaml"
+    with client(mailed.root) as c:
+        c.app.state.outreach.workspace.interval = 0  # type: ignore[attr-defined]
+        before = c.post(link, content=ONE_CLICK, headers=FORM).text
+        assert "Lars Ekström" in before
+        text = liaisons.read_text(encoding="utf-8")
+        liaisons.write_text(text.replace("Lars Ekström", "Lars Ekström-Berg"), encoding="utf-8")
+        after = c.post(link, content=ONE_CLICK, headers=FORM).text
+        assert "Lars Ekström-Berg" in after  # not the page rendered before the edit
+    assert email in suppressed(mailed.root)
