@@ -27,10 +27,15 @@ metadata = MetaData()
 
 # Ledger states. `claimed` (queued for one worker, not yet on the wire) may be handed back
 # safely after a crash; `sending` is committed right before DATA, so a `sending` row found
-# after a crash is `uncertain`: the server may or may not have it.
+# after a crash is `uncertain`: the server may or may not have it. `rehearsed` (revision
+# 0006): written to an outbox that delivers nothing; no report, reply or quota counts it,
+# and the campaign's first real send plans it again.
 PLANNED, CLAIMED, SENDING, SENT = "planned", "claimed", "sending", "sent"
 DEFERRED, FAILED, UNCERTAIN, SKIPPED = "deferred", "failed", "uncertain", "skipped"
-STATES = (PLANNED, CLAIMED, SENDING, SENT, DEFERRED, FAILED, UNCERTAIN, SKIPPED)
+REHEARSED = "rehearsed"
+STATES = (PLANNED, CLAIMED, SENDING, SENT, REHEARSED, DEFERRED, FAILED, UNCERTAIN, SKIPPED)
+# Where a row's latest attempt went (ledger.transport, revision 0006).
+OUTBOX_TRANSPORT, SMTP_TRANSPORT = "outbox", "smtp"
 
 campaigns = Table(
     "campaigns",
@@ -118,6 +123,11 @@ ledger = Table(
     # sequence (sender_slots.n) and when it went on the wire (booked time until then)
     Column("slot_seq", Integer),
     Column("slot_at", DateTime(timezone=True)),
+    # where the latest attempt went (revision 0006), written with `sending`: the transport
+    # (outbox | smtp) and its host:port or the outbox's path. NULL on rows sent before
+    # that revision whose way is not known.
+    Column("transport", String(10)),
+    Column("delivered_to", Text),
     UniqueConstraint("campaign_id", "email", name="uq_ledger_campaign_email"),
 )
 
