@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
-from foundation_helpers import copy_example
+from foundation_helpers import cli, copy_example, run_cli
+from servers.dovecot import DovecotServer
+from servers.smtp import SMTPTestServer
 from test_dkim import cached_key, txt, verifier
 from track_helpers import (
     Sent,
-    cli,
     dsn,
     inbound,
-    no_traceback,
     query,
     read_sent,
     reply,
@@ -45,30 +45,15 @@ from outreach.store.schema import PERSONAL_TABLES, metadata
 from outreach.workspace.loader import load_workspace
 from outreach.workspace.plaintext_secrets import looks_like_token
 
-try:  # repository root on sys.path (python -m pytest, or a root conftest)
-    from tests.servers import fixtures as _fx
-    from tests.servers.dovecot import DovecotServer
-    from tests.servers.smtp import SMTPTestServer
-except ImportError:  # plain `pytest`: only tests/ is on sys.path
-    from servers import fixtures as _fx  # type: ignore[no-redef]
-    from servers.dovecot import DovecotServer  # type: ignore[no-redef]
-    from servers.smtp import SMTPTestServer  # type: ignore[no-redef]
-
-smtp_server = _fx.smtp_server
-dovecot_factory = _fx.dovecot_factory
-
 pytestmark = pytest.mark.timeout(180)
 
 NEWSLETTER = "newsletter-autumn-2026"
 SPLIT = "familiar-faces-2027"
 TOKEN_SECRET = "privacy-tests-token-secret-7f3a9c"
-ENV = ("OUTREACH_WORKSPACE", "OUTREACH_DATABASE_URL", "OUTREACH_IMAP_PASSWORD")
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*ENV, "OUTREACH_SMTP_PASSWORD", "OUTREACH_DKIM_KEY"):
-        monkeypatch.delenv(name, raising=False)
+def _token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTREACH_SECRET", TOKEN_SECRET)
 
 
@@ -94,14 +79,12 @@ class Cast:
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example workspace after two sends, an ingest, contacts, assignments, a preview."""
     with pytest.MonkeyPatch.context() as mp:
-        for name in ENV:
-            mp.delenv(name, raising=False)
         mp.setenv("OUTREACH_SECRET", TOKEN_SECRET)
         root = copy_example(tmp_path_factory.mktemp("filled") / "ws")
         for cid in (NEWSLETTER, SPLIT):
-            run = cli(root, ["send", cid, "--now"])
+            run = cli(root, "send", cid, "--now")
             assert run.code == 0, str(run)
-        run = cli(root, ["assign", "--apply"])
+        run = cli(root, "assign", "--apply")
         assert run.code == 0, str(run)
         cast = Cast(root)
         t, m = cast.target, cast.mentioner
@@ -115,16 +98,16 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
             reply(cast.bystander, "Sounds good."),
         ]
         box = write_maildir(root.parent / "replies", replies)
-        run = cli(root, ["track", "ingest", f"maildir:{box}"])
+        run = cli(root, "track", "ingest", f"maildir:{box}")
         assert run.code == 0, str(run)
         for args in (
             ["log", "meeting", t.email, "--note", "coffee, talked about storage"],
             ["log", "call", m.email, "--note", f"asked whether {t.email} could join"],
             ["log", "meeting", cast.bystander.email],
         ):
-            run = cli(root, args)
+            run = cli(root, *args)
             assert run.code == 0, str(run)
-        run = cli(root, ["preview", NEWSLETTER])
+        run = cli(root, "preview", NEWSLETTER)
         assert run.code == 0, str(run)
     return root
 
@@ -142,8 +125,7 @@ def cast(root: Path) -> Cast:
 
 
 def export_json(root: Path, email: str) -> dict[str, Any]:
-    run = cli(root, ["export", email])
-    no_traceback(run)
+    run = cli(root, "export", email)
     assert run.code == 0, str(run)
     data: dict[str, Any] = json.loads(run.stdout)
     return data
@@ -205,16 +187,14 @@ def test_export_lists_everything_held_about_a_person(root: Path, cast: Cast) -> 
 def test_export_of_an_unsubscriber_and_of_nobody(root: Path, cast: Cast) -> None:
     data = export_json(root, cast.unsubscriber.email)
     assert [r["reason"] for r in data["store"]["suppressions"]] == ["unsubscribe"]
-    run = cli(root, ["export", "nobody@uni.example"])
-    no_traceback(run)
+    run = cli(root, "export", "nobody@uni.example")
     assert run.code == 0 and "Nothing is held about nobody@uni.example" in run.stderr
     assert json.loads(run.stdout)["store"]["ledger"] == []
 
 
 def test_export_to_a_private_file(root: Path, cast: Cast, tmp_path: Path) -> None:
     out = tmp_path / "access-request.json"
-    run = cli(root, ["export", cast.target.email, "--out", str(out)])
-    no_traceback(run)
+    run = cli(root, "export", cast.target.email, "--out", str(out))
     assert run.code == 0 and run.stdout == ""
     assert json.loads(out.read_text(encoding="utf-8"))["email"] == cast.target.email
     assert out.stat().st_mode & 0o077 == 0
@@ -225,8 +205,7 @@ def test_export_to_a_private_file(root: Path, cast: Cast, tmp_path: Path) -> Non
 
 def test_forget_refuses_while_the_person_is_still_in_people(root: Path, cast: Cast) -> None:
     before_db, before_files = dump(root), files(root)
-    run = cli(root, ["forget", cast.target.email, "--yes"])
-    no_traceback(run)
+    run = cli(root, "forget", cast.target.email, "--yes")
     assert run.code == 1, str(run)
     line = export_json(root, cast.target.email)["people"][0]["line"]
     assert f"people/researchers.csv:{line}" in run.stderr and "--from-people" in run.stderr
@@ -235,8 +214,7 @@ def test_forget_refuses_while_the_person_is_still_in_people(root: Path, cast: Ca
 
 def test_dry_run_shows_what_would_go_and_changes_nothing(root: Path, cast: Cast) -> None:
     before_db, before_files = dump(root), files(root)
-    run = cli(root, ["forget", cast.target.email, "--dry-run"])
-    no_traceback(run)
+    run = cli(root, "forget", cast.target.email, "--dry-run")
     assert run.code == 0, str(run)
     out = run.stdout
     assert "dry run" in out
@@ -257,8 +235,7 @@ def test_forget_erases_the_person_everywhere(root: Path, cast: Cast) -> None:
     line, name = listed["line"], listed["fields"]["name"]
     bystander_before = export_json(root, cast.bystander.email)
 
-    run = cli(root, ["forget", t.email, "--from-people", "--yes"])
-    no_traceback(run)
+    run = cli(root, "forget", t.email, "--from-people", "--yes")
     assert run.code == 0, str(run)
     assert f"Erased {t.email}" in run.stdout and "row removed" in run.stdout
 
@@ -291,9 +268,9 @@ def test_forget_erases_the_person_everywhere(root: Path, cast: Cast) -> None:
     assert t.email not in index and index.count('<section class="card"') == 246
 
     # forgetting again finds nothing; the workspace still checks clean
-    again = cli(root, ["forget", t.email, "--yes"])
+    again = cli(root, "forget", t.email, "--yes")
     assert again.code == 0 and "Nothing is held" in again.stdout, str(again)
-    run = cli(root, ["check", "--no-render"])
+    run = cli(root, "check", "--no-render")
     assert run.code == 0, str(run)
 
 
@@ -331,7 +308,7 @@ def test_reports_stay_true_after_forgetting(root: Path, cast: Cast) -> None:
     bounced = sum(a["bounce_hard"] for a in before["arms"].values())
     assert replied >= 3 and bounced == 1
     for who in (cast.target, cast.bounced, cast.unsubscriber, cast.bystander):
-        run = cli(root, ["forget", who.email, "--from-people", "--yes"])
+        run = cli(root, "forget", who.email, "--from-people", "--yes")
         assert run.code == 0, str(run)
     after, extra = _report(root), _forgotten(root)
     # the report counts the forgotten people's messages anonymously: it is unchanged,
@@ -371,13 +348,13 @@ def test_build_report_counts_forgotten_people(root: Path, cast: Cast) -> None:
 
     before = figures()
     for who in (cast.target, cast.bounced):
-        assert cli(root, ["forget", who.email, "--from-people", "--yes"]).code == 0
+        assert cli(root, "forget", who.email, "--from-people", "--yes").code == 0
     assert figures() == before
 
 
 def test_an_opt_out_survives_as_a_keyed_hash(root: Path, cast: Cast) -> None:
     u = cast.unsubscriber
-    run = cli(root, ["forget", u.email, "--from-people", "--yes"])
+    run = cli(root, "forget", u.email, "--from-people", "--yes")
     assert run.code == 0, str(run)
     assert "kept as a keyed hash" in run.stdout
     rows = query(root, "select email, reason, source from suppressions")
@@ -400,10 +377,10 @@ def test_a_forgotten_unsubscriber_who_is_re_added_is_not_mailed(root: Path, cast
     u = cast.unsubscriber
     people = root / "people" / "researchers.csv"
     row = next(line for line in people.read_text(encoding="utf-8").splitlines() if u.email in line)
-    assert cli(root, ["forget", u.email, "--from-people", "--yes"]).code == 0
+    assert cli(root, "forget", u.email, "--from-people", "--yes").code == 0
     with people.open("a", encoding="utf-8") as f:
         f.write(row + "\n")  # next year's HR export brings them back
-    run = cli(root, ["send", "rdm-launch-2026", "--now"])
+    run = cli(root, "send", "rdm-launch-2026", "--now")
     assert run.code == 0, str(run)
     status = query(
         root,
@@ -415,7 +392,7 @@ def test_a_forgotten_unsubscriber_who_is_re_added_is_not_mailed(root: Path, cast
 
 def test_a_hard_bounce_counts_as_sent_not_delivered(root: Path, cast: Cast) -> None:
     b = cast.bounced
-    assert cli(root, ["forget", b.email, "--from-people", "--yes"]).code == 0
+    assert cli(root, "forget", b.email, "--from-people", "--yes").code == 0
     rows = query(root, "select campaign_id, status, replied, count from forgotten_counts")
     assert (NEWSLETTER, "bounce_hard", 0, 1) in rows
     assert query(root, "select reason from suppressions where email like 'hmac-%'") == [
@@ -424,10 +401,9 @@ def test_a_hard_bounce_counts_as_sent_not_delivered(root: Path, cast: Cast) -> N
 
 
 def test_forget_refuses_staff_and_busy_people(root: Path, cast: Cast) -> None:
-    run = cli(root, ["forget", cast.target.liaison, "--yes"])
-    no_traceback(run)
+    run = cli(root, "forget", cast.target.liaison, "--yes")
     assert run.code == 2 and "is a liaison" in run.stderr, str(run)
-    run = cli(root, ["forget", "rds@uni.example", "--yes"])
+    run = cli(root, "forget", "rds@uni.example", "--yes")
     assert run.code == 2 and "is a service" in run.stderr, str(run)
 
     db = sqlite3.connect(root / "outreach.db")
@@ -438,8 +414,7 @@ def test_forget_refuses_staff_and_busy_people(root: Path, cast: Cast) -> None:
         )
     db.close()
     before = dump(root)
-    run = cli(root, ["forget", cast.target.email, "--from-people", "--yes"])
-    no_traceback(run)
+    run = cli(root, "forget", cast.target.email, "--from-people", "--yes")
     assert run.code == 1 and "being sent right now" in run.stderr, str(run)
     assert dump(root) == before
 
@@ -463,8 +438,7 @@ def test_declining_the_confirmation_changes_nothing(root: Path, cast: Cast) -> N
 
 
 def test_nothing_held(root: Path) -> None:
-    run = cli(root, ["forget", "stranger@elsewhere.example", "--yes"])
-    no_traceback(run)
+    run = cli(root, "forget", "stranger@elsewhere.example", "--yes")
     assert run.code == 0 and "Nothing is held about stranger@elsewhere.example" in run.stdout
 
 
@@ -490,8 +464,7 @@ def test_forget_from_a_researchers_yaml_file(tmp_path: Path) -> None:
     assert not ws.errors(), ws.errors()[:3]
     before = [r.email for r in ws.researchers]
     victim = before[len(before) // 2]
-    run = cli(root, ["forget", victim, "--from-people", "--yes"])
-    no_traceback(run)
+    run = cli(root, "forget", victim, "--from-people", "--yes")
     assert run.code == 0, str(run)
     after = [r.email for r in load_workspace(explicit=root, only_campaigns=[]).researchers]
     assert after == [e for e in before if e != victim]
@@ -576,9 +549,8 @@ def test_smtp_password_token_secret_and_dkim_key_are_never_logged_echoed_or_stor
         "dkim-record": ["dkim", "record"],
     }
     for name, args in runs.items():
-        run = cli(root, args, env=env)
-        no_traceback(run)
-        assert run.code in (0, 1), str(run)
+        run = cli(root, *args, env=env)
+        assert run.code == 0, (name, str(run))
         outputs[name] = run.output.encode()
     assert len(smtp_server.messages) > 20
     # what the server received is DKIM-signed and still verifies (dot-stuffing and all)
@@ -587,11 +559,11 @@ def test_smtp_password_token_secret_and_dkim_key_are_never_logged_echoed_or_stor
 
     # a refused login: the error names the variable and the user, never the password
     env_wrong = {**env, "OUTREACH_SMTP_PASSWORD": wrong}
-    run = cli(root, ["send", "familiar-faces-2027", "--now", "--yes"], env=env_wrong)
-    no_traceback(run)
-    assert run.code != 0 and "rds-sender" in run.output, str(run)
+    run = cli(root, "send", "familiar-faces-2027", "--now", "--yes", env=env_wrong)
+    assert run.code == 1 and "rds-sender" in run.output, str(run)  # refused: nothing sent
     outputs["refused"] = run.output.encode()
-    run = cli(root, ["--debug", "send", "familiar-faces-2027", "--now", "--yes"], env=env_wrong)
+    debug = ["--debug", "send", "familiar-faces-2027", "--now", "--yes"]
+    run = run_cli(["-w", str(root), *debug], env=env_wrong)  # --debug lets the error escape
     assert run.exception is not None
     outputs["refused-debug"] = (
         run.output + "".join(traceback.format_exception(run.exception))
@@ -638,20 +610,17 @@ def test_imap_passwords_are_never_logged_echoed_or_stored(
     _set_settings(root, boxes)
     caplog.set_level(logging.DEBUG)
     outputs: dict[str, bytes] = {}
-    run = cli(root, ["track", "ingest", "--all"], env={"AINO_IMAP_PASSWORD": password})
-    no_traceback(run)
+    run = cli(root, "track", "ingest", "--all", env={"AINO_IMAP_PASSWORD": password})
     assert run.code == 0 and "ingested 3 new message(s)" in run.stdout, str(run)
     outputs["ingest"] = run.output.encode()
     # the password inside a URL given on the command line
     url = f"imap://aino:{password}@127.0.0.1:{server.port}/INBOX"
-    run = cli(root, ["track", "ingest", url])
-    no_traceback(run)
+    run = cli(root, "track", "ingest", url)
     assert run.code == 0, str(run)
     outputs["ingest-url"] = run.output.encode()
     # a wrong password: refused, and not echoed
     wrong = "wrong-Pa55-" + os.urandom(6).hex()
-    run = cli(root, ["track", "ingest", "--all"], env={"AINO_IMAP_PASSWORD": wrong})
-    no_traceback(run)
+    run = cli(root, "track", "ingest", "--all", env={"AINO_IMAP_PASSWORD": wrong})
     assert run.code == 1 and "refused login" in run.stderr, str(run)
     outputs["refused"] = run.output.encode()
     sources = query(root, "select source from mailbox_state")
@@ -666,8 +635,7 @@ def test_imap_passwords_are_never_logged_echoed_or_stored(
 
 
 def _check_json(root: Path) -> list[dict[str, Any]]:
-    run = cli(root, ["check", "--no-render", "--json"])
-    no_traceback(run)
+    run = cli(root, "check", "--no-render", "--json")
     return [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
 
 
@@ -737,7 +705,7 @@ def test_check_warns_about_secrets_in_yaml_files(tmp_path: Path) -> None:
     fragments = [f.decode() for f in _pem_fragments(pem)]
     for secret in (db_password, imap_password, token, "hunter2", "hunter3", *fragments):
         assert secret not in printed
-    run = cli(root, ["check", "--no-render"])  # and as text, with file:line
+    run = cli(root, "check", "--no-render")  # and as text, with file:line
     assert f"outreach.yaml:{_line_of(settings, 'database:')}" in run.stderr
     for secret in (db_password, imap_password, token, "hunter2", "hunter3"):
         assert secret not in run.output
