@@ -5,9 +5,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="dovecot-imapd spamassassin chromium postfix"
+PACKAGES="dovecot-imapd dovecot-lmtpd dovecot-sieve spamassassin chromium postfix mutt"
 missing=""
-for cmd in dovecot:dovecot-imapd spamassassin:spamassassin chromium:chromium smtp-sink:postfix; do
+for cmd in dovecot:dovecot-imapd spamassassin:spamassassin chromium:chromium smtp-sink:postfix mutt:mutt; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${cmd%%:*}" ] || missing="$missing ${cmd#*:}"
 done
 if [ -n "$missing" ]; then
