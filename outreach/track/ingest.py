@@ -7,27 +7,26 @@ are stored unless ``tracking.keep_bodies`` is set.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import case, select
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, StatementError
 
 from outreach.audience.arms import SERVICE
 from outreach.errors import ConfigError, SourceError
-from outreach.store import Store, as_utc, utcnow
+from outreach.store import Store, utcnow
 from outreach.store.schema import mailbox_state, responses, suppressions
 from outreach.track.classify import (
     BOUNCE_HARD,
-    BOUNCE_SOFT,
     INBOUND,
     REPLY,
     UNPARSEABLE,
     UNRELATED,
-    UNSUBSCRIBE,
     Context,
     Decision,
     classify,
@@ -35,6 +34,7 @@ from outreach.track.classify import (
 from outreach.track.mailboxes import imap_source, local_spec, plan
 from outreach.track.match import STRONG, Match, Matcher
 from outreach.track.parse import Parsed, Unparseable, parse
+from outreach.track.response_rows import named, response_row, unparseable_row
 from outreach.track.sources import (
     ImapState,
     Incoming,
@@ -104,18 +104,6 @@ def make_context(ws: Workspace) -> Context:
     )
 
 
-def _text(value: str | None, limit: int | None) -> str | None:
-    """Text any database accepts: no NUL (PostgreSQL refuses it), no lone surrogates
-    (not encodable), at most ``limit`` characters (the column's size)."""
-    if value is None:
-        return None
-    if not value.isascii():
-        value = value.encode("utf-8", "replace").decode("utf-8")
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-    return value[:limit] if limit is not None else value
-
-
 def decide(data: bytes | None, error: str | None, ctx: Context) -> tuple[Parsed | None, Decision]:
     if data is None:
         return None, Decision(UNPARSEABLE, error or "unreadable")
@@ -137,25 +125,14 @@ def classify_items(
     batch: list[tuple[Incoming, Parsed | None, Decision]] = []
 
     def flush() -> Iterator[tuple[Incoming, Parsed | None, Decision, Match]]:
-        parsed_items = [(p, d) for _, p, d in batch if p is not None]
-        matches = iter(matcher.match_batch(parsed_items)) if parsed_items else iter(())
-        for item, p, d in batch:
-            m = next(matches) if p is not None else Match(None, None, None, "none")
-            if d.dmarc_fail and m.strength != STRONG and matcher.store is not None:
-                why = m.note or "its Message-ID is not in the ledger"
-                d = Decision(
-                    UNRELATED,
-                    f"DMARC fail reported by {d.dmarc_fail} and {why}: the sender may be "
-                    f"forged; neither credited nor obeyed (else {d.kind}: {d.reason})",
-                )
-                m = Match(None, None, m.message_id, "none")
-            if (
-                p is not None
-                and d.kind == REPLY
-                and m.method == "none"
-                and matcher.store is not None
-            ) and p.from_address in ctx.researchers:
-                d = Decision(INBOUND, "a known researcher answering mail that is not in the ledger")
+        for (item, p, d), m in zip(batch, _match(matcher, batch), strict=True):
+            if isinstance(m, str):
+                yield item, p, Decision(UNPARSEABLE, m), NO_MATCH
+                continue
+            try:
+                d, m = _settle(p, d, m, ctx, matcher)
+            except Exception as exc:  # noqa: BLE001 - one message's failure is that message's
+                d, m = Decision(UNPARSEABLE, _failed("matching", exc)), NO_MATCH
             yield item, p, d, m
         batch.clear()
 
@@ -173,6 +150,62 @@ def classify_items(
         raise
     if batch:
         yield from flush()
+
+
+NO_MATCH = Match(None, None, None, "none")
+
+
+def _failed(step: str, exc: Exception) -> str:
+    return f"{step} failed: {type(exc).__name__}: {exc}"
+
+
+def _match(
+    matcher: Matcher, batch: list[tuple[Incoming, Parsed | None, Decision]]
+) -> list[Match | str]:
+    """The match of each message of ``batch`` (NO_MATCH for one not parsed), or why
+    matching it failed. A message that breaks matching breaks it only for itself: the batch
+    is matched again one message at a time. A database failure is no message's fault and
+    is raised."""
+    parsed = [(p, d) for _, p, d in batch if p is not None]
+    try:
+        found = iter(matcher.match_batch(parsed) if parsed else ())
+        return [next(found) if p is not None else NO_MATCH for _, p, _ in batch]
+    except SQLAlchemyError:
+        raise
+    except Exception:  # noqa: BLE001 - find the message at fault below
+        pass
+    out: list[Match | str] = []
+    for _, p, d in batch:
+        if p is None:
+            out.append(NO_MATCH)
+            continue
+        try:
+            out.append(matcher.match_batch([(p, d)])[0])
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this message is unparseable, the rest go on
+            out.append(_failed("matching", exc))
+    return out
+
+
+def _settle(
+    p: Parsed | None, d: Decision, m: Match, ctx: Context, matcher: Matcher
+) -> tuple[Decision, Match]:
+    """What a match changes in a decision: a DMARC failure without our Message-ID is not
+    believed; a researcher writing about mail the ledger lacks is inbound."""
+    if d.dmarc_fail and m.strength != STRONG and matcher.store is not None:
+        why = m.note or "its Message-ID is not in the ledger"
+        d = Decision(
+            UNRELATED,
+            f"DMARC fail reported by {d.dmarc_fail} and {why}: the sender may be "
+            f"forged; neither credited nor obeyed (else {d.kind}: {d.reason})",
+        )
+        m = Match(None, None, m.message_id, "none")
+    if (
+        p is not None and d.kind == REPLY and m.method == "none" and matcher.store is not None
+    ) and p.from_address in ctx.researchers:
+        d = Decision(INBOUND, "a known researcher answering mail that is not in the ledger")
+    return d, m
 
 
 class Ingestor:
@@ -217,52 +250,56 @@ class Ingestor:
         rows: dict[str, dict[str, Any]] = {}
         suppress: dict[str, tuple[str, str]] = {}
         for item, p, d, m in batch:
-            if p is None:
-                summary.unparseable.append((item.source, item.key, d.reason))
-                # by content when there is any (stdin, renamed Maildir files), else by place
-                incoming = (
-                    "unparseable:sha256:" + hashlib.sha256(item.data).hexdigest()[:40]
-                    if item.data
-                    else f"unparseable:{item.source}#{item.key}"
-                )
-            else:
-                incoming = p.incoming_id
-            # the key is what the column keeps, so a rerun recognises every row it stored
-            incoming = _text(incoming, 500) or "?"
+            try:
+                row, target = response_row(item, p, d, m, now, self.keep_bodies)
+            except Exception as exc:  # noqa: BLE001 - that message is unparseable, not the batch
+                row, target = unparseable_row(item, p, _failed("storing", exc), now), None
+            if row["kind"] == UNPARSEABLE:
+                summary.unparseable.append((item.source, item.key, row["reason"]))
+            incoming = row["incoming_id"]
             if incoming in rows:
                 summary.duplicates += 1
                 continue
-            email = m.email or (d.recipient if d.kind in (BOUNCE_HARD, BOUNCE_SOFT) else None)
-            email = email or (p.from_address if p is not None else None)
-            rows[incoming] = {
-                "incoming_id": incoming,
-                "kind": d.kind,
-                "email": _text(email, 320),
-                "from_address": _text(p.from_address, 320) if p is not None else None,
-                "campaign_id": m.campaign_id,
-                "matched_message_id": _text(m.message_id, 400),
-                "match": m.method,
-                "match_strength": m.strength,
-                "reason": _text(f"{d.reason}; {m.note}" if m.note else d.reason, 1000),
-                "subject": _text(p.subject, 500) if p is not None else None,
-                "source": _text(f"{item.source}#{item.key}", 1000),
-                "received_at": as_utc(p.date) if p is not None else None,
-                "ingested_at": now,
-                "body": _text(p.text, None) if (p is not None and self.keep_bodies) else None,
-            }
-            target = None
-            if d.kind == BOUNCE_HARD:
-                # the address our message went to (the DSN may name a rewritten alias), and
-                # only for a bounce about a message we sent (forged bounces suppress nothing)
-                target = m.email if m.campaign_id else None
-            elif d.kind == UNSUBSCRIBE:
-                target = m.email or (p.from_address if p is not None else None)
-            target = _text(target, 320)
+            rows[incoming] = row
             if target:
-                suppress[target.lower()] = (
-                    d.kind if d.kind != BOUNCE_HARD else "bounce_hard",
-                    incoming,
-                )
+                reason = "bounce_hard" if row["kind"] == BOUNCE_HARD else row["kind"]
+                suppress[target.lower()] = (reason, incoming)
+        try:
+            fresh, suppressed = self._write(rows, suppress, now)
+        except (OperationalError, InterfaceError):
+            raise  # the store failed, not a message
+        except StatementError:
+            # A value the database refuses fails the whole batch: write it one message at
+            # a time, and a message refused even alone is stored as unparseable.
+            fresh, suppressed = [], 0
+            for key, row in rows.items():
+                one = {key: row}
+                mine = {e: why for e, why in suppress.items() if why[1] == key}
+                try:
+                    added, n = self._write(one, mine, now)
+                except (OperationalError, InterfaceError):
+                    raise
+                except StatementError as exc:
+                    failed = unparseable_row(None, None, _failed("storing", exc), now, row)
+                    summary.unparseable.append(named(row, failed["reason"]))
+                    added, n = self._write({key: failed}, {}, now)
+                fresh += added
+                suppressed += n
+        summary.duplicates += len(rows) - len(fresh)
+        for row in fresh:
+            summary.kinds[row["kind"]] += 1
+            summary.matched[row["match"]] += 1
+        summary.new += len(fresh)
+        summary.suppressed += suppressed
+
+    def _write(
+        self,
+        rows: dict[str, dict[str, Any]],
+        suppress: dict[str, tuple[str, str]],
+        now: datetime,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Store ``rows`` not stored before and their suppressions, in one transaction;
+        returns the rows this call added and how many addresses it suppressed."""
         with self.store.engine.begin() as conn:
             existing = {
                 r.incoming_id
@@ -281,11 +318,6 @@ class Ingestor:
                     ).scalars()
                 )
                 fresh = [row for row in fresh if row["incoming_id"] in added]
-            summary.duplicates += len(rows) - len(fresh)
-            for row in fresh:
-                summary.kinds[row["kind"]] += 1
-                summary.matched[row["match"]] += 1
-            summary.new += len(fresh)
             fresh_ids = {row["incoming_id"] for row in fresh}
             already = {
                 r.email
@@ -304,7 +336,7 @@ class Ingestor:
                     for row in new_suppressions
                     if conn.execute(self.store.insert_ignore(suppressions).values(**row)).rowcount
                 ]
-            summary.suppressed += len(new_suppressions)
+        return fresh, len(new_suppressions)
 
     # -- mailbox state for IMAP -----------------------------------------------------------
     def imap_state(self, source: str, folder: str) -> ImapState | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email import policy as email_policy
 from email.header import decode_header, make_header
@@ -26,6 +26,10 @@ MAX_TEXT = 20_000
 # from its first MAX_PARSE bytes only, which keeps a 50 MB reply as cheap as a small one.
 MAX_PARSE = 1 << 20
 _MSGID = re.compile(r"<[^<>\s]+>")
+# A Date outside these bounds is treated as absent: no mail was written before 1900, and
+# dates near the end of the calendar overflow the arithmetic of matching (year 9999).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Parsed:
     size: int = 0
     delivered_to: list[str] = field(default_factory=list)  # Delivered-To, X-Original-To
     auth_results: list[str] = field(default_factory=list)  # every Authentication-Results
+    date_problem: str | None = None  # why a Date header present was treated as absent
 
 
 class Unparseable(Exception):
@@ -253,12 +258,7 @@ def parse(data: bytes) -> Parsed:
     from_name, from_address = from_pairs[0] if from_pairs else ("", "")
     tos = [a.lower() for _, a in _addresses([_decode(v) for v in recipients]) if a]
     delivered_to = [a.lower() for _, a in _addresses(delivered) if a] if delivered else []
-    date = None
-    if first.get("date"):
-        try:
-            date = parsedate_to_datetime(first["date"])
-        except (TypeError, ValueError, IndexError, OverflowError):
-            date = None
+    date, date_problem = _date(first.get("date"))
     headers = {name: _decode(first[name]) for name in _KEPT if name in first}
     defects = [type(d).__name__ for d in msg.defects]
     if head is not data:
@@ -280,6 +280,7 @@ def parse(data: bytes) -> Parsed:
         size=len(data),
         delivered_to=delivered_to,
         auth_results=auth_results,
+        date_problem=date_problem,
     )
     try:
         _read_parts(msg, parsed)
@@ -295,6 +296,31 @@ def parse(data: bytes) -> Parsed:
     ):
         parsed.failed = scan(msg, len(head))
     return parsed
+
+
+def _date(value: str | None) -> tuple[datetime | None, str | None]:
+    """The Date header as a datetime (None when absent or unreadable), and why a date
+    that was read is not used: one outside EARLIEST..LATEST in UTC."""
+    if not value:
+        return None, None
+    try:
+        date = parsedate_to_datetime(value)
+    except OverflowError:
+        return None, _out_of_range(value)
+    except (TypeError, ValueError, IndexError):
+        return None, None
+    try:
+        utc = date.astimezone(UTC) if date.tzinfo else date.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        return None, _out_of_range(value)
+    if not EARLIEST <= utc <= LATEST:
+        return None, _out_of_range(value)
+    return date, None
+
+
+def _out_of_range(value: str) -> str:
+    shown = " ".join(_unescape_8bit(value).split())[:80]
+    return f"Date {shown!r} is out of range: treated as absent"
 
 
 def _failed_address_unknown(p: Parsed) -> bool:
