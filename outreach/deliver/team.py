@@ -1,16 +1,25 @@
 """Sending with N processes on one machine: this process prepares the campaign and asks
 for confirmation once, as a member of the team, then forks N team workers (each a
-``send_campaign`` with ``SendOptions.team``) and shows their progress from the ledger."""
+``send_campaign`` with ``SendOptions.team``) and shows their progress from the ledger.
+
+A worker does not outlive this process: killed (even with SIGKILL), it takes its workers
+with it (``_die_with_parent``), and the ledger treats them as any worker that died: a row
+on the wire becomes `uncertain`, the rest go back to `planned`."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
+import os
 import queue
+import signal
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from outreach import errors as _errors
@@ -79,13 +88,14 @@ def send_with_workers(
         results = mp.Queue()
         procs = []
         start = time.monotonic()
+        parent = Parent(os.getpid(), threading.current_thread() is threading.main_thread())
         for i, limit in enumerate(_shares(options.limit, workers)):
             if limit == 0:
                 continue
             mine = replace(options, worker=f"{base}:w{i + 1}", limit=limit)
             proc = mp.Process(
                 target=_team_worker,
-                args=(ws, campaign.id, mine, recipients, results),
+                args=(ws, campaign.id, mine, recipients, results, parent),
                 daemon=False,
             )
             proc.start()
@@ -146,8 +156,6 @@ def send_with_workers(
 def _exit(proc: Any) -> str:
     code = proc.exitcode
     if code is not None and code < 0:
-        import signal
-
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"
     return f"exit code {code}"
@@ -177,8 +185,11 @@ def _team_worker(
     options: SendOptions,
     recipients: list[Recipient],
     results: Any,
+    parent: Parent | None = None,
 ) -> None:  # pragma: no cover - runs in a forked process; tests check its effects
     """One forked worker: send as a member of the team, hand the summary back."""
+    if parent is not None:
+        _die_with_parent(parent)
     try:
         summary = send_campaign(ws, campaign_id, options, recipients=recipients)
         results.put((options.worker, "ok", summary))
@@ -188,6 +199,44 @@ def _team_worker(
         )
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         results.put((options.worker, "error", (type(exc).__name__, str(exc), None, 1)))
+
+
+# How often a worker looks whether its parent is still there, where no parent-death
+# signal is to be had (not Linux, or forked from a thread other than the main one).
+PARENT_POLL = 0.5
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@dataclass(frozen=True)
+class Parent:
+    pid: int
+    main_thread: bool  # forked from the main thread (a parent-death signal fires on the
+    # exit of the forking *thread*: from another thread it could fire too early)
+
+
+def _die_with_parent(parent: Parent) -> None:  # pragma: no cover - runs in the worker
+    """End this worker with SIGTERM when its parent is gone, however the parent ended.
+
+    Linux: the kernel sends the signal (PR_SET_PDEATHSIG) the moment the parent exits.
+    Everywhere: a thread notices within PARENT_POLL that the parent pid changed (an
+    orphan is adopted by another process). An orphan would go on sending with nobody to
+    report to; its lease would keep a rerun waiting, and it would race the rerun."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if parent.main_thread and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent.pid:  # gone before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(
+        target=_watch_parent, args=(parent.pid,), name="watch-parent", daemon=True
+    ).start()
+
+
+def _watch_parent(pid: int) -> None:  # pragma: no cover - runs in the worker
+    while os.getppid() == pid:
+        time.sleep(PARENT_POLL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _rebuild(name: str, message: str, hint: str | None, exit_code: int) -> OutreachError:
