@@ -143,8 +143,14 @@ def imap_source(ws: Workspace, planned: Planned) -> ImapSource:
     or for a URL given alone (OUTREACH_IMAP_PASSWORD)."""
     box = planned.box
     if box is not None:
-        token = token_from_command(box.oauth_token_command) if box.oauth_token_command else None
-        password = None if token else password_from(box.password_env, None, "IMAP password")
+        # A password written into the URL on the command line is the one meant for this run.
+        given = urlparse(planned.spec).password if planned.spec.startswith(IMAP) else None
+        token = None
+        if given is not None:
+            password: str | None = unquote(given)
+        else:
+            token = token_from_command(box.oauth_token_command) if box.oauth_token_command else None
+            password = None if token else password_from(box.password_env, None, "IMAP password")
         return ImapSource(
             box.url,
             password,
