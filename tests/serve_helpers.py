@@ -194,7 +194,7 @@ def served(root: Path, env: dict[str, str], *args: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a machine busy with other tests starts slowly
         while True:
             try:
                 if httpx.get(base + "/healthz", timeout=1).status_code == 200:

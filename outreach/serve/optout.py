@@ -113,6 +113,11 @@ class OptOuts:
         if self.pg is not None:
             self.pg.close()
 
+    @property
+    def awaitable(self) -> bool:
+        """``record_async`` works (PostgreSQL with asyncpg); else ``record`` in a thread."""
+        return self.pg is not None and self.pg.asynchronous is not None
+
     def _checked(self, row: Any, link: Link, mid: str) -> Addressee | None:
         if row is None:
             return None
@@ -189,10 +194,11 @@ class OptOuts:
     async def record_async(
         self, link: Link, at: datetime | None = None
     ) -> tuple[Addressee | None, bool]:
-        """``record`` without leaving the event loop (PostgreSQL only: ``self.pg``)."""
+        """``record`` without leaving the event loop (when ``awaitable``)."""
         assert self.pg is not None
         at = at or utcnow()
         keys = self._keys(link)
+        unreachable: tuple[type[Exception], ...] = (*self.pg.UNREACHABLE, TimeoutError)
         try:
             # a database that hangs is one that cannot be reached: 503, and the spool
             async with asyncio.timeout(ASYNC_TIMEOUT):
@@ -201,7 +207,7 @@ class OptOuts:
                 if who is None:
                     return None, False
                 return who, await self.pg.write_async(*self._rows(who, link, at))
-        except (*self.pg.UNREACHABLE, TimeoutError) as exc:
+        except unreachable as exc:
             raise _unreachable(exc) from None
 
     async def aclose(self) -> None:

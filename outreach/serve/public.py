@@ -184,7 +184,7 @@ async def unsubscribe(request: Request) -> Response:
     if link is None:
         return neutral(request)
     try:
-        if state.optouts.pg is not None:
+        if state.optouts.awaitable:
             who, added = await state.optouts.record_async(link)
         else:
             who, added = await run_in_threadpool(state.optouts.record, link)
