@@ -278,3 +278,16 @@ def test_an_edited_workspace_shows_without_a_restart(tmp_path: Path) -> None:
         after = c.post(link, content=ONE_CLICK, headers=FORM).text
         assert "Lars Ekström-Berg" in after  # not the page rendered before the edit
     assert email in suppressed(mailed.root)
+
+
+def test_a_rehearsal_reached_no_one_so_its_link_names_no_one(tmp_path: Path) -> None:
+    """An outbox that delivers nothing holds rehearsals: a click on a link in one of them
+    (someone reviewing the files) must not opt the researcher out."""
+    mailed = mailed_workspace(tmp_path / "ws", None, transport={"kind": "outbox"})
+    email, link = mailed.link()
+    assert ledger_row(mailed.root, "serve-a", email).status == "rehearsed"
+    with client(mailed.root) as c:
+        assert 'data-page="neutral"' in c.get(link).text
+        r = c.post(link, content=ONE_CLICK, headers=FORM)
+        assert r.status_code == 200 and 'data-page="neutral"' in r.text
+    assert suppressed(mailed.root) == {}

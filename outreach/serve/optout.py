@@ -23,14 +23,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, literal_column, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from outreach.errors import StoreError
 from outreach.message.tokens import message_id, message_token
 from outreach.store import Store, as_utc, utcnow
-from outreach.store.schema import ledger, responses, suppressions
+from outreach.store.schema import SENDING, SENT, UNCERTAIN, ledger, responses, suppressions
 
 if TYPE_CHECKING:
     from outreach.serve.optout_pg import PgOptOuts
@@ -83,10 +83,17 @@ class Addressee:
     message_id: str
 
 
+# Messages that may have reached the researcher: a rehearsal (an outbox that delivers
+# nothing) reached no one, and a click in its copy must not opt the researcher out.
+REACHED = (SENT, SENDING, UNCERTAIN)
+
+
 def _find_statement() -> Any:
     l = ledger.c  # noqa: E741 - the table's columns, as elsewhere
     return select(l.email, l.lang, l.sender_id).where(
-        l.campaign_id == bindparam("campaign_id"), l.message_id == bindparam("message_id")
+        l.campaign_id == bindparam("campaign_id"),
+        l.message_id == bindparam("message_id"),
+        l.status.in_([literal_column(f"'{state}'") for state in REACHED]),
     )
 
 
