@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from foundation_helpers import Run, cli
+from servers.smtp import SMTPTestServer
 from sqlalchemy import select
-from store_helpers import add_campaign, make_ws
+from store_helpers import add_campaign, make_ws, smtp_settings
 from track_helpers import Sent, inbound, reply, write_maildir
 
 from outreach.store import as_utc, open_store
@@ -50,16 +51,21 @@ def sent_message(row: Any, subject: str) -> Sent:
 
 
 @pytest.fixture
-def root(tmp_path: Path, store_url: str | None, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Three small campaigns sent through the outbox (two to Social Pharmacy, one to
+def root(
+    tmp_path: Path,
+    store_url: str | None,
+    smtp_server: SMTPTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """Three small campaigns sent over SMTP (two to Social Pharmacy, one to
     Chemistry), then ingested: an ambiguous reply, a threaded reply, a stranger's mail."""
     monkeypatch.setenv("OUTREACH_SECRET", "resolve-tests-secret-93b1")
-    root = make_ws(tmp_path / "ws", store_url)
+    root = make_ws(tmp_path / "ws", store_url, transport=smtp_settings(smtp_server))
     add_campaign(root, FIRST, include={"department": ["Social Pharmacy"]})
     add_campaign(root, SECOND, include={"department": ["Social Pharmacy"]})
     add_campaign(root, ELSEWHERE, include={"department": ["Chemistry"]})
     for cid in (FIRST, SECOND, ELSEWHERE):
-        run = cli(root, "send", cid, "--transport", "outbox", "--now", "--yes")
+        run = cli(root, "send", cid, "--now", "--yes")
         assert run.code == 0, run
     sent = [r for r in rows(root, ledger) if r.status == "sent"]
     first = sorted((r for r in sent if r.campaign_id == FIRST), key=lambda r: r.email)
