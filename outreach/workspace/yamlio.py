@@ -64,6 +64,50 @@ class _RecursiveAlias(Exception):
         self.node = node
 
 
+class _AliasBomb(Exception):
+    def __init__(self, path: PathKey, size: int) -> None:
+        super().__init__("aliases expand too far")
+        self.path = path
+        self.size = size
+
+
+# Aliases may repeat a value, not multiply a file: expanded (every alias written out), a
+# file may be this many times its own length (plus a little), which no hand-written use
+# of anchors comes near and a "billion laughs" file of nested aliases exceeds at once.
+ALIAS_EXPANSION_FACTOR = 4
+ALIAS_EXPANSION_SLACK = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Characters and nodes the tree would hold with every alias written out; each node is
+    counted once and its size reused, so this is linear in the file, not in the result."""
+    ident = id(node)
+    known = sizes.get(ident)
+    if known is not None:
+        return known
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            _expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value
+        )
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    else:
+        size = 1 + len(str(node.value))
+    sizes[ident] = size
+    return size
+
+
+def _check_expansion(root: yaml.Node, aliases: list[tuple[PathKey, yaml.Node]], text: str) -> None:
+    """Refuse a file whose aliases expand it beyond ALIAS_EXPANSION_FACTOR times its length:
+    code that turns a value into text (a name, an error message) would build all of it."""
+    sizes: dict[int, int] = {}
+    total = _expanded_size(root, sizes)
+    if total <= ALIAS_EXPANSION_FACTOR * len(text) + ALIAS_EXPANSION_SLACK:
+        return
+    heaviest = max(aliases, key=lambda alias: sizes.get(id(alias[1]), 0))
+    raise _AliasBomb(heaviest[0], total)
+
+
 def _walk(
     node: yaml.Node,
     path: PathKey,
@@ -71,17 +115,23 @@ def _walk(
     problems: list[Problem],
     active: set[int] | None = None,
     done: set[int] | None = None,
+    aliases: list[tuple[PathKey, yaml.Node]] | None = None,
 ) -> None:
     """Record positions. An alias (``*name``) is the same node object as its anchor:
     one that contains itself is refused, and a node already walked is not walked again
-    (so a file of nested aliases cannot make this exponential)."""
+    (so a file of nested aliases cannot make this exponential); where such a node is met
+    again (an alias) is kept in ``aliases``."""
     active = set() if active is None else active
     done = set() if done is None else done
+    aliases = [] if aliases is None else aliases
     doc.positions[path] = _mark(node)
     ident = id(node)
     if ident in active:
         raise _RecursiveAlias(node)
-    if ident in done or not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+    if ident in done:
+        aliases.append((path, node))
+        return
+    if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
         return
     done.add(ident)
     active.add(ident)
@@ -103,10 +153,10 @@ def _walk(
                 )
             seen[key] = _mark(key_node)[0]
             doc.key_positions[path + (key,)] = _mark(key_node)
-            _walk(value_node, path + (key,), doc, problems, active, done)
+            _walk(value_node, path + (key,), doc, problems, active, done, aliases)
     else:
         for index, item in enumerate(node.value):
-            _walk(item, path + (index,), doc, problems, active, done)
+            _walk(item, path + (index,), doc, problems, active, done, aliases)
     active.discard(ident)
 
 
@@ -146,14 +196,18 @@ def parse_yaml(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
     """Parse YAML text safely. Never raises: every failure becomes a located Problem."""
     problems: list[Problem] = []
     loader: yaml.SafeLoader | None = None
+    doc: YamlDoc | None = None
     try:
         loader = yaml.SafeLoader(text)  # the reader already checks the characters here
         node = loader.get_single_node()
         if node is None:
             return YamlDoc(shown, None), problems
-        data = loader.construct_document(node)
+        data = loader.construct_document(node)  # an alias shares its anchor's object
         doc = YamlDoc(shown, data)
-        _walk(node, (), doc, problems)
+        aliases: list[tuple[PathKey, yaml.Node]] = []
+        _walk(node, (), doc, problems, aliases=aliases)
+        if aliases:
+            _check_expansion(node, aliases, text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -181,6 +235,15 @@ def parse_yaml(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
                 "an alias (`*name`) refers to the list or mapping that contains it",
                 Location(shown, line, col),
                 "YAML anchors may not contain themselves: write the value out",
+            )
+        ]
+    except _AliasBomb as exc:
+        return None, [
+            Problem(
+                f"aliases (`*name`) expand this file to over {exc.size:,} characters, "
+                f"more than {ALIAS_EXPANSION_FACTOR} times its length",
+                doc.where(exc.path) if doc is not None else Location(shown),
+                "write the values out: an alias of a list of aliases multiplies",
             )
         ]
     except RecursionError:
