@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from outreach.errors import ConfigError, Location, Problem
-from outreach.workspace.settings import Dkim, Settings
+from outreach.workspace.settings import Dkim, Settings, path_outside
 from outreach.workspace.yamlio import YamlDoc, dotted_path
 
 CANONICALIZE = (b"relaxed", b"relaxed")  # survives re-folding by Exchange and friends
@@ -139,7 +139,9 @@ def rsa_public_der(modulus: int, exponent: int) -> bytes:
     return _tlv(_SEQUENCE, algorithm + _tlv(_BIT_STRING, b"\x00" + rsa_key))
 
 
-def _read_key(cfg: Dkim, root: Path, where: Location) -> tuple[bytes, str]:
+def _read_key(
+    cfg: Dkim, root: Path, where: Location, allowed: Sequence[Path] | None = None
+) -> tuple[bytes, str]:
     if cfg.key_env:
         if not _ENV_NAME.match(cfg.key_env):
             raise ConfigError(
@@ -168,6 +170,16 @@ def _read_key(cfg: Dkim, root: Path, where: Location) -> tuple[bytes, str]:
         )
     path = Path(cfg.key_file).expanduser()
     if not path.is_absolute():
+        # An absolute key_file names its place outright (/etc/outreach/dkim.pem); a relative
+        # one is the workspace's, and may not lead out of it through `..` or a link.
+        outside = path_outside(root, path, allowed or [root.resolve()])
+        if outside is not None:
+            raise ConfigError(
+                f"the DKIM key file {cfg.key_file} leads outside the workspace, to {outside}",
+                location=where,
+                hint="write the key file's absolute path in key_file, or name its folder "
+                "under `allowed_paths:` in outreach.yaml",
+            )
         path = root / path
     try:
         data = path.read_bytes()
@@ -242,12 +254,17 @@ def parse_key(data: bytes, source: str, where: Location) -> tuple[bytes, bytes, 
 
 
 def load_key(
-    cfg: Dkim, root: Path, organisation_domain: str, where: Location | None = None
+    cfg: Dkim,
+    root: Path,
+    organisation_domain: str,
+    where: Location | None = None,
+    allowed: Sequence[Path] | None = None,
 ) -> DkimKey:
     """Read, parse and try out one key. Raises ConfigError (DkimKeyUnavailable when the
-    key is simply not on this machine); never puts key material in a message."""
+    key is simply not on this machine); never puts key material in a message. A relative
+    key_file must stay in the workspace or the ``allowed`` folders (default: the workspace)."""
     where = where or Location("outreach.yaml", None, None, "dkim")
-    data, source = _read_key(cfg, root, where)
+    data, source = _read_key(cfg, root, where, allowed)
     algorithm, private, bits, public = parse_key(data, source, where)
     if bits is not None and bits < MIN_RSA_BITS:
         raise ConfigError(
@@ -284,7 +301,9 @@ def dkim_problems(settings: Settings, root: Path, doc: YamlDoc | None) -> list[P
     for i, cfg in enumerate(settings.dkim_keys()):
         where = _where(doc, settings, i, _key_field(cfg))
         try:
-            key = load_key(cfg, root, settings.organisation.domain, where)
+            key = load_key(
+                cfg, root, settings.organisation.domain, where, settings.allowed_folders(root)
+            )
         except DkimKeyUnavailable as exc:
             problems.append(
                 Problem(
@@ -359,7 +378,13 @@ def load_keys(settings: Settings, root: Path) -> list[DkimKey]:
     """Every key of ``dkim:`` in outreach.yaml, loaded (a ConfigError names the first bad one)."""
     org = settings.organisation.domain
     return [
-        load_key(cfg, root, org, _where(None, settings, i, _key_field(cfg)))
+        load_key(
+            cfg,
+            root,
+            org,
+            _where(None, settings, i, _key_field(cfg)),
+            settings.allowed_folders(root),
+        )
         for i, cfg in enumerate(settings.dkim_keys())
     ]
 

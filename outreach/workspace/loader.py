@@ -36,7 +36,12 @@ from outreach.workspace.people_readers import (
 )
 from outreach.workspace.plaintext_secrets import secret_warnings
 from outreach.workspace.settings import Settings
-from outreach.workspace.validation import check_campaign, check_directory, check_settings
+from outreach.workspace.validation import (
+    check_campaign,
+    check_directory,
+    check_settings,
+    check_templates,
+)
 from outreach.workspace.yamlio import YamlDoc, load_yaml, pydantic_problems
 
 SETTINGS_FILE = "outreach.yaml"
@@ -96,7 +101,12 @@ class Workspace:
         return self.settings.database_url(self.root)
 
     def template_dirs(self) -> list[Path]:
-        return [self.root / "templates", BUILTIN_TEMPLATES]
+        """The workspace's templates/ (unless it leads outside the workspace and
+        ``allowed_paths``: `check` says so), then the built-in templates."""
+        own = self.root / "templates"
+        if self.settings.path_outside(self.root, "templates") is not None:
+            return [BUILTIN_TEMPLATES]
+        return [own, BUILTIN_TEMPLATES]
 
     def has_template(self, name: str) -> bool:
         return any((d / f"{name}.html.j2").is_file() for d in self.template_dirs())
@@ -167,7 +177,7 @@ def load_workspace(
     directory, more = load_directory(root, settings, check_deliverability)
     problems += more
     campaigns, more = load_campaigns(root, settings)
-    problems += more
+    problems += more + check_templates(root, settings)
     ws = Workspace(root, settings, directory, campaigns, problems, settings_doc)
     selected = list(campaigns) if only_campaigns is None else only_campaigns
     for cid in selected:

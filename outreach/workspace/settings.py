@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 LocalText = dict[str, str] | str
 """Text per language (``{fi: …, en: …}``), or one string for every language."""
+
+
+def path_outside(root: Path, written: str | Path, folders: Iterable[Path]) -> Path | None:
+    """Where ``written`` (relative to ``root``, or absolute) really leads, through every
+    ``..`` and symbolic link, when that is in none of ``folders`` (resolved); None when it
+    is in one of them."""
+    path = Path(written).expanduser()
+    path = path if path.is_absolute() else root / path
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a loop of symbolic links: nowhere that can be vouched for
+        return path
+    return None if any(target.is_relative_to(folder) for folder in folders) else target
 
 
 class StrictModel(BaseModel):
@@ -182,6 +196,13 @@ class Settings(StrictModel):
     dkim: Dkim | list[Dkim] | None = Field(
         None, description="DKIM signing: one key, or a list with one key per sending domain"
     )
+    allowed_paths: list[str] = Field(
+        [],
+        description="folders outside the workspace that templates, photos and DKIM key files "
+        "may come from (e.g. /etc/outreach; absolute, or relative to the workspace): anything "
+        "else that resolves outside the workspace, through `..` or a symbolic link, is refused. "
+        "A `key_file` written as an absolute path is allowed without being listed here",
+    )
 
     @field_validator("languages")
     @classmethod
@@ -205,6 +226,20 @@ class Settings(StrictModel):
         if self.dkim is None:
             return []
         return list(self.dkim) if isinstance(self.dkim, list) else [self.dkim]
+
+    def path_outside(self, root: Path, written: str | Path) -> Path | None:
+        """Where ``written`` leads when that is outside the workspace and ``allowed_paths``
+        (None when it stays inside them)."""
+        return path_outside(root, written, self.allowed_folders(root))
+
+    def allowed_folders(self, root: Path) -> list[Path]:
+        """The workspace and every folder of ``allowed_paths``, resolved: what templates,
+        photos and key files may resolve into."""
+        folders = [root.resolve()]
+        for entry in self.allowed_paths:
+            folder = Path(entry).expanduser()
+            folders.append((folder if folder.is_absolute() else root / folder).resolve())
+        return folders
 
     def database_url(self, root: Path) -> str:
         """The database URL with env override; relative SQLite paths resolve in the workspace."""

@@ -7,6 +7,8 @@ Problem with the file and line to fix, collected so ``outreach check`` reports t
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from outreach.workspace.campaign import Campaign, select_audience
 from outreach.workspace.keys import dkim_problems, unsigned_senders
 from outreach.workspace.people import AddressError, Directory, Researcher, normalise_address
 from outreach.workspace.segments import SegmentIndex
-from outreach.workspace.settings import Settings
+from outreach.workspace.settings import Settings, path_outside
 from outreach.workspace.yamlio import YamlDoc
 
 
@@ -41,7 +43,105 @@ def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem
                 "the faceless sender address, e.g. rds@uni.example",
             )
         )
+    if settings.service.photo:
+        outside = settings.path_outside(root, settings.service.photo)
+        unusable = None if outside else photo_unusable(root / settings.service.photo)
+        if unusable is not None:
+            problems.append(
+                Problem(
+                    f"the service: photo {settings.service.photo} {unusable[0]}",
+                    doc.where(("service", "photo")),
+                    unusable[1],
+                )
+            )
+        if outside is not None:
+            problems.append(
+                _photo_outside(
+                    "the service", settings.service.photo, outside, doc.where(("service", "photo"))
+                )
+            )
     problems += dkim_problems(settings, root, doc)
+    return problems
+
+
+_ALLOW_HINT = "or name the folder it is in under `allowed_paths:` in outreach.yaml"
+# A portrait has a few million pixels; decoding costs 4 bytes a pixel, so a small file that
+# declares hundreds of millions (a decompression bomb) is refused before it is decoded.
+MAX_PHOTO_PIXELS = 40_000_000
+
+
+def photo_unusable(path: Path) -> tuple[str, str] | None:
+    """(why, what to do) when the file at ``path`` cannot be a face in a message: not an
+    image, truncated, or of more than MAX_PHOTO_PIXELS; None when it can (or is missing:
+    that is said apart). Checked when the workspace is loaded, so `send` stops before its
+    first message rather than at the first one with this face."""
+    if not path.is_file():
+        return None
+    from PIL import Image, UnidentifiedImageError  # only a workspace with photos needs it
+
+    try:
+        with warnings.catch_warnings():  # past MAX_PHOTO_PIXELS is refused below, clearly
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PHOTO_PIXELS:
+                    raise Image.DecompressionBombError(
+                        f"{img.width} × {img.height} pixels, more than the "
+                        f"{MAX_PHOTO_PIXELS // 1_000_000} million a portrait may have"
+                    )
+                img.draft("RGB", (256, 256))  # a JPEG decodes at a fraction of its size
+                img.load()
+    except Image.DecompressionBombError as exc:
+        return f"is too large: {exc}", "scale it down, e.g. to 1000 × 1000, as JPEG or PNG"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).replace(str(path), path.name)
+        return f"cannot be read: {reason}", "save it again as JPEG or PNG"
+    return None
+
+
+def _photo_outside(who: str, photo: str, target: Path, where: Location) -> Problem:
+    return Problem(
+        f"{who}: photo {photo} leads outside the workspace, to {target}",
+        where,
+        "a photo goes into every message: keep it in the workspace (people/photos/), "
+        + _ALLOW_HINT,
+    )
+
+
+def check_templates(root: Path, settings: Settings) -> list[Problem]:
+    """templates/ and everything in it stay inside: a symbolic link out of it would let
+    `{% include %}` put any file this user can read into every message. templates/ itself
+    may lead to a folder of ``allowed_paths``; a link inside it must stay in the workspace
+    or in the folder templates/ leads to (the rule the template loader applies too)."""
+    folder = root / "templates"
+    if not os.path.lexists(folder):
+        return []
+    outside = settings.path_outside(root, "templates")
+    if outside is not None:
+        return [
+            Problem(
+                f"templates/ leads outside the workspace, to {outside}",
+                Location("templates/"),
+                "make templates/ a folder of the workspace, " + _ALLOW_HINT,
+            )
+        ]
+    inside = [root.resolve(), folder.resolve()]
+    problems: list[Problem] = []
+    for current, folders, files in os.walk(folder):  # links to folders are not entered
+        for name in sorted([*folders, *files]):
+            path = Path(current) / name
+            if not path.is_symlink():
+                continue
+            target = path_outside(root, path, inside)
+            if target is not None:
+                shown = path.relative_to(root).as_posix()
+                problems.append(
+                    Problem(
+                        f"{shown} is a symbolic link to {target}, outside the workspace",
+                        Location(shown),
+                        "`{% include %}` would put that file into every message: copy it "
+                        "into templates/ instead of linking to it",
+                    )
+                )
     return problems
 
 
@@ -99,12 +199,23 @@ def check_directory(root: Path, settings: Settings, d: Directory) -> list[Proble
         ("expert", d.experts, "people/experts.yaml"),
     ):
         for person in people.values():
-            if person.photo and not (root / person.photo).is_file():
-                loc = (
-                    where(person.id, "photo")
-                    if kind == "liaison"
-                    else Location(file, None, None, "photo")
+            if not person.photo:
+                continue
+            loc = (
+                where(person.id, "photo")
+                if kind == "liaison"
+                else Location(file, None, None, "photo")
+            )
+            outside = settings.path_outside(root, person.photo)
+            unusable = None if outside else photo_unusable(root / person.photo)
+            if outside is not None:
+                problems.append(_photo_outside(f"{kind} `{person.id}`", person.photo, outside, loc))
+            elif unusable is not None:
+                why, hint = unusable
+                problems.append(
+                    Problem(f"{kind} `{person.id}`: photo {person.photo} {why}", loc, hint)
                 )
+            elif not (root / person.photo).is_file():
                 problems.append(
                     Problem(
                         f"{kind} `{person.id}`: photo {person.photo} not found",
@@ -266,4 +377,11 @@ def check_campaign(
     return problems
 
 
-__all__ = ["check_campaign", "check_directory", "check_settings"]
+__all__ = [
+    "MAX_PHOTO_PIXELS",
+    "check_campaign",
+    "check_directory",
+    "check_settings",
+    "check_templates",
+    "photo_unusable",
+]
