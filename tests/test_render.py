@@ -699,7 +699,17 @@ def test_corrupt_photo(ws_root: Path) -> None:
         "cannot be read",
         recipient=aino_recipient,
         location=rf"people/liaisons\.yaml:{line}\b",
-        preview_exit=2,  # preview stops at the unusable photo: a workspace error
+        commands=("check",),
+    )
+    # preview (and send) refuse it when the workspace is loaded, before any message
+    assert_refused(
+        ws_root,
+        "familiar-faces-2027",
+        "aino",
+        "people/photos/aino.jpg",
+        "cannot be read",
+        location=rf"people/liaisons\.yaml:{line}\b",
+        commands=("preview",),
     )
 
 

@@ -11,6 +11,7 @@ import binascii
 import io
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -33,6 +34,7 @@ from outreach.message.headers import (
 )
 from outreach.message.render import Rendered, photo_cid
 from outreach.message.tokens import message_id
+from outreach.workspace.validation import MAX_PHOTO_PIXELS
 
 FACE_PIXELS = 128  # shown at 64 px: sharp on high-density screens, still a few KB
 
@@ -86,9 +88,23 @@ class PhotoCache:
         path = self.root / photo
         where = self.declared.get(person_id, Location(photo, None, None, "photo"))
         try:
-            with Image.open(path) as img:
-                img.load()
-                face = img.convert("RGBA")
+            with warnings.catch_warnings():  # past MAX_PHOTO_PIXELS is refused below, clearly
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    if img.width * img.height > MAX_PHOTO_PIXELS:
+                        raise Image.DecompressionBombError(
+                            f"{img.width} × {img.height} pixels, more than the "
+                            f"{MAX_PHOTO_PIXELS // 1_000_000} million a portrait may have"
+                        )
+                    img.load()
+                    face = img.convert("RGBA")
+        except Image.DecompressionBombError as exc:
+            raise ConfigError(
+                f"photo of `{person_id}` ({photo}) is too large: {exc}",
+                location=where,
+                hint=f"scale it down (a face is shown at {FACE_PIXELS // 2} pixels), "
+                "e.g. to 1000 × 1000, and save it as JPEG or PNG",
+            ) from None
         except FileNotFoundError:
             raise ConfigError(
                 f"photo of `{person_id}` not found: {photo}",

@@ -7,11 +7,16 @@ the built-in ones, so a workspace overrides a built-in template by giving its na
 
 A failing template becomes a TemplateError at the line the user wrote: the campaign YAML's
 line for a subject or body, the template file's (an included one too) for a file.
+
+A template file (an included one too) must resolve inside the workspace or the folder its
+search path leads to: a symbolic link out of ``templates/`` is refused before it is read.
+What a template may build is bounded by the sandbox (sandbox.py).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -21,15 +26,62 @@ from typing import Any
 import jinja2
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 from markdown_it import MarkdownIt
 
 from outreach.errors import Location, TemplateError
+from outreach.message.sandbox import BoundedSandbox, TemplateRefused, render_bounded
 
 BUILTIN_TEMPLATES = Path(__file__).parent.parent / "templates"
+MAX_TEMPLATE_BYTES = 2_000_000  # a template is a page of HTML, not a data file
 _BABEL_LOCALES = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_GB"}
 _DATE_FORMS = ("short", "medium", "long", "full")
 _NO_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'")
+
+
+class TemplateOutside(jinja2.TemplateNotFound):
+    """A template file that resolves outside the folders templates may come from."""
+
+    def __init__(self, name: str, target: Path) -> None:
+        super().__init__(name, f"{name} leads outside the workspace, to {target}")
+        self.hint = (
+            "a template (an included one too) must be a file of the workspace: copy it into "
+            "templates/ instead of linking to it"
+        )
+
+
+class _ConfinedLoader(jinja2.FileSystemLoader):
+    """FileSystemLoader that resolves each template before reading it and refuses what
+    lands outside ``confine`` (a symbolic link out of templates/, to /etc/passwd or
+    /dev/zero) or is larger than any template."""
+
+    def __init__(self, searchpath: list[Path], confine: list[Path]) -> None:
+        super().__init__([str(d) for d in searchpath])
+        self.confine = confine
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        pieces = jinja2.loaders.split_template_path(template)
+        for folder in self.searchpath:
+            candidate = Path(folder, *pieces)
+            if not os.path.lexists(candidate):
+                continue
+            try:
+                target = candidate.resolve()
+            except (OSError, RuntimeError):  # a loop of links
+                raise TemplateOutside(template, candidate) from None
+            if not any(target.is_relative_to(inside) for inside in self.confine):
+                raise TemplateOutside(template, target)
+            if target.is_file() and target.stat().st_size > MAX_TEMPLATE_BYTES:
+                raise TemplateRefused(
+                    f"{template} has {target.stat().st_size:,} bytes, "
+                    f"more than the {MAX_TEMPLATE_BYTES:,} a template may have",
+                    "a template is a page of HTML: keep images as photos, not inside it",
+                )
+            if target.is_file():
+                break
+        return super().get_source(environment, template)
 
 
 def markdown() -> MarkdownIt:
@@ -49,8 +101,13 @@ class Templates:
         self.default_language = default_language
         self.root = root
         self.template_dirs = [Path(d) for d in template_dirs]
-        loader = jinja2.FileSystemLoader([str(d) for d in template_dirs])
-        self.files = SandboxedEnvironment(
+        # A template may come from the workspace or the folder a search path leads to
+        # (templates/ itself may be a link to a shared folder: the workspace vets that).
+        confine = [d.resolve() for d in (*self.template_dirs, BUILTIN_TEMPLATES)]
+        if root is not None:
+            confine.append(root.resolve())
+        loader = _ConfinedLoader(self.template_dirs, confine)
+        self.files = BoundedSandbox(
             loader=loader,
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(
@@ -60,7 +117,7 @@ class Templates:
             lstrip_blocks=True,
             auto_reload=False,
         )
-        self.strings = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        self.strings = BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
         date_filter, number_filter = self._filters()
         for env in (self.files, self.strings):
             env.filters["date"] = date_filter
@@ -138,6 +195,8 @@ class Templates:
         if tpl is None:
             try:
                 tpl = self.files.get_template(name)
+            except (TemplateOutside, TemplateRefused) as exc:
+                raise self.error(exc, self._file_of(name), None) from None
             except jinja2.TemplateNotFound:
                 return None
             except jinja2.TemplateSyntaxError as exc:
@@ -145,9 +204,16 @@ class Templates:
             self._compiled[key] = tpl
         return tpl
 
+    def _file_of(self, name: str) -> str:
+        """The path of template ``name`` as the loader would find it (for messages)."""
+        for folder in self.template_dirs:
+            if os.path.lexists(folder / name):
+                return str(folder / name)
+        return name
+
     def render(self, tpl: jinja2.Template, name: str, context: dict[str, Any]) -> str:
         try:
-            return tpl.render(context)
+            return render_bounded(tpl, context)
         except Exception as exc:  # a sandboxed call that raised: still the template's fault
             where, line = self._where(exc, tpl)
             raise self.error(exc, where, line, context) from None
@@ -243,7 +309,9 @@ class Templates:
         context: dict[str, Any] | None = None,
     ) -> TemplateError:
         """``exc``, raised by template ``name`` at ``line``, as the user should read it."""
-        if isinstance(exc, SecurityError):
+        if isinstance(exc, TemplateOutside | TemplateRefused):
+            what, hint = str(exc.message if isinstance(exc, TemplateOutside) else exc), exc.hint
+        elif isinstance(exc, SecurityError):
             what = f"the sandbox refused it: {exc}"
             hint = "templates may only use the documented variables"
         elif isinstance(exc, jinja2.UndefinedError):
@@ -269,4 +337,4 @@ class Templates:
         )
 
 
-__all__ = ["BUILTIN_TEMPLATES", "Templates", "markdown"]
+__all__ = ["BUILTIN_TEMPLATES", "TemplateOutside", "Templates", "markdown"]
