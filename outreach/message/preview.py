@@ -75,14 +75,28 @@ def write_preview(
     return PreviewResult(out, count, out / "index.html")
 
 
+def _private_folder(folder: Path) -> None:
+    """``folder`` and any missing folder above it, made readable by the owner only
+    (0700, whatever the umask): previews hold names, addresses and messages."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        made.chmod(0o700)
+
+
 def _publish(stage: Path, out: Path) -> None:
-    """Move the staged files into ``out`` (replacing earlier previews' files of the same name)."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Move the staged files into ``out`` (replacing earlier previews' files of the same
+    name), each readable by the owner only (0600)."""
+    _private_folder(out)
     for src in sorted(stage.rglob("*")):
         if src.is_dir():
             continue
+        src.chmod(0o600)
         dst = out / src.relative_to(stage)
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        _private_folder(dst.parent)
         shutil.move(str(src), str(dst))
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets as _secrets
 import shlex
 import subprocess
 from pathlib import Path
 
 from outreach.errors import ConfigError
+from outreach.workspace.plaintext_secrets import looks_like_token
+
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")  # what plaintext_secrets also takes for a name
 
 DEFAULT_SECRET_FILE = ".outreach/secret"
 _EPHEMERAL = _secrets.token_urlsafe(32).encode()
@@ -34,9 +38,10 @@ def token_secret(
             )
         return data.encode()
     if secret_file:
+        name = shown_variable(secret_env)
         raise ConfigError(
             f"tracking.secret_file {secret_file} does not exist",
-            hint=f"create it, or set ${secret_env}",
+            hint=f"create it, or set ${name}" if name else "create it",
         )
     if not create:
         # check and preview must not write into the workspace: a key for this process only
@@ -49,13 +54,31 @@ def token_secret(
     return path.read_text(encoding="utf-8").strip().encode()
 
 
+def shown_variable(name: str) -> str | None:
+    """``name`` when it looks like an environment variable's name (OUTREACH_SMTP_PASSWORD),
+    else None: a secret pasted where the name belongs must never be printed back."""
+    if len(name) <= 64 and _ENV_NAME.match(name) and not looks_like_token(name):
+        return name
+    return None
+
+
 def password_from(env: str | None, file: str | None = None, what: str = "password") -> str | None:
     if env:
         value = os.environ.get(env)
         if value is None:
+            name = shown_variable(env)
+            if name is None:
+                raise ConfigError(
+                    f"no environment variable holds the {what}: the name given for it "
+                    f"(`password_env` or the like) does not look like a variable's name, so it "
+                    f"is not shown: is the {what} itself written there?",
+                    hint="write the NAME of an environment variable there (e.g. "
+                    f"OUTREACH_SMTP_PASSWORD) and export that variable with the {what}; "
+                    "change the secret if the file was ever shared",
+                )
             raise ConfigError(
-                f"the {what} variable ${env} is not set",
-                hint=f"export {env}=… before running (it is never stored in YAML)",
+                f"the {what} variable ${name} is not set",
+                hint=f"export {name}=… before running (it is never stored in YAML)",
             )
         return value
     if file:
