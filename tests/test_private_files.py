@@ -10,7 +10,6 @@ name is never echoed back by ``send``. Umasks, URLs and secrets are generated.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import stat
 import string
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from foundation_helpers import cli, copy_example, edit
-from hypothesis import Phase, assume, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from outreach.store import redact
@@ -104,7 +103,8 @@ def test_previews_are_the_owners_only(scratch: Path, mask: int, custom: bool) ->
 # ----------------------------------------------------------------------------- URLs
 
 _SECRET_CHARS = string.ascii_letters + string.digits + "!$()*,-.:~_"
-secrets_ = st.text(_SECRET_CHARS, min_size=6, max_size=24).filter(lambda s: "***" not in s)
+# each starts with characters no output has, so finding it means it was echoed
+secrets_ = st.text(_SECRET_CHARS, min_size=4, max_size=24).map(lambda s: "Qz7" + s)
 
 
 @given(
@@ -138,8 +138,8 @@ def test_no_command_prints_a_query_string_password(scratch: Path, secret: str) -
 # ----------------------------------------------------------------------------- password_env
 
 pasted_secrets = st.text(
-    string.ascii_letters + string.digits + "!#%&*+-.?@^_~", min_size=8, max_size=32
-)
+    string.ascii_letters + string.digits + "!#%&*+-.?@^_~", min_size=4, max_size=32
+).map(lambda s: "hQ2!" + s)
 
 
 @FEW
@@ -147,8 +147,7 @@ pasted_secrets = st.text(
 def test_a_secret_pasted_as_password_env_is_never_echoed(
     scratch: Path, secret: str, where: str
 ) -> None:
-    # a name such as OUTREACH_SMTP_PASSWORD is shown (it says what to export); a secret is not
-    assume(not re.fullmatch(r"[A-Z_][A-Z0-9_]*", secret))
+    # a name such as OUTREACH_SMTP_PASSWORD is shown (it says what to export), a secret is not
     root = workspace(scratch)
     if where == "transport":
         edit(
