@@ -368,3 +368,23 @@ def test_a_key_file_named_outright_or_allowed_is_used(tmp_path: Path, where: str
     run = cli(root, "send", CAMPAIGN, "--now", "--transport", "outbox", "--limit", "1")
     assert run.code == 0, run
     assert b"DKIM-Signature:" in outbox_messages(root)[0].read_bytes()
+
+
+@pytest.mark.parametrize("spelled", ["dotdot", "absolute"])
+def test_a_campaign_cannot_name_a_template_outside(tmp_path: Path, spelled: str) -> None:
+    root, outside = workspace(tmp_path)
+    (root / "templates").mkdir()
+    for suffix in ("html.j2", "txt.j2"):
+        text = (BUILTIN / f"newsletter.{suffix}").read_text(encoding="utf-8")
+        (outside / f"evil.{suffix}").write_text(text.replace("<title>", f"<title>{SECRET}", 1))
+    stem = outside / "evil"
+    name = str(stem) if spelled == "absolute" else os.path.relpath(stem, root / "templates")
+    line = edit(
+        root / "campaigns" / f"{CAMPAIGN}.yaml", "template: newsletter", f"template: {name}"
+    )
+    run = cli(root, "check")
+    assert run.code == 1, run
+    find_problem(run, contains="does not exist", file=f"campaigns/{CAMPAIGN}.yaml", line=line)
+    run = cli(root, "preview", CAMPAIGN)
+    assert run.code == 1, run
+    nothing_leaked(root)

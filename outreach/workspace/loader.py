@@ -109,6 +109,8 @@ class Workspace:
         return [own, BUILTIN_TEMPLATES]
 
     def has_template(self, name: str) -> bool:
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            return False  # a template is named from inside templates/, as the loader finds it
         return any((d / f"{name}.html.j2").is_file() for d in self.template_dirs())
 
     def campaign(self, campaign_id: str) -> CampaignFile:
