@@ -14,7 +14,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.message import MIMEPart
 from email.utils import formatdate
 from functools import cached_property
@@ -26,11 +25,14 @@ from PIL import Image, UnidentifiedImageError
 from outreach.errors import ConfigError, Location, OutreachError
 from outreach.message.headers import (
     SMTP_POLICY,
-    address_field,
+    address_line,
     check_line_lengths,
-    safe_header_value,
+    list_unsubscribe_line,
+    structured_line,
+    structured_value,
     subject_line,
     to_line,
+    wire_address,
 )
 from outreach.message.render import Rendered, photo_cid
 from outreach.message.tokens import message_id
@@ -46,6 +48,8 @@ class Composed:
     recipients: tuple[str, ...]  # envelope recipients
     data: bytes
     crlf: bool = False  # the composer knows `data` is CRLF throughout
+    # An address's local part is UTF-8 (müller@…): only a server offering SMTPUTF8 takes it
+    smtputf8: bool = False
 
     @cached_property
     def wire(self) -> bytes | None:
@@ -133,13 +137,14 @@ class PhotoCache:
         if cached is not None:
             return cached
         part = MIMEPart(policy=SMTP_POLICY)
+        cid = structured_value(f"<{photo_cid(person_id, self.domain)}>", "a photo's Content-ID")
         part.set_content(
             self.jpeg(person_id, photo),
             maintype="image",
             subtype="jpeg",
             disposition="inline",
-            filename=f"{person_id}.jpg",
-            cid=f"<{photo_cid(person_id, self.domain)}>",
+            filename=structured_value(f"{person_id}.jpg", "a photo's file name"),
+            cid=cid,
         )
         self._parts[person_id] = part
         return part
@@ -191,15 +196,11 @@ class Composer:
             )
         return url, mailto
 
-    def _address_line(self, field: str, name: str, email: str, what: str) -> bytes:
+    def _address_line(self, field: str, name: str, email: str, who: str) -> bytes:
         key = (field, name, email)
         line = self._header_cache.get(key)
         if line is None:
-            address = Address(
-                display_name=safe_header_value(name, what),
-                addr_spec=safe_header_value(email, what),
-            )
-            line = address_field(field, [address])
+            line = address_line(field, [(name, email)], who)
             if len(self._header_cache) < 4096:
                 self._header_cache[key] = line
         return line
@@ -220,37 +221,28 @@ class Composer:
         what makes composing cheap. Tests re-parse every message and require no defects.
         """
         mid = message_id(r.token, r.campaign_id, self.domain)
+        # Every line below comes from headers.py's checked builders: no header value is
+        # written unchecked (tests/test_hostile_headers.py).
         head = [
-            self._address_line("From", r.sender_name, r.sender_email, "the sender's name"),
-            self._address_line("Reply-To", r.sender_name, r.sender_email, "the sender's name"),
-            to_line(
-                safe_header_value(r.name, f"the name of {r.email}"),
-                safe_header_value(r.email, "the recipient's address"),
-            ),
+            self._address_line("From", r.sender_name, r.sender_email, "the sender"),
+            self._address_line("Reply-To", r.sender_name, r.sender_email, "the sender"),
+            to_line(r.name, r.email),
         ]
         if r.cc:
-            head.append(
-                address_field(
-                    "Cc",
-                    [
-                        Address(display_name=safe_header_value(n, "a Cc name"), addr_spec=e)
-                        for n, e in r.cc
-                    ],
-                )
-            )
-        subject = safe_header_value(r.subject, "the subject")
-        head.append(subject_line(subject))
+            head.append(address_line("Cc", list(r.cc), "the person in Cc"))
+        head.append(subject_line(r.subject))
         date = self._date(when if when is not None else time.time())
-        head.append(f"Date: {date}\r\nMessage-ID: {mid}\r\n".encode("ascii"))
-        head.append(f"List-Id: <{r.campaign_id}.{self.domain}>\r\n".encode("ascii"))
+        head.append(structured_line("Date", date, "the date"))
+        head.append(structured_line("Message-ID", mid, "the Message-ID"))
+        head.append(structured_line("List-Id", f"<{r.campaign_id}.{self.domain}>", "the List-Id"))
         url, mailto = self.links(r.token, r.campaign_id)
-        targets = [f"<{u}>" for u in (mailto, url) if u]
+        targets = [u for u in (mailto, url) if u]
         if targets:
-            # Folded by hand at the comma: encoded words are not allowed in this header.
-            head.append(("List-Unsubscribe: " + ",\r\n ".join(targets) + "\r\n").encode("ascii"))
+            head.append(list_unsubscribe_line(targets))
         if url:
             head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-        head.append(f"Content-Language: {r.lang}\r\nMIME-Version: 1.0\r\n".encode("ascii"))
+        head.append(structured_line("Content-Language", r.lang, "the language"))
+        head.append(b"MIME-Version: 1.0\r\n")
         boundary = secrets.token_hex(12)
         alt, rel = f"=_alt_{boundary}".encode(), f"=_rel_{boundary}".encode()
         body = [
@@ -283,8 +275,11 @@ class Composer:
         crlf = self.signer is None
         if self.signer is not None:
             data = self.signer(data)
-        recipients = (r.email, *(e for _, e in r.cc))
-        return Composed(mid, self.envelope_from or r.sender_email, recipients, data, crlf)
+        envelope = [wire_address(a) for a in (r.email, *(e for _, e in r.cc))]
+        sender, sender_utf8 = wire_address(self.envelope_from or r.sender_email)
+        smtputf8 = sender_utf8 or any(utf8 for _, utf8 in envelope)
+        recipients = tuple(a for a, _ in envelope)
+        return Composed(mid, sender, recipients, data, crlf, smtputf8)
 
 
 _TEXT_HEADERS = (

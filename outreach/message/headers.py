@@ -1,4 +1,8 @@
-"""Mail headers: values checked for injection, then folded and RFC 2047-encoded.
+"""Mail headers: every header line of a message is built here, its values checked for
+injection (free text: no line break or encoded-word syntax, controls only ever encoded;
+values of ours such as the Message-ID, List-Id and unsubscribe links: printable ASCII;
+addresses: one address, UTF-8 only in the local part, for SMTPUTF8), then folded and
+RFC 2047-encoded. compose.py builds no header line from data itself.
 
 The common cases (short ASCII subjects and names, names and subjects with non-ASCII words)
 are written directly, as the email package's folder costs about 150 µs a subject and 1 ms an
@@ -8,13 +12,17 @@ policy. tests/test_fastpath.py checks that fast-path lines parse back to the sam
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Sequence
 from email import policy as email_policy
 from email.charset import Charset
 from email.header import Header
 from email.headerregistry import Address
 from email.utils import formataddr
 from itertools import pairwise, repeat
+
+import idna
 
 from outreach.errors import HeaderInjection
 
@@ -29,8 +37,23 @@ _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
 _ENCODED_WORD = re.compile(r"=\?[^?]*\?[^?]*\?")
 MAX_HEADER_LINE = 998  # RFC 5322 2.1.1, without the CRLF
 
+# Control characters, and the characters str.splitlines() (which the email package uses)
+# takes for line ends. Free text holding them is written as encoded words only, never raw.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# A value of ours written as it is (an id, a URL, a date, a language tag): printable ASCII
+# words joined by single spaces, nothing a mail program would fold, decode or split.
+_STRUCTURED = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
+# An address written between < and >: no space, control, bracket, quote or separator. The
+# local part may be UTF-8 (then the message needs SMTPUTF8, RFC 6531/6532).
+_ADDRESS = re.compile(
+    r"[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f-\x9f\u2028\u2029]+"
+    r"@[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f-\x9f\u2028\u2029]+\Z"
+)
+
 
 def safe_header_value(value: str, what: str) -> str:
+    """Free text bound for a header (a name, a subject): refused when it holds a line
+    break or encoded-word syntax; other control characters are only ever encoded."""
     if any(ch in value for ch in _FORBIDDEN_IN_HEADERS):
         raise HeaderInjection(
             f"{what} contains a line break: {value[:60]!r}",
@@ -43,6 +66,64 @@ def safe_header_value(value: str, what: str) -> str:
             "extra headers): write the text itself",
         )
     return value
+
+
+def structured_value(value: str, what: str) -> str:
+    """A value of ours written into a header as it is (Message-ID, List-Id, a URL, Date,
+    Content-Language): printable ASCII words and single spaces, else HeaderInjection."""
+    if _STRUCTURED.match(value) is None or "=?" in value:
+        kind = "a line break" if _CONTROL.search(value) else "a character a header cannot hold"
+        raise HeaderInjection(
+            f"{what} contains {kind}: {value[:60]!r}",
+            hint="correct the setting in outreach.yaml (`outreach check` names the line)",
+        )
+    return value
+
+
+def checked_address(address: str, what: str) -> str:
+    """An address bound for a header or the envelope: one ``local@domain``, no space,
+    control character, bracket, quote or separator (a UTF-8 local part is allowed)."""
+    if _ADDRESS.match(address) is None:
+        kind = "a line break" if _CONTROL.search(address) else "characters an address cannot hold"
+        raise HeaderInjection(
+            f"{what} contains {kind}: {address[:60]!r}",
+            hint="correct the address",
+        )
+    return address
+
+
+def wire_address(address: str) -> tuple[str, bool]:
+    """The form an address is written in (headers and envelope), and whether it needs
+    SMTPUTF8: an internationalised domain in its ASCII (xn--) form when the local part is
+    ASCII; a non-ASCII local part cannot be written in ASCII at all (RFC 6531)."""
+    if address.isascii():
+        return address, False
+    local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        with contextlib.suppress(idna.IDNAError, UnicodeError):
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+    written = f"{local}@{domain}"
+    return written, not local.isascii()
+
+
+def structured_line(name: str, value: str, what: str) -> bytes:
+    """``Name: value`` for a value of ours (checked by ``structured_value``)."""
+    return f"{name}: {structured_value(value, what)}\r\n".encode("ascii")
+
+
+def list_unsubscribe_line(targets: list[str]) -> bytes:
+    """List-Unsubscribe (RFC 2369): each URL checked and between < and >, folded by hand at
+    the comma (encoded words are not allowed in this header)."""
+    for url in targets:
+        structured_value(url, "the unsubscribe link")
+        if any(ch in url for ch in "<>, "):
+            raise HeaderInjection(
+                f"the unsubscribe link holds `<`, `>`, `,` or a space: {url[:60]!r}",
+                hint="percent-encode them in unsubscribe.url / mailto in outreach.yaml",
+            )
+    return ("List-Unsubscribe: " + ",\r\n ".join(f"<{u}>" for u in targets) + "\r\n").encode(
+        "ascii"
+    )
 
 
 def check_line_lengths(head: bytes) -> None:
@@ -58,17 +139,55 @@ def check_line_lengths(head: bytes) -> None:
 
 
 def subject_line(subject: str) -> bytes:
-    """The Subject header, by the cheapest way that is right for this subject."""
+    """The Subject header, checked, by the cheapest way that is right for this subject."""
+    safe_header_value(subject, "the subject")
+    if _CONTROL.search(subject):  # written as encoded words only, never raw
+        return _fold_tokens("Subject", _encoded_words(subject, 78 - len("Subject: ")))
     return _plain_subject(subject) or _encoded_subject(subject) or _fold("Subject", subject)
 
 
 def to_line(display: str, address: str) -> bytes:
-    """The To header, by the cheapest way that is right for this name and address."""
-    return (
-        _plain_address("To", display, address)
-        or (None if _PLAIN_HEADER.match(display) else _encoded_address("To", display, address))
-        or address_field("To", [Address(display_name=display, addr_spec=address)])
-    )
+    """The To header, checked, by the cheapest way that is right for this name and address."""
+    return address_line("To", [(display, address)], "the recipient", fast=True)
+
+
+def address_line(
+    field: str, people: Sequence[tuple[str, str]], who: str, *, fast: bool = False
+) -> bytes:
+    """An address header (From, Reply-To, To, Cc): every name checked as free text, every
+    address by ``checked_address`` and written in its ``wire_address`` form. ``fast``: the
+    direct writers for one address where they apply (the To line; From and Cc keep the
+    email package's folding, which their fixed bytes have always had)."""
+    written: list[tuple[str, str, bool]] = []
+    for display, address in people:
+        safe_header_value(display, f"{who}'s name")
+        checked_address(address, f"{who}'s address")
+        written.append((display, *wire_address(address)))
+    if any(utf8 or _CONTROL.search(display) for display, _, utf8 in written):
+        return _token_address_line(field, written)
+    if fast and len(written) == 1:
+        display, address, _ = written[0]
+        return (
+            _plain_address(field, display, address)
+            or (None if _PLAIN_HEADER.match(display) else _encoded_address(field, display, address))
+            or address_field(field, [Address(display_name=display, addr_spec=address)])
+        )
+    return address_field(field, [Address(display_name=d, addr_spec=a) for d, a, _ in written])
+
+
+def _token_address_line(field: str, written: list[tuple[str, str, bool]]) -> bytes:
+    """Addresses whose names hold control characters, or whose local parts are UTF-8 (the
+    email package refuses those): names as atoms and encoded words, addresses as they are
+    (UTF-8 in a message sent with SMTPUTF8)."""
+    tokens: list[str] = []
+    longest = 78 - len(field) - 2
+    for index, (display, address, _) in enumerate(written):
+        if display and (_CONTROL.search(display) or "  " in display or display != display.strip()):
+            tokens += _encoded_words(display, longest)
+        elif display:
+            tokens += _unstructured(display, longest, _ATOM)
+        tokens.append(f"<{address}>" + ("," if index < len(written) - 1 else ""))
+    return _fold_tokens(field, tokens)
 
 
 def _fold(name: str, value: object) -> bytes:
@@ -132,7 +251,8 @@ def _fold_tokens(name: str, tokens: list[str]) -> bytes:
             line = ""
         line += " " + token
     lines.append(line)
-    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+    # ASCII but for a UTF-8 address (only ever written with SMTPUTF8)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
 def _unstructured(text: str, longest: int, plain: re.Pattern[str] = _PRINTABLE_WORD) -> list[str]:
@@ -203,8 +323,14 @@ __all__ = [
     "MAX_HEADER_LINE",
     "SMTP_POLICY",
     "address_field",
+    "address_line",
     "check_line_lengths",
+    "checked_address",
+    "list_unsubscribe_line",
     "safe_header_value",
+    "structured_line",
+    "structured_value",
     "subject_line",
     "to_line",
+    "wire_address",
 ]

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from outreach.errors import Problem
-from outreach.workspace.settings import LocalText, StrictModel
+from outreach.workspace.settings import LocalText, StrictModel, header_text
 from outreach.workspace.yamlio import YamlDoc
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -161,6 +161,10 @@ class Person(StrictModel):
         if not SLUG.match(value):
             raise ValueError("use lowercase letters, digits, - and _ (e.g. `aino`)")
         return value
+
+    # The name is the From or Cc display name of mail: checked when liaisons.yaml and
+    # experts.yaml are loaded, so `check` names the line (headers.py checks it again).
+    _name = field_validator("name")(header_text)
 
     @property
     def first_name(self) -> str:

@@ -3,6 +3,7 @@ defaults and documentation all read these models."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -33,9 +34,80 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Settings that reach a mail header or an SMTP command are checked here, when outreach.yaml
+# is loaded (so `check` names the line), and again by message/headers.py when written.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[^?]*\?")
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_ASCII_ADDRESS = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@[A-Za-z0-9.-]+")
+# An http(s) URL written into List-Unsubscribe as it is: printable ASCII without what
+# would end the <…> or split the list (percent-encode those), and no #fragment (the
+# token is appended as a query).
+_HEADER_URL = re.compile(r"https?://[\x21-\x7e]+", re.IGNORECASE)
+_NOT_IN_HEADER_URL = frozenset('"<>\\^`{|},#')
+
+
+def header_text(value: str) -> str:
+    """Text bound for a mail header (a name): on one line, no control character, no
+    encoded-word syntax; else ValueError (a pydantic validator)."""
+    if _CONTROL.search(value):
+        raise ValueError(
+            "a line break or control character: it goes into mail headers, keep it on one line"
+        )
+    if _ENCODED_WORD.search(value):
+        raise ValueError(
+            "RFC 2047 encoded-word syntax (=?…?…?): mail programs would decode it into other "
+            "text; write the text itself"
+        )
+    return value
+
+
+def _address(value: str) -> str:
+    """An address written into headers and SMTP commands as it is: one ``local@domain``."""
+    if (
+        len(value) > 254
+        or not _ASCII_ADDRESS.fullmatch(value)
+        or not _is_dns_name(value.rsplit("@", 1)[1])
+    ):
+        raise ValueError(
+            "write one address such as rds@uni.example (ASCII: an internationalised domain "
+            "in its xn-- form)"
+        )
+    return value
+
+
+def single_address(value: str) -> str:
+    """Text bound for an address header: no space, control character, bracket, quote or
+    separator that would end it and start another address or header."""
+    if _CONTROL.search(value) or not _NOT_IN_ADDRESS.isdisjoint(value) or value != value.strip():
+        raise ValueError(
+            "one address such as rds@uni.example: no line break, control character, space, "
+            "bracket, quote, comma or semicolon"
+        )
+    return value
+
+
+_NOT_IN_ADDRESS = frozenset(' \t<>()[]\\,;:"')
+
+
+def _is_dns_name(value: str) -> bool:
+    return len(value) <= 253 and _DNS_NAME.match(value) is not None
+
+
 class Organisation(StrictModel):
     name: str
     domain: str = Field(description="the mail domain; Message-IDs and List-Id use it")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not _is_dns_name(value):
+            raise ValueError(
+                "write the mail domain as a DNS name, e.g. uni.example (ASCII letters, "
+                "digits, - and _, parts joined by dots; an internationalised one in its "
+                "xn-- form): Message-IDs and List-Id headers are made of it"
+            )
+        return value
 
 
 class ServiceSettings(StrictModel):
@@ -44,6 +116,11 @@ class ServiceSettings(StrictModel):
     title: LocalText | None = None
     phone: str | None = None
     photo: str | None = None
+
+    _name = field_validator("name")(header_text)
+    # One address with nothing that would end it in a header (whether it is a valid address
+    # is a problem of its own, validation.py: the settings stay usable)
+    _email = field_validator("email")(single_address)
 
 
 class TransportSettings(StrictModel):
@@ -75,6 +152,20 @@ class Limits(StrictModel):
 
 class Tracking(StrictModel):
     secret_env: str = "OUTREACH_SECRET"
+    @field_validator("helo")
+    @classmethod
+    def _helo(cls, value: str | None) -> str | None:
+        if value is None or _is_dns_name(value):
+            return value
+        literal = value[1:-1] if value.startswith("[") and value.endswith("]") else None
+        if literal is not None:
+            with contextlib.suppress(ValueError):
+                ipaddress.ip_address(literal.removeprefix("IPv6:"))
+                return value
+        raise ValueError(
+            "write a DNS name (mail.uni.example) or an address in brackets ([192.0.2.1])"
+        )
+
     secret_file: str | None = None
     reply_window_days: int = Field(30, ge=1, le=3650)
     keep_bodies: bool = False
@@ -112,6 +203,32 @@ class ServeSettings(StrictModel):
     port: int = Field(8080, ge=1, le=65535, description="port to listen on (`--port` overrides)")
     trusted_proxies: list[str] = Field(
         [],
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and (
+            len(value) > 500
+            or not _HEADER_URL.fullmatch(value)
+            or not _NOT_IN_HEADER_URL.isdisjoint(value)
+        ):
+            raise ValueError(
+                "write an http(s) URL of printable ASCII without spaces, <, >, quotes, "
+                "commas or a #fragment (percent-encode them); it goes into the "
+                "List-Unsubscribe header with the token appended"
+            )
+        return value
+
+    @field_validator("mailto")
+    @classmethod
+    def _mailto(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value.lower().startswith("mailto:") or "?" in value:
+            raise ValueError(
+                "write the address alone (rds@uni.example): mailto: and ?subject= are added"
+            )
+        return _address(value)
+
         description="addresses or networks (CIDR) of the reverse proxies in front: only "
         "from these are X-Forwarded-For, X-Forwarded-Proto and `user_header` believed",
     )
