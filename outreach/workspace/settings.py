@@ -137,21 +137,15 @@ class TransportSettings(StrictModel):
     connections: int = Field(4, ge=1, le=64)
     timeout: float = Field(30.0, gt=0)
     outbox: str = "outbox"
-    helo: str | None = None
+    helo: str | None = Field(
+        None, description="the name to greet the SMTP server with (EHLO): a DNS name or [address]"
+    )
     ca_file: str | None = Field(
         None,
         description="PEM file of certificates to trust for TLS/STARTTLS instead of the "
         "system's (a private CA); relative to the workspace",
     )
 
-
-class Limits(StrictModel):
-    per_sender_per_minute: int = Field(30, ge=1)
-    per_sender_per_day: int = Field(10000, ge=1)
-
-
-class Tracking(StrictModel):
-    secret_env: str = "OUTREACH_SECRET"
     @field_validator("helo")
     @classmethod
     def _helo(cls, value: str | None) -> str | None:
@@ -166,6 +160,14 @@ class Tracking(StrictModel):
             "write a DNS name (mail.uni.example) or an address in brackets ([192.0.2.1])"
         )
 
+
+class Limits(StrictModel):
+    per_sender_per_minute: int = Field(30, ge=1)
+    per_sender_per_day: int = Field(10000, ge=1)
+
+
+class Tracking(StrictModel):
+    secret_env: str = "OUTREACH_SECRET"
     secret_file: str | None = None
     reply_window_days: int = Field(30, ge=1, le=3650)
     keep_bodies: bool = False
@@ -195,14 +197,6 @@ class Unsubscribe(StrictModel):
     url: str | None = None
     mailto: str | None = None
 
-
-class ServeSettings(StrictModel):
-    """``outreach serve``: the one-click unsubscribe endpoint and the liaisons' desk."""
-
-    host: str = Field("127.0.0.1", description="address to listen on (`--host` overrides)")
-    port: int = Field(8080, ge=1, le=65535, description="port to listen on (`--port` overrides)")
-    trusted_proxies: list[str] = Field(
-        [],
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -229,6 +223,14 @@ class ServeSettings(StrictModel):
             )
         return _address(value)
 
+
+class ServeSettings(StrictModel):
+    """``outreach serve``: the one-click unsubscribe endpoint and the liaisons' desk."""
+
+    host: str = Field("127.0.0.1", description="address to listen on (`--host` overrides)")
+    port: int = Field(8080, ge=1, le=65535, description="port to listen on (`--port` overrides)")
+    trusted_proxies: list[str] = Field(
+        [],
         description="addresses or networks (CIDR) of the reverse proxies in front: only "
         "from these are X-Forwarded-For, X-Forwarded-Proto and `user_header` believed",
     )
