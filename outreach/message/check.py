@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from outreach.errors import Problem
+from outreach.errors import Location, Problem
+from outreach.message.headers import wire_address
+
+if TYPE_CHECKING:
+    from outreach.workspace.loader import Workspace
 
 
 @dataclass
@@ -35,7 +40,7 @@ def run_check(
         start, explicit, check_deliverability=check_deliverability, only_campaigns=campaigns or None
     )
     report = CheckReport(
-        problems=list(ws.problems),
+        problems=list(ws.problems) + utf8_address_warnings(ws),
         researchers=len(ws.researchers),
         liaisons=len(ws.directory.liaisons),
         experts=len(ws.directory.experts),
@@ -55,3 +60,33 @@ def run_check(
             report.rendered += count
             report.problems.extend(problems)
     return report
+
+
+def utf8_address_warnings(ws: Workspace) -> list[Problem]:
+    """A warning for each researcher whose address has a non-ASCII local part (müller@…):
+    such mail needs SMTPUTF8, so ``check`` says what ``send`` will do with it."""
+    people = ws.root / "people"
+    shown = "people/researchers.csv"
+    if not (people / "researchers.csv").is_file():
+        shown = "people/researchers.yaml"
+    transport = ws.settings.transport
+    if transport.kind == "smtp":
+        fate = (
+            f"sent with SMTPUTF8 if {transport.host}:{transport.port} offers it; if not, "
+            "not sent and recorded as failed with that reason (the campaign goes on)"
+        )
+    else:
+        fate = (
+            f"the {transport.kind} transport takes it; an SMTP server must offer SMTPUTF8, "
+            "else it is recorded as failed with that reason (the campaign goes on)"
+        )
+    return [
+        Problem(
+            f"`{r.email}` has a non-ASCII local part: {fate}",
+            Location(shown, r.line, None, "email"),
+            "ask for an ASCII address if the person has one",
+            severity="warning",
+        )
+        for r in ws.researchers
+        if wire_address(r.email)[1]
+    ]
