@@ -23,6 +23,7 @@ from outreach.audience.arms import SERVICE
 from outreach.audience.recipients import Recipient
 from outreach.errors import Location, OutreachError, TemplateError
 from outreach.message.i18n import translate
+from outreach.message.printed import Printed, TrustedText
 from outreach.message.stamp import (
     FIELDS,
     RESEARCHER_FIELDS,
@@ -191,7 +192,9 @@ class Renderer:
         text: LocalText,
         lang: str,
         context: dict[str, Any],
-    ) -> str:
+    ) -> Printed:
+        """A user-written string rendered: ``.plain()`` for text, ``.markdown()`` for a
+        Markdown body (the values it prints escaped, so data never becomes markup)."""
         fallback = (self.settings.default_language,)
         source = localised(text, lang, fallback) or ""
         used_lang = lang if isinstance(text, str) or lang in text else None
@@ -204,7 +207,7 @@ class Renderer:
             origin = (doc.file, line)
         else:
             origin = (f"campaigns/{campaign.id}.yaml", 1)
-        return self.templates.render(
+        return self.templates.render_string(
             self.templates.string_template(name, source, origin), name, context
         )
 
@@ -325,7 +328,10 @@ class Renderer:
             "title": localised(campaign.title, lang, (self.settings.default_language,)) or "",
         }
         organisation = {"name": self.settings.organisation.name, "domain": self.domain}
-        unsubscribe = {"url": links.unsubscribe_url or "", "mailto": links.unsubscribe_mailto or ""}
+        unsubscribe = {
+            "url": TrustedText(links.unsubscribe_url or ""),
+            "mailto": TrustedText(links.unsubscribe_mailto or ""),
+        }
         context: dict[str, Any] = {
             "researcher": researcher,
             "sender": sender_view,
@@ -343,7 +349,7 @@ class Renderer:
             "t": t,
             "unsubscribe": unsubscribe,
         }
-        subject = self.text_of(campaign, doc, ("subject",), campaign.subject, lang, context)
+        subject = self.text_of(campaign, doc, ("subject",), campaign.subject, lang, context).plain()
         subject = " ".join(subject.split())
         if not subject:
             # No recipient in the message: `check` groups identical errors and names them.
@@ -355,7 +361,7 @@ class Renderer:
                 else Location(),
                 hint=f"write a `{lang}` subject, or remove it so the fallback language is used",
             )
-        body_md = self.text_of(campaign, doc, ("body",), campaign.body, lang, context)
+        body = self.text_of(campaign, doc, ("body",), campaign.body, lang, context)
         items: list[dict[str, Any]] = []
         for index, item in enumerate(campaign.items):
             if item.audience is not None and not item.audience.selects(r):
@@ -365,18 +371,18 @@ class Renderer:
         if campaign.introduce is not None and campaign.introduce.note is not None:
             note = self.text_of(
                 campaign, doc, ("introduce", "note"), campaign.introduce.note, lang, context
-            )
+            ).plain()
         preheader = ""
         if campaign.preheader is not None:
             preheader = self.text_of(
                 campaign, doc, ("preheader",), campaign.preheader, lang, context
-            )
+            ).plain()
         page = dict(context)
         page.update(
             subject=subject,
             preheader=preheader,
-            body_html=Markup(self.md.render(body_md)),
-            body_text=body_md.strip(),
+            body_html=Markup(self.md.render(body.markdown())),
+            body_text=body.plain().strip(),
             items=items,
             introduce={"expert": expert_view, "note": note or ""} if expert_view else None,
         )
@@ -442,7 +448,11 @@ class Renderer:
     ) -> dict[str, Any]:
         title = self.text_of(campaign, doc, ("items", index, "title"), item.title, lang, context)
         body = self.text_of(campaign, doc, ("items", index, "body"), item.body, lang, context)
-        return {"title": title, "html": Markup(self.md.render(body)), "text": body.strip()}
+        return {
+            "title": title.plain(),
+            "html": Markup(self.md.render(body.markdown())),
+            "text": body.plain().strip(),
+        }
 
 
 def _user_strings(campaign: Campaign) -> Iterator[str]:

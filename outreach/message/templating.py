@@ -30,6 +30,7 @@ from jinja2.sandbox import SecurityError
 from markdown_it import MarkdownIt
 
 from outreach.errors import Location, TemplateError
+from outreach.message.printed import Printed, held_apart, rendered_apart
 from outreach.message.sandbox import BoundedSandbox, TemplateRefused, render_bounded
 
 BUILTIN_TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -118,6 +119,9 @@ class Templates:
             auto_reload=False,
         )
         self.strings = BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
+        # every value a user-written string prints is kept apart, to be escaped for the
+        # Markdown it lands in (printed.py): render them with ``render_string``
+        self.strings.finalize = held_apart(self.strings.finalize)
         date_filter, number_filter = self._filters()
         for env in (self.files, self.strings):
             env.filters["date"] = date_filter
@@ -210,6 +214,10 @@ class Templates:
             if os.path.lexists(folder / name):
                 return str(folder / name)
         return name
+
+    def render_string(self, tpl: jinja2.Template, name: str, context: dict[str, Any]) -> Printed:
+        """A user-written string (``string_template``) rendered, its values kept apart."""
+        return rendered_apart(lambda: self.render(tpl, name, context))
 
     def render(self, tpl: jinja2.Template, name: str, context: dict[str, Any]) -> str:
         try:
