@@ -3,13 +3,13 @@ table of territories and changes, and CSV (JSON is ``AssignmentPlan.as_dict``)."
 
 from __future__ import annotations
 
-import csv
 import io
 
 from rich.console import Console
 from rich.table import Table
 
 from outreach.audience.assignment_plan import UNASSIGNED, UNCHANGED, AssignmentPlan, fmt_churn
+from outreach.report.formats import CsvCells
 
 ENTRY_COLUMNS = (
     "email",
@@ -29,7 +29,7 @@ STATUS_ORDER = {"unassigned": 0, "moved": 1, "gone": 2, "new": 3, "unchanged": 4
 
 def to_csv(plan: AssignmentPlan) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = CsvCells(out)  # no cell a spreadsheet would run as a formula
     writer.writerow(ENTRY_COLUMNS)
     for e in plan.entries:
         d = e.as_dict()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import json
@@ -10,6 +9,7 @@ from typing import Any
 
 from outreach.audience.coverage import Coverage
 from outreach.report.charts import Bar, Key, Segment, bar_chart
+from outreach.report.formats import CsvCells
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -37,7 +37,7 @@ CSV_COLUMNS = (
 
 def to_csv(cov: Coverage) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = CsvCells(out)  # no cell a spreadsheet would run as a formula
     writer.writerow(CSV_COLUMNS)
     for r in [*cov.liaisons, cov.total]:
         writer.writerow(

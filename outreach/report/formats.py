@@ -7,6 +7,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
@@ -44,6 +45,29 @@ CSV_COUNTS = ("sent", "delivered", "replied", "rate", "bounce_hard", "auto_reply
 CSV_ADDED = ("bounce_soft", "replied_weak")
 ARMS = ("liaison", "service")
 WEAK_COLUMNS = tuple(f"weak_replies_{arm}" for arm in ARMS)  # filled on the difference row
+
+
+# A cell starting with one of these is a formula to a spreadsheet (OWASP CSV injection):
+# `=HYPERLINK(…)` in a department's name would run when the report is opened.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as written: text starting like a formula gets a
+    leading `'`; numbers stay numbers (a negative number is a number, not a formula)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class CsvCells:
+    """``csv.writer`` whose every cell goes through ``csv_cell``."""
+
+    def __init__(self, out: io.StringIO) -> None:
+        self._writer = csv.writer(out)
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self._writer.writerow([csv_cell(value) for value in row])
 
 
 def pvalue(p: float) -> str:
@@ -91,7 +115,7 @@ def to_json(report: dict[str, Any]) -> str:
 
 def to_csv(report: dict[str, Any]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = CsvCells(out)
     header = [
         "section",
         "key",
