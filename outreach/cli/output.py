@@ -1,22 +1,65 @@
 """How the CLI prints: the two consoles, problems with where and a hint, and output that
-goes to standard output or, with ``--out FILE``, to a file."""
+goes to standard output or, with ``--out FILE``, to a file.
+
+Nothing printed passes a control character to the terminal: a reason, a subject or a name
+from a message or a file could hold ESC sequences that rewrite the screen or the window
+title. The consoles show each as ``\\xNN``; JSON lines escape them (``printable_json``)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
+from rich.segment import Segment
+from rich.text import Text
 
 from outreach.errors import Problem
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-out_console = Console(highlight=False, soft_wrap=True, markup=False)
+# C0 controls but tab and newline, DEL, and the C1 controls (U+009B is CSI on some terminals)
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_JSON_UNESCAPED_CONTROLS = re.compile("[\x7f-\x9f]")  # json.dumps escapes the C0 ones
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character a terminal would act on shown as ``\\xNN``."""
+    if _CONTROLS.search(text) is None:
+        return text
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def printable_json(text: str) -> str:
+    """A JSON text with DEL and the C1 controls escaped too (still the same JSON)."""
+    return _JSON_UNESCAPED_CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
+class SafeConsole(Console):
+    """A rich console whose printed text never carries a control character (its own
+    styles and cursor moves, which rich keeps apart from the text, are untouched)."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        # before rich measures it: a table's column fits the text as shown
+        return super().render_str(printable(text), **options)
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control is None and _CONTROLS.search(segment.text) is not None:
+                yield Segment(printable(segment.text), segment.style)
+            else:
+                yield segment
+
+
+err_console = SafeConsole(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out_console = SafeConsole(highlight=False, soft_wrap=True, markup=False)
 if not out_console.is_terminal:
-    out_console = Console(highlight=False, soft_wrap=True, width=160, markup=False)
+    out_console = SafeConsole(highlight=False, soft_wrap=True, width=160, markup=False)
 
 
 def print_problems(problems: list[Problem]) -> None:
@@ -34,7 +77,7 @@ def print_problems(problems: list[Problem]) -> None:
 
 def captured(print_to: Callable[[Console], None]) -> str:
     """What ``print_to`` prints, as text 160 columns wide: a table bound for a file."""
-    buffer = Console(file=io.StringIO(), width=160)
+    buffer = SafeConsole(file=io.StringIO(), width=160)
     print_to(buffer)
     return buffer.file.getvalue()  # type: ignore[attr-defined]
 

@@ -7,7 +7,7 @@ import json
 import click
 
 from outreach.cli.app import Context, pass_ctx
-from outreach.cli.output import out_console
+from outreach.cli.output import out_console, printable_json
 
 STATES = ("planned", "claimed", "sending", "sent", "deferred", "failed", "uncertain", "skipped")
 
@@ -39,7 +39,7 @@ def status(obj: Context, campaign: str | None, as_json: bool, show: str | None) 
         listed = ledger.rows.with_status(cid, [show])
         if as_json:
             for r in listed:
-                click.echo(json.dumps(r, default=str, ensure_ascii=False))
+                click.echo(printable_json(json.dumps(r, default=str, ensure_ascii=False)))
             return
         for r in listed:
             out_console.print(

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from outreach.cli.app import Context, pass_ctx
-from outreach.cli.output import err_console, out_console
+from outreach.cli.output import err_console, out_console, printable_json
 from outreach.errors import ExitCode
 
 UNPARSEABLE_SHOWN = 20
@@ -83,7 +83,7 @@ def track_classify(obj: Context, files: tuple[str, ...], as_json: bool) -> None:
 
     for result in explain_files(obj.workspace_arg, list(files)):
         if as_json:
-            click.echo(json.dumps(result, ensure_ascii=False))
+            click.echo(printable_json(json.dumps(result, ensure_ascii=False)))
         else:
             matched = f" → {result['matched']}" if result["matched"] else ""
             out_console.print(f"{result['file']}: {result['kind']}{matched} ({result['reason']})")
