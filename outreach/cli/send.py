@@ -27,8 +27,17 @@ def _summary_table(summary: Any) -> None:
         out_console.print(table)
 
 
+def _print_notes(summary: Any) -> None:
+    """What the ledger told the run before it sent (a rehearsal sent for real now, a
+    campaign already sent for real): once, before sending where there is anything to send."""
+    for note in summary.notes:
+        out_console.print(note)
+    summary.notes = []
+
+
 def _print_outcome(cid: str, kind: str, summary: Any) -> None:
     """The table and the lines after one campaign's run."""
+    _print_notes(summary)
     if summary.edits_accepted:
         err_console.print(
             f"{cid} was edited after sending began (--force): "
@@ -42,8 +51,13 @@ def _print_outcome(cid: str, kind: str, summary: Any) -> None:
             f"per arm: {dict(summary.per_arm)}"
         )
         return
+    done = (
+        f"rehearsed {o['rehearsed']} in the outbox (nothing was sent)"
+        if summary.rehearsal
+        else f"sent {o['sent']}"
+    )
     out_console.print(
-        f"{cid}: sent {o['sent']}, deferred {o['deferred']}, failed {o['failed']}, "
+        f"{cid}: {done}, deferred {o['deferred']}, failed {o['failed']}, "
         f"uncertain {o['uncertain']} in {summary.elapsed:.1f}s"
         + (f" ({summary.planned_new} newly planned)" if summary.planned_new else "")
     )
@@ -151,6 +165,7 @@ def send(
         options.batch = options.team_batch = batch
 
     def confirm(summary: Any) -> bool:
+        _print_notes(summary)
         if kind != "smtp" or yes or not sys.stdin.isatty():
             return True
         pending = summary.preflight.get("sender", {})

@@ -9,7 +9,18 @@ import click
 from outreach.cli.app import Context, pass_ctx
 from outreach.cli.output import out_console, printable_json
 
-STATES = ("planned", "claimed", "sending", "sent", "deferred", "failed", "uncertain", "skipped")
+# `rehearsed`: written to an outbox that delivers nothing, apart from `sent`
+STATES = (
+    "planned",
+    "claimed",
+    "sending",
+    "sent",
+    "rehearsed",
+    "deferred",
+    "failed",
+    "uncertain",
+    "skipped",
+)
 
 
 @click.command()
@@ -22,7 +33,8 @@ STATES = ("planned", "claimed", "sending", "sent", "deferred", "failed", "uncert
 )
 @pass_ctx
 def status(obj: Context, campaign: str | None, as_json: bool, show: str | None) -> None:
-    """The ledger per campaign and per sender: planned, sent, deferred, failed, uncertain."""
+    """The ledger per campaign and per sender: planned, sent, rehearsed (to an outbox that
+    delivers nothing), deferred, failed, uncertain."""
     from rich.table import Table
 
     from outreach.deliver.ledger import Ledger

@@ -34,10 +34,12 @@ from outreach.store.schema import (
     FAILED,
     IN_FLIGHT_ROW,
     PLANNED,
+    REHEARSED,
     SENDING,
     SENT,
     SENT_ROW,
     SKIPPED,
+    STATES,
     UNCERTAIN,
     contacts,
     ledger,
@@ -66,6 +68,20 @@ class Work:
     status: str
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a run's messages go (written on each row with its `sending` mark), and whether
+    the transport's acceptance makes a row `sent` or only `rehearsed` (a plain outbox)."""
+
+    transport: str | None = None  # outbox | smtp; None: not said (a library caller)
+    delivered_to: str | None = None  # host:port, or the outbox's path
+    rehearsal: bool = False
+
+    @property
+    def accepted(self) -> str:
+        return REHEARSED if self.rehearsal else SENT
+
+
 class ClaimLost(Exception):
     """The row is no longer this worker's claim (its lease expired and it was recovered)."""
 
@@ -75,7 +91,13 @@ class ClaimLost(Exception):
 _MARK_SENDING = (
     update(ledger)
     .where(ledger.c.id == bindparam("row_id"))
-    .values(status=SENDING, message_id=bindparam("message_id"), updated_at=bindparam("now"))
+    .values(
+        status=SENDING,
+        message_id=bindparam("message_id"),
+        updated_at=bindparam("now"),
+        transport=bindparam("transport"),
+        delivered_to=bindparam("delivered_to"),
+    )
 )
 # With a booked quota slot: the slot's time becomes the moment the message went on the wire.
 _MARK_SENDING_SLOT = (
@@ -90,6 +112,8 @@ _MARK_SENDING_SLOT = (
         message_id=bindparam("message_id"),
         updated_at=bindparam("now"),
         slot_at=bindparam("now"),
+        transport=bindparam("transport"),
+        delivered_to=bindparam("delivered_to"),
     )
 )
 _MARK_SENDING_FENCED = _MARK_SENDING.where(
@@ -99,7 +123,7 @@ _MARK_SENT = (
     update(ledger)
     .where(ledger.c.id == bindparam("row_id"))
     .values(
-        status=SENT,
+        status=bindparam("accepted"),
         server_reply=bindparam("reply"),
         sent_at=bindparam("now"),
         updated_at=bindparam("now"),
@@ -120,6 +144,7 @@ class LedgerRows:
         self.store = store
         self.engine = store.engine
         self._sent_marks: list[dict[str, Any]] = []  # see mark_sent
+        self.route = Route()  # where this run's messages go (set by the send run)
 
     def add_missing(self, campaign_id: str, rows: Sequence[PlannedRow]) -> int:
         """Insert rows not yet in the ledger (idempotent); returns how many were new."""
@@ -325,7 +350,13 @@ class LedgerRows:
         With ``slot_sender`` (a booked quota slot), the same transaction ends the booking
         and records the time on the wire; raises ``SlotLost`` when the booking expired and
         may have gone to another process (nothing is marked: the message must wait)."""
-        params = {"row_id": row_id, "message_id": message_id, "now": now or utcnow()}
+        params = {
+            "row_id": row_id,
+            "message_id": message_id,
+            "now": now or utcnow(),
+            "transport": self.route.transport,
+            "delivered_to": self.route.delivered_to,
+        }
         if slot_sender is not None:
             assert worker is not None
             done = 0
@@ -358,13 +389,14 @@ class LedgerRows:
         ``sent_marks`` (from ``take_sent_marks``) are written in the same transaction
         instead of the held-back ones: a caller committing from another thread takes them
         first, in the event loop's thread, and gives them back if the commit fails."""
-        when = utcnow()
+        when, route = utcnow(), self.route
+        way = {"transport": route.transport, "delivered_to": route.delivered_to}
         with self._hot_transaction(sent_marks) as run:
             return [
                 bool(
                     run(
                         _MARK_SENDING_FENCED,
-                        {"row_id": row_id, "message_id": mid, "now": when, "worker": worker},
+                        {"row_id": row_id, "message_id": mid, "now": when, "worker": worker, **way},
                     )
                 )
                 for row_id, mid in rows
@@ -372,11 +404,19 @@ class LedgerRows:
 
     def mark_sent(self, row_id: int, reply: str) -> None:
         """Record the server's acceptance (the row keeps the Message-ID its `sending` mark
-        wrote). The write is held back and goes into the next message's `sending`
-        transaction (or ``flush``): one commit a message instead of two. A crash before it
-        lands leaves the row `sending`, which recovery reports as `uncertain`: never resent
-        unasked, as for a crash while waiting for the reply."""
-        self._sent_marks.append({"row_id": row_id, "reply": reply[:1000], "now": utcnow()})
+        wrote): `sent`, or `rehearsed` when the route is a rehearsal. The write is held
+        back and goes into the next message's `sending` transaction (or ``flush``): one
+        commit a message instead of two. A crash before it lands leaves the row `sending`,
+        which recovery reports as `uncertain`: never resent unasked, as for a crash while
+        waiting for the reply."""
+        self._sent_marks.append(
+            {
+                "row_id": row_id,
+                "reply": reply[:1000],
+                "now": utcnow(),
+                "accepted": self.route.accepted,
+            }
+        )
         if len(self._sent_marks) >= _SENT_MARKS_HELD:
             self.flush()
 
@@ -457,10 +497,7 @@ class LedgerRows:
         """Counts per campaign and sender, aggregated in SQL."""
         self.flush()
         cols = [ledger.c.campaign_id, ledger.c.sender_id]
-        counts = [
-            func.sum(case((ledger.c.status == s, 1), else_=0)).label(s)
-            for s in (PLANNED, CLAIMED, SENDING, SENT, DEFERRED, FAILED, UNCERTAIN, SKIPPED)
-        ]
+        counts = [func.sum(case((ledger.c.status == s, 1), else_=0)).label(s) for s in STATES]
         query = select(*cols, func.count().label("total"), *counts).group_by(*cols)
         if campaign_id:
             query = query.where(ledger.c.campaign_id == campaign_id)

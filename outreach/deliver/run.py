@@ -30,6 +30,7 @@ from outreach.audience.suppressions import suppressions_for_planning
 from outreach.deliver.edits import register_campaign
 from outreach.deliver.ledger import Ledger
 from outreach.deliver.records import existing_arms, save_arms
+from outreach.deliver.rehearsal import reconcile, route_of
 from outreach.deliver.rows import PlannedRow
 from outreach.deliver.send_loop import SendLoop
 from outreach.deliver.send_options import (
@@ -56,7 +57,8 @@ from outreach.workspace.people import InvalidAddress
 
 def make_transport(ws: Workspace, kind: str) -> Transport:
     if kind == "outbox":
-        return OutboxTransport(ws.root / ws.settings.transport.outbox)
+        settings = ws.settings.transport
+        return OutboxTransport(ws.root / settings.outbox, delivers=settings.delivers)
     if kind == "dry-run":
         return DryRunTransport()
     if kind == "smtp":
@@ -128,7 +130,10 @@ def prepare_ledger(
     summary: SendSummary,
     options: SendOptions,
 ) -> list[Recipient]:
-    """Register the campaign, allocate arms, add the ledger rows not there yet, recover a crash.
+    """Register the campaign, allocate arms, add the ledger rows not there yet, recover a
+    crash, and fit the rows to this run's transport (``outreach.deliver.rehearsal``: a real
+    send plans the rehearsed rows again; a rehearsal in the middle of a real send is
+    refused).
 
     Safe to run in several workers at once: every insert ignores a row another worker
     inserted first, and a team recovers only rows whose lease has expired."""
@@ -158,6 +163,11 @@ def prepare_ledger(
     summary.planned_new = ledger.rows.add_missing(campaign.id, rows)
     summary.recovered, summary.made_uncertain = ledger.rows.recover(
         campaign.id, expired_only=options.team
+    )
+    route = route_of(make_transport(ws, summary.transport))
+    summary.rehearsal = route.rehearsal
+    summary.notes += reconcile(
+        store, campaign.id, route, outbox_delivers=ws.settings.transport.delivers
     )
     return recipients
 
@@ -211,6 +221,8 @@ def send_campaign(
 
     store = open_store(ws.database_url())
     ledger = Ledger(store)
+    ledger.rows.route = route_of(transport)
+    summary.rehearsal = transport.rehearsal
     owner = options.worker or run_name()
     if options.team:
         ledger.leases.join_team(campaign.id, owner, options.lease_seconds)

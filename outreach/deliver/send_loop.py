@@ -411,6 +411,8 @@ class SendLoop:
 
     def _record(self, work: Work, recipient: Recipient, status: str) -> None:
         summary = self.summary
+        if status == SENT:
+            status = self.rows.route.accepted  # `rehearsed` when nothing left the machine
         summary.outcomes[status] += 1
         summary.per_sender.setdefault(work.sender_id, Counter())[status] += 1
         if status == SENT:

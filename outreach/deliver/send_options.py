@@ -49,6 +49,8 @@ class SendSummary:
     edits_accepted: list[str] = field(default_factory=list)
     preflight: dict[str, Counter[str]] = field(default_factory=dict)
     final: Counter[str] = field(default_factory=Counter)  # the ledger after this run
+    rehearsal: bool = False  # an outbox that delivers nothing: rows become `rehearsed`
+    notes: list[str] = field(default_factory=list)  # what to tell before sending
 
     @property
     def ok(self) -> bool:
@@ -87,5 +89,5 @@ def count_final(rows: LedgerRows, summary: SendSummary) -> None:
     """The campaign's ledger once the run is over, into ``summary.final``."""
     summary.final.clear()
     for row in rows.status(summary.campaign_id):
-        for state in ("planned", "sent", "deferred", "failed", "uncertain", "skipped"):
+        for state in ("planned", "sent", "rehearsed", "deferred", "failed", "uncertain", "skipped"):
             summary.final[state] += int(row[state] or 0)

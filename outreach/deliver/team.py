@@ -38,6 +38,7 @@ from outreach.deliver.send_options import (
 from outreach.deliver.transports import FAILED, SENT, UNCERTAIN
 from outreach.errors import OutreachError, ValidationFailed
 from outreach.store import open_store
+from outreach.store.schema import REHEARSED
 from outreach.workspace.loader import Workspace
 
 
@@ -164,7 +165,7 @@ def _exit(proc: Any) -> str:
 def _progress_counts(rows: LedgerRows, campaign_id: str) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     for row in rows.status(campaign_id):
-        for state in (SENT, FAILED, UNCERTAIN):
+        for state in (SENT, REHEARSED, FAILED, UNCERTAIN):
             out[(row["sender_id"], state)] = int(row[state] or 0)
     return out
 

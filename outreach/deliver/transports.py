@@ -1,6 +1,7 @@
 """Transports: where composed messages go. One seam for tests, --dry-run and real mail.
 
-* ``outbox``  – a Maildir in the workspace (the embedded default: nothing leaves the machine)
+* ``outbox``  – a Maildir in the workspace (the embedded default: nothing leaves the machine,
+  so what it holds is a rehearsal, unless ``transport.delivers`` says a local MTA delivers it)
 * ``smtp``    – aiosmtplib, a pool of reused sessions, STARTTLS/TLS, AUTH PLAIN/LOGIN/XOAUTH2
 * ``dry-run`` – renders and composes, writes nothing, sends nothing
 
@@ -139,6 +140,8 @@ class Credentials:
 class Transport(Protocol):
     name: str
     throttled: bool  # True when a real mailbox's quotas apply
+    delivered_to: str  # where the messages go: host:port, or the outbox's path
+    rehearsal: bool  # True when nothing reaches a researcher (a plain outbox)
 
     async def open(self) -> None: ...
 
@@ -155,8 +158,10 @@ class OutboxTransport:
     name = "outbox"
     throttled = False
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, delivers: bool = False) -> None:
         self.path = path
+        self.delivered_to = str(path)
+        self.rehearsal = not delivers
         self.box: mailbox.Maildir | None = None
 
     async def open(self) -> None:
@@ -184,6 +189,8 @@ class OutboxTransport:
 class DryRunTransport:
     name = "dry-run"
     throttled = False
+    delivered_to = ""
+    rehearsal = True
 
     def __init__(self) -> None:
         self.count = 0
@@ -212,9 +219,11 @@ class SmtpTransport:
 
     name = "smtp"
     throttled = True
+    rehearsal = False
 
     def __init__(self, settings: TransportSettings, root: Path | None = None) -> None:
         self.settings = settings
+        self.delivered_to = f"{settings.host}:{settings.port}"
         self.root = root  # the workspace: a relative transport.ca_file is found there
         self.pools: dict[str, asyncio.Queue[aiosmtplib.SMTP | None]] = {}
         self.opened = 0  # sessions opened, for the summary (reuse is the point)

@@ -21,6 +21,7 @@ from outreach.report.query import (
     campaign_ids,
     campaign_meta,
     inbound,
+    rehearsed,
     responded,
 )
 from outreach.report.stats import cmh, fisher_p, newcombe, rate, sample_size_per_arm, wilson
@@ -158,6 +159,7 @@ def build_report(
         meta = campaign_meta(conn, filters)
         forgotten = forgotten_rows(conn, filters, meta)
         inbound_rows = inbound(conn, dialect, filters)
+        only_rehearsed = rehearsed(conn, filters)
     for h in histogram:
         h["liaison_id"] = h["liaison_id"] or ""
     rows, buckets = _merge(base_rows, delta_rows, meta)
@@ -297,6 +299,11 @@ def build_report(
     notes = []
     if not rows:
         notes.append("nothing has been sent yet in this selection")
+    if only_rehearsed:
+        notes.append(
+            f"{only_rehearsed} message(s) only rehearsed in the outbox (nothing was sent) "
+            "are left out of every figure"
+        )
     if not both_arms:
         notes.append("one arm is empty: no comparison is possible (use `sender: split`)")
     elif not randomised:

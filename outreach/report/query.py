@@ -46,8 +46,8 @@ def _delay(dialect: str, reply: str = "r.first_reply") -> str:
     return f"ROUND((julianday({reply}) - julianday(l.sent_at)) * 86400.0, 3)"
 
 
-def _where(filters: Filters, alias: str = "l") -> tuple[str, dict[str, Any]]:
-    where = [f"{alias}.status = 'sent'"]
+def _where(filters: Filters, alias: str = "l", status: str = "sent") -> tuple[str, dict[str, Any]]:
+    where = [f"{alias}.status = '{status}'"]
     params: dict[str, Any] = {}
     if filters.campaign:
         where.append(f"{alias}.campaign_id = :campaign")
@@ -183,6 +183,14 @@ GROUP BY arm, liaison_id, {_hours(dialect, "delay")}"""
         record = dict(row._mapping)
         (cube if record.pop("part") == "cube" else histogram).append(record)
     return cube, histogram
+
+
+def rehearsed(conn: Connection, filters: Filters) -> int:
+    """Messages only rehearsed (written to an outbox that delivers nothing) in the
+    selection: in no figure, counted for a note (the partial index ix_ledger_rehearsed)."""
+    where, params = _where(filters, status="rehearsed")
+    sql = f"SELECT COUNT(*) FROM ledger l WHERE {where}"
+    return int(conn.execute(_sql(sql, params), params).scalar_one())
 
 
 def campaign_ids(conn: Connection) -> set[str]:

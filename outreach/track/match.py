@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from outreach.store import Store, as_utc, utcnow
-from outreach.store.schema import SENT_ROW, ledger
+from outreach.store.schema import REHEARSED, SENT_ROW, ledger
 from outreach.store.schema import campaigns as campaigns_table
 from outreach.track.classify import BOUNCE_HARD, BOUNCE_SOFT, Decision, returned_ids
 from outreach.track.parse import Parsed
@@ -121,7 +121,8 @@ class Matcher:
             if ids:
                 rows = conn.execute(
                     select(ledger.c.message_id, ledger.c.campaign_id, ledger.c.email).where(
-                        ledger.c.message_id.in_(self._spellings(ids))
+                        ledger.c.message_id.in_(self._spellings(ids)),
+                        ledger.c.status != REHEARSED,  # an outbox copy reached nobody
                     )
                 )
                 by_id = {r.message_id.lower(): r for r in rows}

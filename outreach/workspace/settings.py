@@ -137,6 +137,12 @@ class TransportSettings(StrictModel):
     connections: int = Field(4, ge=1, le=64)
     timeout: float = Field(30.0, gt=0)
     outbox: str = "outbox"
+    delivers: bool = Field(
+        False,
+        description="the outbox is a real delivery path (a Maildir a local MTA picks up): "
+        "mail written there counts as sent; by default it is a rehearsal, and a later send "
+        "over SMTP sends every message for real",
+    )
     helo: str | None = Field(
         None, description="the name to greet the SMTP server with (EHLO): a DNS name or [address]"
     )
