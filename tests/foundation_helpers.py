@@ -47,14 +47,22 @@ def copy_example(dest: Path) -> Path:
     return dest
 
 
+def outbox_delivers(root: Path) -> Path:
+    """Mark the workspace's outbox a real delivery path (``transport.delivers: true``), so
+    what is sent through it counts as sent, as tests that answer those messages need (a
+    plain outbox only rehearses: tests/test_rehearsal.py)."""
+    edit(root / "outreach.yaml", "  kind: outbox\n", "  kind: outbox\n  delivers: true\n")
+    return root
+
+
 def copy_example_sent(dest: Path, campaign: str) -> Path:
     """A fresh copy of the example workspace in ``dest`` after ``campaign`` was sent
-    through the outbox transport, checked to have gone well."""
+    through the outbox transport (one that delivers), checked to have gone well."""
     from outreach.deliver.run import send_campaign
     from outreach.deliver.send_options import SendOptions
     from outreach.workspace.loader import load_workspace
 
-    root = copy_example(dest)
+    root = outbox_delivers(copy_example(dest))
     ws = load_workspace(explicit=root, only_campaigns=[campaign])
     summary = send_campaign(ws, campaign, SendOptions(transport="outbox", now=True))
     assert summary.ok and summary.outcomes["sent"] > 100, summary

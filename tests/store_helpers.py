@@ -87,11 +87,14 @@ def make_ws(
     limits: dict[str, int] | None = None,
 ) -> Path:
     """A copy of the example workspace with its own database (SQLite in the workspace, or
-    ``database``: a PostgreSQL schema of the test's own) and settings."""
+    ``database``: a PostgreSQL schema of the test's own) and settings. Without
+    ``transport``, the example's outbox marked as delivering (``delivers: true``), so what
+    these tests send through it counts as sent (tests/test_rehearsal.py: the rehearsal)."""
     copy_example(root)
     cfg = yaml.safe_load((root / "outreach.yaml").read_text(encoding="utf-8"))
-    if transport is not None:
-        cfg["transport"] = transport
+    cfg["transport"] = (
+        transport if transport is not None else {**cfg["transport"], "delivers": True}
+    )
     cfg["limits"] = limits or {"per_sender_per_minute": 100_000, "per_sender_per_day": 1_000_000}
     if database is not None:
         cfg["database"] = database

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from foundation_helpers import cli, copy_example, run_cli
+from foundation_helpers import cli, copy_example, outbox_delivers, run_cli
 from servers.dovecot import DovecotServer
 from servers.smtp import SMTPTestServer
 from test_dkim import cached_key, txt, verifier
@@ -80,7 +80,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example workspace after two sends, an ingest, contacts, assignments, a preview."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OUTREACH_SECRET", TOKEN_SECRET)
-        root = copy_example(tmp_path_factory.mktemp("filled") / "ws")
+        root = outbox_delivers(copy_example(tmp_path_factory.mktemp("filled") / "ws"))
         for cid in (NEWSLETTER, SPLIT):
             run = cli(root, "send", cid, "--now")
             assert run.code == 0, str(run)

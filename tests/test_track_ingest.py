@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from foundation_helpers import ENV_VARS, copy_example, copy_example_sent
+from foundation_helpers import ENV_VARS, copy_example, copy_example_sent, outbox_delivers
 from track_helpers import (
     Sent,
     cli,
@@ -333,7 +333,7 @@ def test_missing_source_is_reported_and_the_rest_ingested(
 
 @pytest.fixture
 def log_root(tmp_path: Path) -> Iterator[Path]:
-    yield copy_example(tmp_path / "logws")
+    yield outbox_delivers(copy_example(tmp_path / "logws"))
 
 
 def contacts(root: Path) -> list[tuple[Any, ...]]:
@@ -493,7 +493,7 @@ def test_log_one_bad_input(log_root: Path, args: list[str], needle: str) -> None
 
 
 def test_domain_spelled_with_capitals_still_matches_by_message_id(tmp_path: Path) -> None:
-    root = copy_example(tmp_path / "ws")
+    root = outbox_delivers(copy_example(tmp_path / "ws"))
     settings = root / "outreach.yaml"
     settings.write_text(
         settings.read_text(encoding="utf-8").replace(
