@@ -2,11 +2,11 @@
 
 ``Dataset`` holds ledger rows, responses, campaigns and contacts as plain dataclasses;
 ``insert`` writes them with SQLAlchemy into any store (SQLite or PostgreSQL); ``recount``
-computes what the report must say with loops over the very same rows, following DESIGN.md
+computes what the report must say with loops over the very same rows, following docs/CONTRACTS.md
 word for word: reply rate = researchers with at least one ``reply`` within the window ÷
 delivered (sent minus hard bounces); auto-replies and bounces are never replies.
 
-Importable from any test module (``from report_helpers import ...``).
+PostgreSQL runs use conftest's ``pg_url`` fixture.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from __future__ import annotations
 import math
 import os
 import random
-import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +27,6 @@ from outreach.store.schema import campaigns, contacts, ledger, responses
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 WINDOW_DAYS = 30
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass(frozen=True)
@@ -388,40 +385,3 @@ def assert_all_finite(report: dict[str, Any]) -> None:
 
 def sqlite_store(path: os.PathLike[str] | str) -> Store:
     return open_store(f"sqlite:///{path}")
-
-
-def pg_admin_engine() -> Any:
-    from sqlalchemy import create_engine
-
-    return create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://"))
-
-
-def pg_reachable() -> str | None:
-    """None when PostgreSQL on 127.0.0.1:5432 answers, else why not."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
-    try:
-        psycopg.connect(PG_SERVER, connect_timeout=3).close()
-    except Exception as exc:  # any failure to connect means: skip
-        return f"{type(exc).__name__}: {exc}".strip()
-    return None
-
-
-@contextmanager
-def pg_schema(prefix: str = "outreach_test") -> Iterator[str]:
-    """A fresh schema on the local server; yields a database URL whose search_path is it.
-    Dropped (with everything in it) on exit."""
-    from sqlalchemy import text
-
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = pg_admin_engine()
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield f"{PG_SERVER}?options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()

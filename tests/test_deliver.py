@@ -26,34 +26,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
-from hypothesis import HealthCheck, given, settings
+from foundation_helpers import cli
+from hypothesis import given
 from hypothesis import strategies as st
+from servers.smtp import SMTPTestServer
 from sqlalchemy import text
-from store_helpers import add_campaign, audience, clean_env, make_ws, received, smtp_settings
+from store_helpers import LATE, add_campaign, audience, make_ws, received, smtp_settings
 
 from outreach.audience.recipients import plan_recipients
-from outreach.cli import main
 from outreach.deliver.ledger import Ledger
-from outreach.deliver.run import SendOptions, SendSummary, send_campaign
+from outreach.deliver.records import suppress
+from outreach.deliver.run import send_campaign
 from outreach.deliver.scheduler import DAY, MINUTE, QuotaScheduler, simulate
+from outreach.deliver.send_options import SendOptions, SendSummary
 from outreach.deliver.transports import Credentials, SmtpTransport
 from outreach.errors import CampaignLocked
 from outreach.message.prepared import PreparedCampaign
 from outreach.store import head_revision, make_engine, open_store
 from outreach.workspace.loader import Workspace, load_workspace
-
-try:  # repository root on sys.path (python -m pytest, or a root conftest)
-    from tests import store_helpers as _stores
-    from tests.servers import fixtures as _fx
-    from tests.servers.smtp import SMTPTestServer
-except ImportError:  # plain `pytest`: only tests/ is on sys.path
-    import store_helpers as _stores  # type: ignore[no-redef]
-    from servers import fixtures as _fx  # type: ignore[no-redef]
-    from servers.smtp import SMTPTestServer  # type: ignore[no-redef]
-
-smtp_server = _fx.smtp_server
-store_url = _stores.store_url
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "deliver-tests-secret"
@@ -69,16 +59,12 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    clean_env(monkeypatch, SECRET)
+def _token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTREACH_SECRET", SECRET)
 
 
 PHARMACY = {"faculty": ["Pharmacy"]}  # 39 researchers, one liaison (lars)
 THREE_LIAISONS = {"faculty": ["Pharmacy", "Science"]}  # lars, pekka, helena (Chemistry)
-
-
-def cli(root: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-w", str(root), *args], catch_exceptions=False)
 
 
 def load(root: Path) -> Workspace:
@@ -93,7 +79,7 @@ def counts(root: Path, campaign: str) -> Counter[str]:
     led = ledger_of(root)
     try:
         total: Counter[str] = Counter()
-        for row in led.status(campaign):
+        for row in led.rows.status(campaign):
             for state in STATES:
                 total[state] += int(row[state] or 0)
         return +total
@@ -104,7 +90,7 @@ def counts(root: Path, campaign: str) -> Counter[str]:
 def rows(root: Path, campaign: str, *states: str) -> list[dict[str, Any]]:
     led = ledger_of(root)
     try:
-        return led.rows(campaign, states or STATES)
+        return led.rows.with_status(campaign, states or STATES)
     finally:
         led.store.close()
 
@@ -159,7 +145,7 @@ def test_outbox_send_writes_one_file_per_recipient_and_a_rerun_sends_nothing(
     assert len(expected) == 247
 
     first = cli(root, "send", NEWSLETTER)
-    assert first.exit_code == 0, first.output
+    assert first.code == 0, first.output
     assert f"{NEWSLETTER}: sent 247, deferred 0, failed 0, uncertain 0" in first.output
     # not a terminal: plain progress lines instead of a bar
     assert "sending 247 message(s) from 5 sender(s)" in first.output
@@ -169,7 +155,7 @@ def test_outbox_send_writes_one_file_per_recipient_and_a_rerun_sends_nothing(
     assert counts(root, NEWSLETTER) == Counter(sent=247)
 
     again = cli(root, "send", NEWSLETTER)
-    assert again.exit_code == 0, again.output
+    assert again.code == 0, again.output
     assert f"{NEWSLETTER}: sent 0," in again.output
     assert outbox_files(root) == files
 
@@ -180,14 +166,14 @@ def test_outbox_limit_sends_n_and_a_rerun_the_rest(tmp_path: Path, store_url: st
     expected = sorted(audience(root, cid))
 
     part = cli(root, "send", cid, "--limit", "10")
-    assert part.exit_code == 0, part.output
+    assert part.code == 0, part.output
     assert len(outbox_files(root)) == 10
     assert counts(root, cid) == Counter(sent=10, planned=len(expected) - 10)
     # the limit is shared among the senders, not spent on the first one
     assert len({r["sender_id"] for r in rows(root, cid, "sent")}) == 3
 
     rest = cli(root, "send", cid)
-    assert rest.exit_code == 0, rest.output
+    assert rest.code == 0, rest.output
     assert sorted(envelope_to(p) for p in outbox_files(root)) == expected
     assert counts(root, cid) == Counter(sent=len(expected))
 
@@ -196,11 +182,11 @@ def test_status_shows_each_campaign_and_sender(tmp_path: Path, store_url: str | 
     root = make_ws(tmp_path / "ws", database=store_url)
     assert "The ledger is empty" in cli(root, "status").output
     cid = add_campaign(root, "status-test", include=THREE_LIAISONS)
-    assert cli(root, "send", cid).exit_code == 0
-    assert cli(root, "send", NEWSLETTER, "--limit", "5").exit_code == 0
+    assert cli(root, "send", cid).code == 0
+    assert cli(root, "send", NEWSLETTER, "--limit", "5").code == 0
 
     table = cli(root, "status")
-    assert table.exit_code == 0, table.output
+    assert table.code == 0, table.output
     for name in (cid, NEWSLETTER, "lars", "pekka", "helena"):
         assert name in table.output
 
@@ -223,14 +209,14 @@ def test_status_shows_each_campaign_and_sender(tmp_path: Path, store_url: str | 
     assert sum(r["planned"] for r in news) == 242
 
     bad = cli(root, "status", "--show", "failed")
-    assert bad.exit_code == 2
+    assert bad.code == 2
 
 
 def test_dry_run_writes_nothing_and_touches_no_ledger(tmp_path: Path) -> None:
     root = make_ws(tmp_path / "ws")
     before = {p.relative_to(root): p.stat().st_mtime_ns for p in root.rglob("*")}
     result = cli(root, "send", NEWSLETTER, "--dry-run")
-    assert result.exit_code == 0, result.output
+    assert result.code == 0, result.output
     assert "dry run, 247 message(s) rendered and composed" in result.output
     after = {p.relative_to(root): p.stat().st_mtime_ns for p in root.rglob("*")}
     assert after == before  # no outbox, no outreach.db, nothing modified
@@ -293,7 +279,7 @@ def test_550_for_one_recipient_is_failed_with_the_servers_text(
 
     result = cli(root, "send", cid, "--yes")
 
-    assert result.exit_code == 1, result.output  # partial failure
+    assert result.code == 1, result.output  # partial failure
     assert "failed 1" in result.output
     assert received(smtp_server) == Counter(e for e in expected if e != victim)
     assert counts(root, cid) == Counter(sent=len(expected) - 1, failed=1)
@@ -315,7 +301,7 @@ def test_disconnect_after_data_is_uncertain_not_resent_unless_asked(
     expected = audience(root, cid)
 
     first = cli(root, "send", cid, "--yes")
-    assert first.exit_code == 1, first.output
+    assert first.code == 1, first.output
     assert "uncertain 1" in first.output
     (dropped,) = [m for m in smtp_server.attempts if m.outcome == "dropped_after_data"]
     victim = dropped.rcpt_tos[0]
@@ -330,10 +316,10 @@ def test_disconnect_after_data_is_uncertain_not_resent_unless_asked(
     attempts = len(smtp_server.attempts)
     rerun = cli(root, "send", cid, "--yes")
     assert len(smtp_server.attempts) == attempts, rerun.output  # not resent
-    assert rerun.exit_code == 1  # still reported
+    assert rerun.code == 1  # still reported
 
     resend = cli(root, "send", cid, "--yes", "--resend-uncertain")
-    assert resend.exit_code == 0, resend.output
+    assert resend.code == 0, resend.output
     assert received(smtp_server) == Counter(expected)
     assert counts(root, cid) == Counter(sent=len(expected))
 
@@ -438,7 +424,7 @@ def test_server_requiring_auth_without_a_login_stops_before_marking_anything(
     smtp_server.require_auth("rds-sender", "pw")  # but outreach.yaml names no username
     root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "noauth")
     result = cli(root, "send", cid, "--yes")
-    assert result.exit_code == 1, result.output
+    assert result.code == 1, result.output
     assert "530" in result.output and "Traceback" not in result.output
     # a configuration problem, not 39 permanent failures: everything stays to be sent
     assert counts(root, cid) == Counter(planned=len(audience(root, cid)))
@@ -496,10 +482,11 @@ def test_configuration_errors_are_clear_and_mark_nothing(
 
     result = cli(root, "send", cid, "--yes")
 
-    assert result.exit_code != 0
+    # the variable missing is a configuration error (2); a server that cannot be reached,
+    # or refuses, ends a run that sent nothing (1)
+    assert result.code == (2 if case == "password-variable-unset" else 1), str(result)
     assert CONFIG_ERRORS[case] in result.output, result.output
     assert "error" in result.output and "hint:" in result.output
-    assert "Traceback" not in result.output and "internal error" not in result.output
     assert counts(root, cid) == Counter(planned=len(audience(root, cid)))
     assert smtp_server.messages == []
     while _SILENT:
@@ -524,7 +511,7 @@ def test_auth_with_the_password_from_an_environment_variable(
     root = make_ws(tmp_path / "ws", transport=transport)
     cid = add_campaign(root, "auth", include=PHARMACY)
     result = cli(root, "send", cid, "--yes")
-    assert result.exit_code == 0, result.output
+    assert result.code == 0, result.output
     assert received(smtp_server) == Counter(audience(root, cid))
     assert {m.auth_user for m in smtp_server.messages} == {"rds-sender"}
     attempts = smtp_server.auth_attempts
@@ -539,16 +526,16 @@ def test_auth_with_the_password_from_an_environment_variable(
 
 def test_starttls_with_a_private_ca_file(tmp_path: Path) -> None:
     with SMTPTestServer(require_starttls=True) as server:
-        assert server.cert_path is not None
+        assert server.ca_file is not None
         ca = tmp_path / "ca.pem"
-        shutil.copy(server.cert_path, ca)
+        shutil.copy(server.ca_file, ca)
         root = make_ws(
             tmp_path / "ws",
             transport=smtp_settings(server, security="starttls", ca_file=str(ca)),
         )
         cid = add_campaign(root, "tls", include=PHARMACY)
         result = cli(root, "send", cid, "--yes")
-        assert result.exit_code == 0, result.output
+        assert result.code == 0, result.output
         assert received(server) == Counter(audience(root, cid))
         assert all(m.tls for m in server.messages)
 
@@ -610,7 +597,7 @@ def test_split_is_stratified_by_liaison_deterministic_and_persisted(
     campaign = ws.campaign(cid).campaign
     planned = plan_recipients(campaign, ws.audience(campaign), ws.directory.liaisons, ws.settings)
 
-    assert cli(root, "send", cid).exit_code == 0
+    assert cli(root, "send", cid).code == 0
     ledger_rows = rows(root, cid)
     arms = {r["email"]: r["arm"] for r in ledger_rows}
     assert arms == {r.email: r.arm for r in planned}  # preview and send agree
@@ -648,14 +635,14 @@ def test_split_is_stratified_by_liaison_deterministic_and_persisted(
     # deterministic: the same seed in a fresh workspace gives the same allocation
     other = make_ws(tmp_path / "ws2")  # a fresh store: SQLite
     add_campaign(other, "split-a", include=THREE_LIAISONS, sender="split", split=split)
-    assert cli(other, "send", "split-a").exit_code == 0
+    assert cli(other, "send", "split-a").code == 0
     assert _arms_by_email(other, "split-a") == arms
     # ... and another seed gives another one
     third = make_ws(tmp_path / "ws3")
     add_campaign(
         third, "split-a", include=THREE_LIAISONS, sender="split", split={**split, "seed": 12}
     )
-    assert cli(third, "send", "split-a").exit_code == 0
+    assert cli(third, "send", "split-a").code == 0
     assert _arms_by_email(third, "split-a") != arms
 
 
@@ -664,7 +651,7 @@ def test_a_second_campaign_of_the_same_experiment_keeps_every_researchers_arm(
     store_url: str | None,
 ) -> None:
     root = make_ws(tmp_path / "ws", database=store_url)
-    assert cli(root, "send", SPLIT).exit_code == 0
+    assert cli(root, "send", SPLIT).code == 0
     first = _arms_by_email(root, SPLIT)
     assert set(first.values()) == {"liaison", "service"}
     # Same experiment, another seed and share: the persisted arms win for known people.
@@ -675,7 +662,7 @@ def test_a_second_campaign_of_the_same_experiment_keeps_every_researchers_arm(
         sender="split",
         split={"service_share": 0.8, "seed": 999, "experiment": "familiar-faces-2027"},
     )
-    assert cli(root, "send", "clinic-reminder").exit_code == 0
+    assert cli(root, "send", "clinic-reminder").code == 0
     second = _arms_by_email(root, "clinic-reminder")
     assert second and all(second[e] == first[e] for e in second)
 
@@ -691,14 +678,14 @@ def test_suppressed_addresses_are_skipped_with_the_reason(
     people = audience(root, cid)
     gone, later = people[3], people[-1]
     led = ledger_of(root)
-    assert led.suppress(gone.upper(), "unsubscribe", source="test")
+    assert suppress(led.store, gone.upper(), "unsubscribe", source="test")
     led.store.close()
 
-    assert cli(root, "send", cid, "--limit", "5").exit_code == 0
+    assert cli(root, "send", cid, "--limit", "5").code == 0
     led = ledger_of(root)
-    assert led.suppress(later, "bounce_hard")  # suppressed after sending began
+    assert suppress(led.store, later, "bounce_hard")  # suppressed after sending began
     led.store.close()
-    assert cli(root, "send", cid).exit_code == 0
+    assert cli(root, "send", cid).code == 0
 
     skipped = {r["email"]: r["reason"] for r in rows(root, cid, "skipped")}
     assert skipped == {gone: "suppressed: unsubscribe", later: "suppressed: bounce_hard"}
@@ -728,11 +715,11 @@ def test_invalid_addresses_are_skipped_and_recorded_not_a_reason_to_stop(
     assert header[0] == "email"
 
     checked = cli(root, "check", "--no-render")
-    assert checked.exit_code == 0, checked.output
+    assert checked.code == 0, checked.output
     assert checked.output.count("skipped when sending") == 3
 
     first = cli(root, "send", cid)
-    assert first.exit_code == 0, first.output
+    assert first.code == 0, first.output
     assert "2 recipient(s) skipped" in first.output
     skipped = {r["email"]: r["reason"] for r in rows(root, cid, "skipped")}
     assert set(skipped) == {"first.last(at)uni.example", "two@@uni.example"}
@@ -742,7 +729,7 @@ def test_invalid_addresses_are_skipped_and_recorded_not_a_reason_to_stop(
     sent_to = {envelope_to(p) for p in outbox_files(root)}
     assert len(sent_to) == len(people) - 2
     # a rerun sends nothing more and records nothing twice
-    assert cli(root, "send", cid).exit_code == 0
+    assert cli(root, "send", cid).code == 0
     assert len(outbox_files(root)) == len(people) - 2
     assert counts(root, cid) == Counter({"sent": len(people) - 2, "skipped": 2})
 
@@ -755,7 +742,7 @@ def test_a_campaign_edited_after_sending_began_is_refused_unless_forced(
 ) -> None:
     root = make_ws(tmp_path / "ws", database=store_url)
     path = root / "campaigns" / f"{NEWSLETTER}.yaml"
-    assert cli(root, "send", NEWSLETTER, "--limit", "3").exit_code == 0
+    assert cli(root, "send", NEWSLETTER, "--limit", "3").code == 0
     original = path.read_text(encoding="utf-8")
     path.write_text(
         original.replace("autumn news from the library", "autumn news (corrected)"),
@@ -763,26 +750,26 @@ def test_a_campaign_edited_after_sending_began_is_refused_unless_forced(
     )
 
     refused = cli(root, "send", NEWSLETTER)
-    assert refused.exit_code == 1
+    assert refused.code == 1
     assert "subject.en changed" in refused.output
     assert "--force" in refused.output
     assert counts(root, NEWSLETTER)["sent"] == 3
 
     forced = cli(root, "send", NEWSLETTER, "--force", "--limit", "2")
-    assert forced.exit_code == 0, forced.output
+    assert forced.code == 0, forced.output
     assert "subject.en changed" in forced.output
     assert counts(root, NEWSLETTER)["sent"] == 5
     # the forced definition is now the reference: the next run goes on without --force
-    assert cli(root, "send", NEWSLETTER).exit_code == 0
+    assert cli(root, "send", NEWSLETTER).code == 0
     assert counts(root, NEWSLETTER) == Counter(sent=247)
 
 
 def test_editing_before_anything_was_sent_is_fine(tmp_path: Path, store_url: str | None) -> None:
     root = make_ws(tmp_path / "ws", database=store_url)
     path = root / "campaigns" / f"{NEWSLETTER}.yaml"
-    assert cli(root, "send", NEWSLETTER, "--dry-run").exit_code == 0
+    assert cli(root, "send", NEWSLETTER, "--dry-run").code == 0
     path.write_text(path.read_text(encoding="utf-8").replace("autumn news", "news"), "utf-8")
-    assert cli(root, "send", NEWSLETTER, "--limit", "1").exit_code == 0
+    assert cli(root, "send", NEWSLETTER, "--limit", "1").code == 0
 
 
 # ---------------------------------------------------------------------------- processes
@@ -847,8 +834,8 @@ def test_a_run_that_lost_its_lock_sends_nothing_it_no_longer_owns(
     engine = thief.engine
     with engine.begin() as conn:
         conn.execute(text("UPDATE campaign_locks SET owner = 'thief'"))
-    thief.recover(cid)
-    taken = {w.email for w in thief.claim(cid, "thief", 1000)}
+    thief.rows.recover(cid)
+    taken = {w.email for w in thief.rows.claim(cid, "thief", 1000)}
     worker.join(60)
     thief.store.close()
 
@@ -889,7 +876,6 @@ def test_sigkill_mid_campaign_then_rerun_loses_nothing_and_sends_nothing_twice(
     final = _spawn(root, cid, "--lease-seconds", lease)
     out, err = final.communicate(timeout=60)
     assert "Traceback" not in err, err
-    assert final.returncode in (0, 1), out + err
 
     ledger_rows = rows(root, cid)
     status = {r["email"]: r["status"] for r in ledger_rows}
@@ -901,8 +887,11 @@ def test_sigkill_mid_campaign_then_rerun_loses_nothing_and_sends_nothing_twice(
             assert got[email] == 1, (email, got[email])
         else:
             assert got[email] <= 1, (email, got[email])
-    if "uncertain" in status.values():
-        assert final.returncode == 1 and "uncertain" in out + err
+    # 1 (partial failure) exactly when a crash left a message whose fate is not known
+    uncertain = "uncertain" in status.values()
+    assert final.returncode == (1 if uncertain else 0), out + err
+    if uncertain:
+        assert "uncertain" in out + err
 
 
 # ---------------------------------------------------------------------------- quotas
@@ -924,7 +913,6 @@ def _lower_bound(n: int, per_minute: int, per_day: int) -> float:
     return max((n - 1) * spacing, days * DAY + rest * spacing)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sizes=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=8),
     per_minute=st.integers(min_value=1, max_value=120),
@@ -946,7 +934,6 @@ def test_scheduler_never_exceeds_a_quota_and_ends_when_the_slowest_sender_can(
         assert makespan <= 1.05 * max(n / per_minute * MINUTE for n in sizes) + 1e-6
 
 
-@settings(max_examples=100, deadline=None)
 @given(
     per_minute=st.integers(min_value=1, max_value=60),
     history=st.lists(st.floats(min_value=0, max_value=DAY - 1), max_size=80),
@@ -1013,12 +1000,13 @@ def test_real_send_respects_the_per_minute_quota_across_runs(
     # 120/min: one every 0.5 s. The pace is checked on when each message went on the wire,
     # as the ledger records it (its quota slot): arrival at the server adds transfer and
     # scheduling jitter on a loaded machine (it missed by 32 ms once). Over the whole run,
-    # and the second run must start from the ledger's history, not from a fresh quota
-    # (which would put its first message right after the first run's last).
+    # less what the first message may be LATE (connecting: it missed by 0.22 s once), and
+    # the second run must start from the ledger's history, not from a fresh quota (which
+    # would put its first message right after the first run's last).
     times = sorted(r["slot_at"].timestamp() for r in rows(root, cid, "sent"))
     assert len(times) == 5
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert times[-1] - times[0] >= 4 * 0.5 - 0.1, gaps
+    assert times[-1] - times[0] >= 4 * 0.5 - LATE, gaps
     assert gaps[2] >= 0.3, gaps
 
 
@@ -1046,16 +1034,25 @@ def test_real_send_interleaves_senders_so_the_slowest_quota_sets_the_pace(
     per_sender = Counter(r["sender_id"] for r in rows(root, cid, "sent"))
     assert summary.ok and sum(per_sender.values()) == len(audience(root, cid))
     spacing = MINUTE / per_minute
-    ideal = (max(per_sender.values()) - 1) * spacing
-    assert summary.elapsed <= 1.05 * ideal + 0.6, (summary.elapsed, ideal, per_sender)
-    # Paced per mailbox, on the times each message went on the wire as the ledger records
-    # them (its quota slot); the server's arrival times add transfer and connection
-    # set-up jitter (tens of ms on a loaded machine).
+    # Measured on the times each message went on the wire as the ledger records them (its
+    # quota slot), never on the wall clock: on a loaded machine (where this once failed) the
+    # whole run stretches, but the order of the slots and their spacing do not change. How
+    # long an unloaded run takes is the scheduler's property test, on a virtual clock.
     sent_rows = rows(root, cid, "sent")
-    for sender in per_sender:
-        times = sorted(r["slot_at"].timestamp() for r in sent_rows if r["sender_id"] == sender)
-        assert times[-1] - times[0] >= (len(times) - 1) * spacing * 0.9, sender
-        assert all(b - a >= 8 * spacing for a, b in zip(times, times[10:], strict=False))
+    slots: dict[str, list[float]] = {}
+    for r in sent_rows:
+        slots.setdefault(r["sender_id"], []).append(r["slot_at"].timestamp())
+    # Interleaved: every mailbox has begun before any has finished (the smallest share,
+    # 11 messages, takes about a second). One mailbox after another would not overlap.
+    firsts = {s: min(t) for s, t in slots.items()}
+    lasts = {s: max(t) for s, t in slots.items()}
+    assert max(firsts.values()) < min(lasts.values()), (firsts, lasts)
+    # Paced per mailbox, less what one message may be LATE (the server's arrival times
+    # would add transfer jitter on top); unpaced, ten messages would go in a few ms.
+    for sender, times in slots.items():
+        times.sort()
+        assert times[-1] - times[0] >= (len(times) - 1) * spacing - LATE, sender
+        assert all(b - a >= 10 * spacing - LATE for a, b in zip(times, times[10:], strict=False))
     assert {m.mail_from for m in smtp_server.messages} == {
         r["sender_id"] and load(root).directory.liaisons[r["sender_id"]].email for r in sent_rows
     }
@@ -1067,11 +1064,11 @@ def test_real_send_interleaves_senders_so_the_slowest_quota_sets_the_pace(
 def test_db_upgrade_creates_and_is_idempotent(tmp_path: Path, store_url: str | None) -> None:
     root = make_ws(tmp_path / "ws", database=store_url)
     first = cli(root, "db", "upgrade")
-    assert first.exit_code == 0, first.output
+    assert first.code == 0, first.output
     assert f"schema none -> {head_revision()}" in first.output
     again = cli(root, "db", "upgrade")
     assert f"schema {head_revision()} -> {head_revision()}" in again.output
-    assert cli(root, "send", NEWSLETTER, "--limit", "1").exit_code == 0
+    assert cli(root, "send", NEWSLETTER, "--limit", "1").code == 0
 
 
 def _stamp(root: Path, revision: str) -> None:
@@ -1085,30 +1082,30 @@ def test_an_outdated_database_is_refused_with_the_command_that_fixes_it(
     tmp_path: Path, store_url: str | None
 ) -> None:
     root = make_ws(tmp_path / "ws", database=store_url)
-    assert cli(root, "send", NEWSLETTER, "--limit", "1").exit_code == 0
+    assert cli(root, "send", NEWSLETTER, "--limit", "1").code == 0
     _stamp(root, "0000_older")
     for args in (("send", NEWSLETTER), ("status",), ("status", NEWSLETTER)):
         result = cli(root, *args)
-        assert result.exit_code == 2, (args, result.output)
+        assert result.code == 2, (args, result.output)
         assert "outreach db upgrade" in result.output
         assert "0000_older" in result.output and "Traceback" not in result.output
     # an unknown revision cannot be upgraded: said plainly, not a crash
     upgrade = cli(root, "db", "upgrade")
-    assert upgrade.exit_code != 0
+    assert upgrade.code == 1, str(upgrade)  # the upgrade could not be done
     assert "0000_older" in upgrade.output and "internal error" not in upgrade.output
     _stamp(root, head_revision())
-    assert cli(root, "status").exit_code == 0
+    assert cli(root, "status").code == 0
 
 
 def test_a_database_without_alembic_history_is_refused(
     tmp_path: Path, store_url: str | None
 ) -> None:
     root = make_ws(tmp_path / "ws", database=store_url)
-    assert cli(root, "send", NEWSLETTER, "--limit", "1").exit_code == 0
+    assert cli(root, "send", NEWSLETTER, "--limit", "1").code == 0
     engine = make_engine(load(root).database_url())
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM alembic_version"))
     engine.dispose()
     result = cli(root, "send", NEWSLETTER)
-    assert result.exit_code == 2
+    assert result.code == 2
     assert "revision none" in result.output and "outreach db upgrade" in result.output

@@ -90,6 +90,6 @@ def test_the_hot_queries_read_the_partial_ledger_indexes(tmp_path: Path) -> None
         exposure = "SELECT COUNT(DISTINCT l.email) FROM ledger l WHERE l.status = 'sent'"
         plan = _plan(store, exposure)  # the report's exposure count: a covering scan
         assert "COVERING INDEX ix_ledger_sent_email" in plan, plan
-        Ledger(store).recover("c")  # the recovery statements run against the new indexes
+        Ledger(store).rows.recover("c")  # the recovery statements run against the new indexes
     finally:
         store.close()

@@ -21,28 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
-from store_helpers import add_campaign, audience, clean_env, make_ws, received, smtp_settings
+from foundation_helpers import cli
+from servers.smtp import SMTPTestServer
+from store_helpers import LATE, add_campaign, audience, make_ws, received, smtp_settings
+from track_helpers import Sent, dsn, reply, write_maildir
 
-from outreach.cli import main
-from outreach.deliver.ledger import Ledger, PlannedRow, SlotLost
+from outreach.deliver.ledger import Ledger
+from outreach.deliver.quota import SlotLost
+from outreach.deliver.rows import PlannedRow
 from outreach.deliver.scheduler import DAY, MINUTE
+from outreach.errors import CampaignLocked
 from outreach.store import HEAD_REVISION, _alembic_config, open_store
 from outreach.workspace.loader import load_workspace
-
-try:  # repository root on sys.path (python -m pytest)
-    from tests import store_helpers as _stores
-    from tests.servers import fixtures as _fx
-    from tests.servers.smtp import SMTPTestServer
-    from tests.track_helpers import Sent, dsn, reply, write_maildir
-except ImportError:  # plain `pytest`: only tests/ is on sys.path
-    import store_helpers as _stores  # type: ignore[no-redef]
-    from servers import fixtures as _fx  # type: ignore[no-redef]
-    from servers.smtp import SMTPTestServer  # type: ignore[no-redef]
-    from track_helpers import Sent, dsn, reply, write_maildir  # type: ignore[no-redef]
-
-smtp_server = _fx.smtp_server
-store_url = _stores.store_url
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "team-tests-secret"
@@ -55,15 +45,11 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    clean_env(monkeypatch, SECRET, "OUTREACH_LEASE_SECONDS")
+def _token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTREACH_SECRET", SECRET)
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def cli(root: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-w", str(root), *args], catch_exceptions=False)
 
 
 def spawn(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -96,7 +82,7 @@ def ledger_of(root: Path) -> Ledger:
 def rows(root: Path, campaign: str) -> list[dict[str, Any]]:
     led = ledger_of(root)
     try:
-        return led.rows(campaign, STATES)
+        return led.rows.with_status(campaign, STATES)
     finally:
         led.store.close()
 
@@ -137,11 +123,14 @@ def assert_within_quota(server: SMTPTestServer, per_minute: int) -> None:
     """Every 60 s window within the quota; and, because a short test cannot fill a real
     minute, the same pace at a tenth of the scale: no 10 slots' worth of time (6 s at
     60/min) holds more than the 10 sends a quota-keeping sender may make then, plus the
-    one the window's edge can catch and one for the catch-up the pacing allows."""
+    one the window's edge can catch, one for the catch-up the pacing allows, and those a
+    LATE message lets follow closer on a loaded machine. Unpaced, three senders would put
+    the whole campaign there."""
     spacing = MINUTE / per_minute
     for sender, times in per_sender_times(server).items():
         assert over_quota(times, per_minute, MINUTE) == 0, sender
-        assert over_quota(times, 12, 10 * spacing) == 0, (sender, sorted(times))
+        paced = 12 + int(LATE / spacing)
+        assert over_quota(times, paced, 10 * spacing) == 0, (sender, sorted(times))
 
 
 # ---------------------------------------------------------------------------- senders
@@ -243,11 +232,11 @@ def test_workers_n_forks_n_senders_that_deliver_each_message_once(
     assert smtp_server.connections >= 2
     led = ledger_of(root)
     try:
-        assert led.workers(cid) == []
+        assert led.leases.workers(cid) == []
     finally:
         led.store.close()
     again = cli(root, "send", cid, "--workers", "2")
-    assert again.exit_code == 0, again.output
+    assert again.code == 0, again.output
     assert f"{cid}: sent 0," in again.output
     assert received(smtp_server) == Counter(expected)
 
@@ -281,7 +270,7 @@ def test_plain_send_and_team_exclude_each_other(
     try:
         smtp_server.wait_for(1, timeout=30)
         refused = cli(root, "send", cid, "--worker", "--yes")
-        assert refused.exit_code == 1, refused.output
+        assert refused.code == 1, refused.output
         assert "is being sent by" in refused.output and "Traceback" not in refused.output
         solo.send_signal(signal.SIGTERM)
     finally:
@@ -289,19 +278,19 @@ def test_plain_send_and_team_exclude_each_other(
     # the interrupted solo run's lease is still there: a team may not start under it
     led = ledger_of(root)
     try:
-        led.release_lock(cid, next(iter(_lock_owners(led))))  # as if it had expired
-        led.join_team(cid, "w-a", ttl=30)
-        with pytest.raises(Exception, match="a team of 1 worker"):
-            led.acquire_lock(cid, "solo-b", ttl=30)
+        led.leases.release_lock(cid, next(iter(_lock_owners(led))))  # as if it had expired
+        led.leases.join_team(cid, "w-a", ttl=30)
+        with pytest.raises(CampaignLocked, match="a team of 1 worker"):
+            led.leases.acquire_lock(cid, "solo-b", ttl=30)
         shown = cli(root, "status")
         assert f"{cid}: being sent by 1 worker(s) now" in shown.output
-        led.join_team(cid, "w-b", ttl=30)  # a second worker is welcome
-        led.leave_team(cid, "w-a")
-        with pytest.raises(Exception, match="a team of 1 worker"):
-            led.acquire_lock(cid, "solo-b", ttl=30)
-        led.leave_team(cid, "w-b")  # the last one out ends the team's lease
-        led.acquire_lock(cid, "solo-b", ttl=30)
-        led.release_lock(cid, "solo-b")
+        led.leases.join_team(cid, "w-b", ttl=30)  # a second worker is welcome
+        led.leases.leave_team(cid, "w-a")
+        with pytest.raises(CampaignLocked, match="a team of 1 worker"):
+            led.leases.acquire_lock(cid, "solo-b", ttl=30)
+        led.leases.leave_team(cid, "w-b")  # the last one out ends the team's lease
+        led.leases.acquire_lock(cid, "solo-b", ttl=30)
+        led.leases.release_lock(cid, "solo-b")
     finally:
         led.store.close()
 
@@ -320,19 +309,19 @@ def test_an_expired_team_lease_lets_a_solo_run_recover_and_finish(
 ) -> None:
     root = make_ws(tmp_path / "ws", store_url)
     cid = add_campaign(root, "expired-team", include=THREE_LIAISONS)
-    assert cli(root, "send", cid, "--limit", "1").exit_code == 0  # plans the ledger
+    assert cli(root, "send", cid, "--limit", "1").code == 0  # plans the ledger
     led = ledger_of(root)
     try:
-        led.join_team(cid, "dead-worker", ttl=0.5)
-        grabbed = led.claim(cid, "dead-worker", 20, lease_seconds=0.5)
+        led.leases.join_team(cid, "dead-worker", ttl=0.5)
+        grabbed = led.rows.claim(cid, "dead-worker", 20, lease_seconds=0.5)
         assert len(grabbed) == 20
         refused = cli(root, "send", cid)
-        assert refused.exit_code == 1 and "a team of 1 worker" in refused.output
+        assert refused.code == 1 and "a team of 1 worker" in refused.output
         time.sleep(0.7)
     finally:
         led.store.close()
     done = cli(root, "send", cid)
-    assert done.exit_code == 0, done.output
+    assert done.code == 0, done.output
     assert counts(root, cid) == Counter(sent=len(audience(root, cid)))
 
 
@@ -342,18 +331,18 @@ def test_a_worker_arriving_while_a_dead_worker_holds_every_row_waits_and_sends_t
     root = make_ws(tmp_path / "ws", store_url)
     cid = add_campaign(root, "all-held", include=THREE_LIAISONS)
     expected = audience(root, cid)
-    assert cli(root, "send", cid, "--limit", "1").exit_code == 0  # plans the ledger
+    assert cli(root, "send", cid, "--limit", "1").code == 0  # plans the ledger
     led = ledger_of(root)
     try:
-        led.join_team(cid, "dead-worker", ttl=1.5)
+        led.leases.join_team(cid, "dead-worker", ttl=1.5)
         for sender in ("lars", "pekka", "helena"):
-            led.claim(cid, "dead-worker", 1000, lease_seconds=1.5, sender_id=sender)
+            led.rows.claim(cid, "dead-worker", 1000, lease_seconds=1.5, sender_id=sender)
         assert counts(root, cid) == Counter(sent=1, claimed=len(expected) - 1)
     finally:
         led.store.close()
     started = time.monotonic()
     result = cli(root, "send", cid, "--worker")
-    assert result.exit_code == 0, result.output
+    assert result.code == 0, result.output
     assert time.monotonic() - started >= 1.0  # it waited for the dead worker's lease
     assert f"{cid}: sent {len(expected) - 1}," in result.output
     assert counts(root, cid) == Counter(sent=len(expected))
@@ -363,7 +352,7 @@ def test_a_worker_arriving_while_a_dead_worker_holds_every_row_waits_and_sends_t
 
 
 def _planned(led: Ledger, cid: str, n: int, sender: str = "aino") -> None:
-    led.plan(
+    led.rows.add_missing(
         cid, [PlannedRow(f"r{i}@uni.example", sender, sender, "liaison", "en") for i in range(n)]
     )
 
@@ -382,7 +371,7 @@ def test_quota_slots_on_a_virtual_clock_keep_every_minute_and_day_window(
     try:
         for cid in ("a", "b"):
             _planned(led, cid, 60)
-        work = led.claim("a", "w", 60) + led.claim("b", "w", 60)
+        work = led.rows.claim("a", "w", 60) + led.rows.claim("b", "w", 60)
         rng.shuffle(work)
         t = datetime(2026, 1, 1, tzinfo=UTC)
         wire: list[float] = []
@@ -390,7 +379,7 @@ def test_quota_slots_on_a_virtual_clock_keep_every_minute_and_day_window(
         end = t + timedelta(days=3)
         while work and t < end:
             row = work[-1]
-            booking = led.book("aino", row.id, "w", per_minute, per_day, now=t)
+            booking = led.quota.book("aino", row.id, "w", per_minute, per_day, now=t)
             if not booking.granted:
                 assert booking.retry_at > t and not booking.lost
                 t = booking.retry_at
@@ -398,9 +387,9 @@ def test_quota_slots_on_a_virtual_clock_keep_every_minute_and_day_window(
             granted.append(t.timestamp())
             t += timedelta(seconds=rng.choice([0.0, 0.1, 2.0, 9.0]))  # render, MAIL, RCPT
             if rng.random() < 0.15:  # refused at RCPT: the slot is given back
-                led.unbook("aino", row.id)
+                led.quota.unbook("aino", row.id)
                 continue
-            assert led.mark_sending(row.id, f"<{row.id}@x>", "w", slot_sender="aino", now=t)
+            assert led.rows.mark_sending(row.id, f"<{row.id}@x>", "w", slot_sender="aino", now=t)
             wire.append(t.timestamp())
             work.pop()
             t += timedelta(seconds=rng.choice([0.0, 1.0, 30.0]))
@@ -420,33 +409,37 @@ def test_a_lapsed_booking_cannot_go_on_the_wire(store_url: str | None, tmp_path:
     led = Ledger(open_store(url))
     try:
         _planned(led, "c", 2)
-        first, second = led.claim("c", "slow", 1) + led.claim("c", "fast", 1)
+        first, second = led.rows.claim("c", "slow", 1) + led.rows.claim("c", "fast", 1)
         t = datetime(2026, 1, 1, tzinfo=UTC)
-        assert led.book("aino", first.id, "slow", 600, 1000, hold_seconds=5, now=t).granted
-        busy = led.book("aino", second.id, "fast", 600, 1000, now=t + timedelta(seconds=1))
+        assert led.quota.book("aino", first.id, "slow", 600, 1000, hold_seconds=5, now=t).granted
+        busy = led.quota.book("aino", second.id, "fast", 600, 1000, now=t + timedelta(seconds=1))
         assert not busy.granted  # one booking per mailbox on its way to DATA
         later = t + timedelta(seconds=6)  # the slow worker stalled past its hold
-        assert led.book("aino", second.id, "fast", 600, 1000, now=later).granted
+        assert led.quota.book("aino", second.id, "fast", 600, 1000, now=later).granted
         with pytest.raises(SlotLost):
-            led.mark_sending(first.id, "<1@x>", "slow", slot_sender="aino", now=later)
-        assert led.mark_sending(second.id, "<2@x>", "fast", slot_sender="aino", now=later)
+            led.rows.mark_sending(first.id, "<1@x>", "slow", slot_sender="aino", now=later)
+        assert led.rows.mark_sending(second.id, "<2@x>", "fast", slot_sender="aino", now=later)
     finally:
         led.store.close()
 
 
-def _hammer(url: str, worker: str, per_minute: int, per_day: int, seconds: float) -> None:
+def _hammer(url: str, worker: str, per_minute: int, per_day: int, start: Any) -> None:
+    """Book and mark slots until the day's quota is used up (the next slot a day away)."""
     led = Ledger(open_store(url))
     try:
-        work = led.claim("hammer", worker, 100)
-        stop = time.monotonic() + seconds
+        start.wait(60)  # all processes up (spawning one takes seconds on a loaded machine)
+        work = led.rows.claim("hammer", worker, 100)
+        stop = time.monotonic() + 45  # a safety net only
         while work and time.monotonic() < stop:
-            booking = led.book("aino", work[-1].id, worker, per_minute, per_day)
+            booking = led.quota.book("aino", work[-1].id, worker, per_minute, per_day)
             if booking.granted:
-                led.mark_sending(work[-1].id, f"<{worker}>", worker, slot_sender="aino")
+                led.rows.mark_sending(work[-1].id, f"<{worker}>", worker, slot_sender="aino")
                 work.pop()
-            else:
-                wait = (booking.retry_at - datetime.now(UTC)).total_seconds()
-                time.sleep(min(0.2, max(0.0, wait)))
+                continue
+            wait = (booking.retry_at - datetime.now(UTC)).total_seconds()
+            if wait > MINUTE:
+                return
+            time.sleep(min(0.2, max(0.0, wait)))
     finally:
         led.store.close()
 
@@ -462,8 +455,10 @@ def test_quota_holds_across_processes_booking_the_same_mailbox(
     finally:
         led.store.close()
     ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(3)
     procs = [
-        ctx.Process(target=_hammer, args=(url, f"p{i}", per_minute, per_day, 4.0)) for i in range(3)
+        ctx.Process(target=_hammer, args=(url, f"p{i}", per_minute, per_day, start))
+        for i in range(3)
     ]
     for p in procs:
         p.start()
@@ -472,16 +467,18 @@ def test_quota_holds_across_processes_booking_the_same_mailbox(
         assert p.exitcode == 0
     led = Ledger(open_store(url))
     try:
-        sent = led.rows("hammer", ["sending"])
+        sent = led.rows.with_status("hammer", ["sending"])
     finally:
         led.store.close()
     assert len(sent) == per_day  # the day's quota, used exactly, by three processes
     assert len({r["claimed_by"] for r in sent}) >= 2
     assert sorted(r["slot_seq"] for r in sent) == list(range(1, per_day + 1))
     # Paced together: no ten slots' worth of time holds more than the ten sends of one
-    # paced mailbox (plus the edge and the catch-up); three processes pacing alone: ~30.
+    # paced mailbox (plus the edge, the catch-up, and those a LATE mark lets follow closer
+    # on a loaded machine); three processes pacing alone would put ~30 there.
+    spacing = MINUTE / per_minute
     wire = sorted(r["slot_at"].timestamp() for r in sent)
-    assert over_quota(wire, 12, 10 * MINUTE / per_minute) == 0, wire
+    assert over_quota(wire, 12 + int(LATE / spacing), 10 * spacing) == 0, wire
 
 
 # ---------------------------------------------------------------------------- ingest, log
@@ -512,7 +509,7 @@ def test_concurrent_ingests_of_overlapping_mailboxes_count_each_message_once(
     tmp_path: Path, store_url: str | None
 ) -> None:
     root = make_ws(tmp_path / "ws", store_url)
-    assert cli(root, "send", NEWSLETTER).exit_code == 0
+    assert cli(root, "send", NEWSLETTER).code == 0
     sent = _sent(root, NEWSLETTER)
     replies = [
         reply(s, message_id=f"<reply.{i}@mail.example.org>") for i, s in enumerate(sent[:150])
@@ -556,7 +553,7 @@ def test_concurrent_ingests_of_overlapping_mailboxes_count_each_message_once(
     assert kinds == {"reply": 150, "bounce_hard": 30}
     assert n_suppressed == 30
     report = cli(root, "report", "--format", "json")
-    assert report.exit_code == 0, report.output
+    assert report.code == 0, report.output
 
 
 def _save_positions(root: Path, worker: int, go: Any) -> None:
@@ -579,7 +576,7 @@ def test_ingests_of_the_same_imap_folder_at_once_keep_its_furthest_position(
     from outreach.track.sources import ImapState
 
     root = make_ws(tmp_path / "ws", store_url)
-    assert cli(root, "db", "upgrade").exit_code == 0
+    assert cli(root, "db", "upgrade").code == 0
     ctx = multiprocessing.get_context("fork")
     go = ctx.Event()
     procs = [ctx.Process(target=_save_positions, args=(root, i, go)) for i in range(4)]
@@ -608,7 +605,7 @@ def test_several_liaisons_logging_at_once_lose_no_update(
     tmp_path: Path, store_url: str | None
 ) -> None:
     root = make_ws(tmp_path / "ws", store_url)
-    assert cli(root, "db", "upgrade").exit_code == 0
+    assert cli(root, "db", "upgrade").code == 0
     people = audience(root, NEWSLETTER)
     procs = []
     for i in range(4):
@@ -648,7 +645,7 @@ def test_an_older_schema_is_refused_by_every_command_until_db_upgrade(
     from sqlalchemy import inspect
 
     root = make_ws(tmp_path / "ws", store_url)
-    assert cli(root, "send", NEWSLETTER, "--limit", "12").exit_code == 0
+    assert cli(root, "send", NEWSLETTER, "--limit", "12").code == 0
     url = load_workspace(explicit=root).database_url()
     store = open_store(url)
     with store.engine.begin() as conn:  # back to revision 0001, as an older outreach left it
@@ -668,17 +665,17 @@ def test_an_older_schema_is_refused_by_every_command_until_db_upgrade(
         ("report",),
     ):
         result = cli(root, *args)
-        assert result.exit_code == 2, (args, result.output)
+        assert result.code == 2, (args, result.output)
         assert "outreach db upgrade" in result.output and "0001" in result.output, args
         assert "Traceback" not in result.output
 
     upgraded = cli(root, "db", "upgrade")
-    assert upgraded.exit_code == 0, upgraded.output
+    assert upgraded.code == 0, upgraded.output
     assert f"schema 0001 -> {HEAD_REVISION}" in upgraded.output
     # the sends made before the upgrade still count against each mailbox's quota
     led = ledger_of(root)
     try:
-        numbered = [r for r in led.rows(NEWSLETTER, ["sent"]) if r["slot_seq"]]
+        numbered = [r for r in led.rows.with_status(NEWSLETTER, ["sent"]) if r["slot_seq"]]
         assert len(numbered) == 12
         by_sender = Counter(r["sender_id"] for r in numbered)
         for sender, n in by_sender.items():
@@ -687,7 +684,7 @@ def test_an_older_schema_is_refused_by_every_command_until_db_upgrade(
             )
     finally:
         led.store.close()
-    assert cli(root, "send", NEWSLETTER).exit_code == 0
+    assert cli(root, "send", NEWSLETTER).code == 0
     assert counts(root, NEWSLETTER) == Counter(sent=247)
 
 
@@ -720,10 +717,10 @@ def test_upgrading_a_revision_0002_ledger_swaps_its_indexes_and_keeps_every_row(
     }
 
     root = make_ws(tmp_path / "ws", store_url)
-    assert cli(root, "send", NEWSLETTER, "--limit", "30").exit_code == 0
+    assert cli(root, "send", NEWSLETTER, "--limit", "30").code == 0
     before = counts(root, NEWSLETTER)
     report_before = cli(root, "report", "--format", "json")
-    assert report_before.exit_code == 0, report_before.output
+    assert report_before.code == 0, report_before.output
     store = open_store(load_workspace(explicit=root).database_url())
     with store.engine.begin() as conn:  # the indexes revision 0002 left
         command.downgrade(_alembic_config(store.engine, conn), "0002")
@@ -733,7 +730,7 @@ def test_upgrading_a_revision_0002_ledger_swaps_its_indexes_and_keeps_every_row(
     assert retired <= old and "ix_ledger_sent_report" not in old
 
     upgraded = cli(root, "db", "upgrade")
-    assert upgraded.exit_code == 0, upgraded.output
+    assert upgraded.code == 0, upgraded.output
     assert f"schema 0002 -> {HEAD_REVISION}" in upgraded.output
     store = open_store(load_workspace(explicit=root).database_url())
     with store.engine.connect() as conn:
@@ -744,5 +741,5 @@ def test_upgrading_a_revision_0002_ledger_swaps_its_indexes_and_keeps_every_row(
     assert not retired & now
     assert counts(root, NEWSLETTER) == before
     assert cli(root, "report", "--format", "json").output == report_before.output
-    assert cli(root, "send", NEWSLETTER).exit_code == 0
+    assert cli(root, "send", NEWSLETTER).code == 0
     assert counts(root, NEWSLETTER) == Counter(sent=247)

@@ -19,7 +19,7 @@ from rich.progress import (
 
 
 class SendProgress:
-    """Implements outreach.deliver.run.Progress."""
+    """Implements outreach.deliver.send_options.Progress."""
 
     def __init__(self, console: Console | None = None, every: int = 100) -> None:
         self.console = console or Console(stderr=True)
