@@ -58,13 +58,7 @@ class OutreachGroup(click.Group):
         except OutreachError as exc:
             if _debug(ctx):
                 raise
-            where = escape(str(exc.location))
-            err_console.print(
-                f"[red]error[/red]: {where + ': ' if where else ''}{escape(exc.message)}",
-                markup=True,
-            )
-            if exc.hint:
-                err_console.print(f"    hint: {escape(exc.hint)}", markup=True)
+            _print_error(exc)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -77,6 +71,10 @@ class OutreachGroup(click.Group):
         except Exception as exc:
             if _debug(ctx):
                 raise
+            fault = _store_fault(exc)
+            if fault is not None:  # a locked, corrupt or full database: no bug of ours
+                _print_error(fault)
+                ctx.exit(fault.exit_code)
             err_console.print(
                 f"[red]internal error[/red]: {type(exc).__name__}: {escape(str(exc))}",
                 markup=True,
@@ -85,6 +83,26 @@ class OutreachGroup(click.Group):
             ctx.exit(ExitCode.FAILED)
         except BaseException:  # pragma: no cover
             raise
+
+
+def _print_error(exc: OutreachError) -> None:
+    where = escape(str(exc.location))
+    err_console.print(
+        f"[red]error[/red]: {where + ': ' if where else ''}{escape(exc.message)}",
+        markup=True,
+    )
+    if exc.hint:
+        err_console.print(f"    hint: {escape(exc.hint)}", markup=True)
+
+
+def _store_fault(exc: Exception) -> OutreachError | None:
+    """A database error that is a storage fault, as the error to show (None otherwise)."""
+    module = type(exc).__module__.split(".")[0]
+    if module not in ("sqlalchemy", "sqlite3", "psycopg"):
+        return None
+    from outreach.store.faults import store_fault  # imported only when a store failed
+
+    return store_fault(exc)
 
 
 @click.group(cls=OutreachGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -38,6 +38,7 @@ from outreach.deliver.send_options import (
 from outreach.deliver.transports import FAILED, SENT, UNCERTAIN
 from outreach.errors import OutreachError, ValidationFailed
 from outreach.store import open_store
+from outreach.store.faults import store_fault
 from outreach.store.schema import REHEARSED
 from outreach.workspace.loader import Workspace
 
@@ -199,7 +200,11 @@ def _team_worker(
             (options.worker, "error", (type(exc).__name__, exc.message, exc.hint, exc.exit_code))
         )
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
-        results.put((options.worker, "error", (type(exc).__name__, str(exc), None, 1)))
+        fault = store_fault(exc)  # a locked or unreachable database: said as such
+        if fault is not None:
+            results.put((options.worker, "error", ("StoreError", fault.message, fault.hint, 1)))
+        else:
+            results.put((options.worker, "error", (type(exc).__name__, str(exc), None, 1)))
 
 
 # How often a worker looks whether its parent is still there, where no parent-death

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import mailbox
+import os
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from typing import Protocol
 
 import aiosmtplib
 
+from outreach.deliver.maildir import outbox_error, remove_quietly, why, write_tmp
 from outreach.errors import TransportError
 from outreach.message.compose import Composed, dot_stuffed
 from outreach.workspace.credentials import password_from, token_from_command
@@ -56,11 +58,8 @@ _PLAIN_ADDRESS = re.compile(
 )
 
 
-async def _mail(client: aiosmtplib.SMTP, sender: str, smtputf8: bool = False) -> None:
+async def _mail(client: aiosmtplib.SMTP, sender: str) -> None:
     """MAIL FROM, through aiosmtplib's public ``execute_command`` for a plain address."""
-    if smtputf8:  # a UTF-8 address in the envelope or the headers (RFC 6531)
-        await client.mail(sender, options=["SMTPUTF8"], encoding="utf-8")
-        return
     if client.is_ehlo_or_helo_needed or not _PLAIN_ADDRESS.match(sender):
         await client.mail(sender)  # greets the server first where needed
         return
@@ -69,10 +68,10 @@ async def _mail(client: aiosmtplib.SMTP, sender: str, smtputf8: bool = False) ->
         raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
 
 
-async def _rcpt(client: aiosmtplib.SMTP, recipient: str, smtputf8: bool = False) -> None:
+async def _rcpt(client: aiosmtplib.SMTP, recipient: str) -> None:
     """RCPT TO, as ``_mail``; 250 and 251 accept, as in aiosmtplib's rcpt()."""
     if not _PLAIN_ADDRESS.match(recipient):
-        await client.rcpt(recipient, encoding="utf-8" if smtputf8 else "ascii")
+        await client.rcpt(recipient)
         return
     response = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
     if response.code not in (250, 251):
@@ -165,21 +164,39 @@ class OutboxTransport:
         self.box: mailbox.Maildir | None = None
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.box = mailbox.Maildir(str(self.path), create=True)
-        for sub in ("tmp", "new", "cur"):  # an empty folder made by hand is fine too
-            (self.path / sub).mkdir(exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.box = mailbox.Maildir(str(self.path), create=True)
+            for sub in ("tmp", "new", "cur"):  # an empty folder made by hand is fine too
+                (self.path / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise outbox_error(self.path, exc) from None
 
     async def deliver(
         self, message: Composed, credentials: Credentials, before_data: BeforeData
     ) -> Outcome:
         assert self.box is not None
-        await marked(before_data)
         envelope = (
             f"X-Envelope-From: {message.mail_from}\r\n"
             f"X-Envelope-To: {', '.join(message.recipients)}\r\n"
         ).encode()
-        key = self.box.add(envelope + message.data)
+        # Written to tmp/ before the row is marked `sending`: a write that fails (a full
+        # disk, a read-only folder) fails while the message has not left, so the row goes
+        # back to `planned` and the run stops with the reason. Moving it into new/ is what
+        # delivers it, as in any Maildir.
+        try:
+            key, tmp = write_tmp(self.path, envelope + message.data)
+        except OSError as exc:
+            raise outbox_error(self.path, exc) from None
+        try:
+            await marked(before_data)
+            os.rename(tmp, self.path / "new" / key)
+        except OSError as exc:
+            remove_quietly(tmp)
+            return Outcome(FAILED, f"not written to the outbox {self.path}: {why(exc)}")
+        except BaseException:
+            remove_quietly(tmp)
+            raise
         return Outcome(SENT, f"250 stored in outbox as {key}")
 
     async def close(self) -> None:
@@ -376,21 +393,8 @@ class SmtpTransport:
         self, client: aiosmtplib.SMTP, message: Composed, before_data: BeforeData
     ) -> Outcome:
         try:
-            if message.smtputf8:
-                if client.is_ehlo_or_helo_needed:
-                    await client.ehlo()
-                if not client.supports_extension("smtputf8"):
-                    # Not sendable through this server at all: recorded as failed with the
-                    # reason (never retried), and the campaign goes on.
-                    utf8 = [a for a in (*message.recipients, message.mail_from) if not a.isascii()]
-                    return Outcome(
-                        FAILED,
-                        f"not sent: {utf8[0] if utf8 else message.recipients[0]} has a "
-                        f"non-ASCII local part and the SMTP server {self.settings.host}:"
-                        f"{self.settings.port} does not offer SMTPUTF8",
-                    )
             try:
-                await _mail(client, message.mail_from, message.smtputf8)
+                await _mail(client, message.mail_from)
             except aiosmtplib.SMTPSenderRefused as exc:
                 if exc.code >= 500 or exc.code == 530:
                     # Every message from this sender would fail alike: a set-up problem
@@ -406,7 +410,7 @@ class SmtpTransport:
             last_refusal: aiosmtplib.SMTPResponseException | None = None
             for rcpt in message.recipients:
                 try:
-                    await _rcpt(client, rcpt, message.smtputf8)
+                    await _rcpt(client, rcpt)
                     accepted += 1
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     if exc.code == 530:

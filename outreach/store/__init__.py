@@ -13,7 +13,6 @@ LOCKED``); ``insert_ignore`` is ``INSERT … ON CONFLICT DO NOTHING`` on both.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -28,11 +27,11 @@ except ImportError:  # pragma: no cover - not POSIX: no gate
     fcntl = None  # type: ignore[assignment]
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from outreach.errors import SchemaOutdated, StoreError
 from outreach.store import schema
+from outreach.store.faults import name_database, note_database, store_fault
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -84,13 +83,17 @@ def alembic_head() -> str | None:
     return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
 
 
+# How long a write waits for another process's write lock on SQLite before it fails.
+BUSY_TIMEOUT_MS = 30_000
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers (status, report) work while a sender writes; NORMAL sync keeps each
     # per-message commit cheap while staying durable across a process crash.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     # Reports read a million rows: keep pages and sorts in memory.
     cursor.execute("PRAGMA cache_size=-131072")
@@ -104,11 +107,11 @@ def make_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     try:
         if url.startswith("sqlite"):
-            _private_sqlite_file(url)
             engine = create_engine(url, future=True)
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(url, future=True, pool_pre_ping=True)
+        event.listen(engine, "handle_error", name_database(shown_database(url)))
     except (SQLAlchemyError, ImportError) as exc:
         raise StoreError(
             f"cannot use the database {redact(url)}: {exc}",
@@ -118,42 +121,23 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-# A query parameter that holds a secret: ?password=…, &sslpassword=…, ?auth_token=…
-_SECRET_PARAMETER = re.compile(r"([?&;][^=&;#]*(?:pass|secret|token|key)[^=&;#]*=)[^&;#]*", re.I)
+def shown_database(url: str) -> str:
+    """How an error names a database: an SQLite file by its path, a server by its URL
+    without the password."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(prefix) and url != prefix + ":memory:":
+            return url[len(prefix) :].split("?", 1)[0]
+    return redact(url)
 
 
 def redact(url: str) -> str:
-    """A database URL without its password (``user:pw@`` or ``?password=``), safe to print."""
-    if "://" not in url:
-        return _SECRET_PARAMETER.sub(r"\1***", url)
-    scheme, rest = url.split("://", 1)
-    cut = min(i for i in (rest.find("?"), rest.find("#"), len(rest)) if i >= 0)
-    head, query = rest[:cut], rest[cut:]
-    if "@" in head:
-        creds, host = head.rsplit("@", 1)
-        if ":" in creds:
-            head = f"{creds.split(':', 1)[0]}:***@{host}"
-    return f"{scheme}://{head}" + _SECRET_PARAMETER.sub(r"\1***", query)
-
-
-def _private_sqlite_file(url: str) -> None:
-    """Make a new SQLite database file owner-only (0600, whatever the umask) before SQLite
-    makes it: it holds addresses and replies, and SQLite gives the -wal and -shm files
-    beside it the same mode. An existing file is left as it is."""
-    try:
-        database = make_url(url).database
-    except SQLAlchemyError:  # not a URL SQLAlchemy reads: create_engine says so
-        return
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    try:
-        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError:  # it exists, or its folder does not (SQLite's own error says so)
-        return
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    """A database URL without its password, safe to print."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
 
 
 class HotWrites:
@@ -180,7 +164,7 @@ class HotWrites:
         self.gate: int | None = None
         path = engine.url.database if engine.dialect.name == "sqlite" else None
         if path and path != ":memory:" and not path.startswith("file:") and fcntl is not None:
-            self.gate = os.open(f"{path}-senders.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self.gate = os.open(f"{path}-senders.lock", os.O_RDWR | os.O_CREAT, 0o644)
 
     def _compile(self, stmt: Any) -> tuple[str, list[str] | None, dict[str, Any], dict[str, Any]]:
         found = self.compiled.get(id(stmt))
@@ -231,8 +215,10 @@ class HotWrites:
             try:
                 yield run
                 self.conn.commit()
-            except BaseException:
-                self.conn.rollback()
+            except BaseException as exc:
+                note_database(exc, shown_database(self.engine.url.render_as_string()))
+                with suppress(Exception):  # the database may be what failed
+                    self.conn.rollback()
                 raise
             finally:
                 if self.gate is not None:
@@ -356,11 +342,11 @@ def open_store(url: str, *, create: bool = True, check: bool = True) -> Store:
     try:
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
-    except OperationalError as exc:
-        raise StoreError(
-            f"cannot open the database {redact(url)}: {exc.orig}",
-            hint="is the server running and the URL right? (`database:` in outreach.yaml)",
-        ) from None
+    except DBAPIError as exc:
+        fault = store_fault(exc, shown_database(url))
+        if fault is None:
+            raise
+        raise fault from None
     if not tables - {"alembic_version"}:
         if create:
             store.upgrade()
