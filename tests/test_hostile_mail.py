@@ -40,7 +40,7 @@ def mail(subject: str, *, date: str = "Mon, 2 Nov 2026 10:00:00 +0200", extra: s
     return (
         f"From: someone{n}@example.org\nTo: aino.virtanen@uni.example\nSubject: {subject}\n"
         f"Date: {date}\nMessage-ID: <hostile-{n}@example.org>\n{extra}\nA message.\n"
-    ).encode("utf-8", "surrogateescape")
+    ).encode("utf-8", "surrogatepass")  # lone surrogates too: bytes no decoder accepts
 
 
 def message_id(data: bytes) -> str:
