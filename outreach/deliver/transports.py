@@ -58,8 +58,11 @@ _PLAIN_ADDRESS = re.compile(
 )
 
 
-async def _mail(client: aiosmtplib.SMTP, sender: str) -> None:
+async def _mail(client: aiosmtplib.SMTP, sender: str, smtputf8: bool = False) -> None:
     """MAIL FROM, through aiosmtplib's public ``execute_command`` for a plain address."""
+    if smtputf8:  # a UTF-8 address in the envelope or the headers (RFC 6531)
+        await client.mail(sender, options=["SMTPUTF8"], encoding="utf-8")
+        return
     if client.is_ehlo_or_helo_needed or not _PLAIN_ADDRESS.match(sender):
         await client.mail(sender)  # greets the server first where needed
         return
@@ -68,10 +71,10 @@ async def _mail(client: aiosmtplib.SMTP, sender: str) -> None:
         raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
 
 
-async def _rcpt(client: aiosmtplib.SMTP, recipient: str) -> None:
+async def _rcpt(client: aiosmtplib.SMTP, recipient: str, smtputf8: bool = False) -> None:
     """RCPT TO, as ``_mail``; 250 and 251 accept, as in aiosmtplib's rcpt()."""
     if not _PLAIN_ADDRESS.match(recipient):
-        await client.rcpt(recipient)
+        await client.rcpt(recipient, encoding="utf-8" if smtputf8 else "ascii")
         return
     response = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
     if response.code not in (250, 251):
@@ -393,8 +396,21 @@ class SmtpTransport:
         self, client: aiosmtplib.SMTP, message: Composed, before_data: BeforeData
     ) -> Outcome:
         try:
+            if message.smtputf8:
+                if client.is_ehlo_or_helo_needed:
+                    await client.ehlo()
+                if not client.supports_extension("smtputf8"):
+                    # Not sendable through this server at all: recorded as failed with the
+                    # reason (never retried), and the campaign goes on.
+                    utf8 = [a for a in (*message.recipients, message.mail_from) if not a.isascii()]
+                    return Outcome(
+                        FAILED,
+                        f"not sent: {utf8[0] if utf8 else message.recipients[0]} has a "
+                        f"non-ASCII local part and the SMTP server {self.settings.host}:"
+                        f"{self.settings.port} does not offer SMTPUTF8",
+                    )
             try:
-                await _mail(client, message.mail_from)
+                await _mail(client, message.mail_from, message.smtputf8)
             except aiosmtplib.SMTPSenderRefused as exc:
                 if exc.code >= 500 or exc.code == 530:
                     # Every message from this sender would fail alike: a set-up problem
@@ -410,7 +426,7 @@ class SmtpTransport:
             last_refusal: aiosmtplib.SMTPResponseException | None = None
             for rcpt in message.recipients:
                 try:
-                    await _rcpt(client, rcpt)
+                    await _rcpt(client, rcpt, message.smtputf8)
                     accepted += 1
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     if exc.code == 530:

@@ -13,6 +13,7 @@ LOCKED``); ``insert_ignore`` is ``INSERT … ON CONFLICT DO NOTHING`` on both.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -27,6 +28,7 @@ except ImportError:  # pragma: no cover - not POSIX: no gate
     fcntl = None  # type: ignore[assignment]
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from outreach.errors import SchemaOutdated, StoreError
@@ -107,6 +109,7 @@ def make_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     try:
         if url.startswith("sqlite"):
+            _private_sqlite_file(url)
             engine = create_engine(url, future=True)
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
@@ -130,14 +133,42 @@ def shown_database(url: str) -> str:
     return redact(url)
 
 
+# A query parameter that holds a secret: ?password=…, &sslpassword=…, ?auth_token=…
+_SECRET_PARAMETER = re.compile(r"([?&;][^=&;#]*(?:pass|secret|token|key)[^=&;#]*=)[^&;#]*", re.I)
+
+
 def redact(url: str) -> str:
-    """A database URL without its password, safe to print."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url
+    """A database URL without its password (``user:pw@`` or ``?password=``), safe to print."""
+    if "://" not in url:
+        return _SECRET_PARAMETER.sub(r"\1***", url)
+    scheme, rest = url.split("://", 1)
+    cut = min(i for i in (rest.find("?"), rest.find("#"), len(rest)) if i >= 0)
+    head, query = rest[:cut], rest[cut:]
+    if "@" in head:
+        creds, host = head.rsplit("@", 1)
+        if ":" in creds:
+            head = f"{creds.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{head}" + _SECRET_PARAMETER.sub(r"\1***", query)
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Make a new SQLite database file owner-only (0600, whatever the umask) before SQLite
+    makes it: it holds addresses and replies, and SQLite gives the -wal and -shm files
+    beside it the same mode. An existing file is left as it is."""
+    try:
+        database = make_url(url).database
+    except SQLAlchemyError:  # not a URL SQLAlchemy reads: create_engine says so
+        return
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # it exists, or its folder does not (SQLite's own error says so)
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class HotWrites:
@@ -164,7 +195,7 @@ class HotWrites:
         self.gate: int | None = None
         path = engine.url.database if engine.dialect.name == "sqlite" else None
         if path and path != ":memory:" and not path.startswith("file:") and fcntl is not None:
-            self.gate = os.open(f"{path}-senders.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self.gate = os.open(f"{path}-senders.lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     def _compile(self, stmt: Any) -> tuple[str, list[str] | None, dict[str, Any], dict[str, Any]]:
         found = self.compiled.get(id(stmt))
