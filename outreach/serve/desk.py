@@ -7,8 +7,10 @@ and their own researchers (403 otherwise); an admin opens every desk and the rep
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import Any
+from functools import wraps
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -18,12 +20,22 @@ from starlette.routing import BaseRoute, Route
 
 from outreach.errors import ConfigError, OutreachError
 from outreach.serve import desk_data
-from outreach.serve.auth import checked_form, forbidden, page_context, session, signed_in
+from outreach.serve.auth import (
+    Handler,
+    checked_form,
+    forbidden,
+    page_context,
+    session,
+    signed_in,
+)
 from outreach.serve.forms import KINDS, MAX_NOTE, blank, check_meeting
 from outreach.serve.public import state_of
 from outreach.serve.security import CSP_DOCUMENT
 from outreach.track.contacts import record
 from outreach.workspace.loader import Workspace
+
+if TYPE_CHECKING:
+    from outreach.serve.state import AppState
 
 log = logging.getLogger("outreach.serve")
 
@@ -38,17 +50,45 @@ def _liaison_or_refusal(request: Request, ws: Workspace) -> str | Response:
     return lid
 
 
+DeskHandler = Callable[[Request, "AppState", Workspace, str], Awaitable[Response]]
+
+
+def liaison_desk(handler: DeskHandler) -> Handler:
+    """A page of one liaison's desk: signed in, and this user may open that liaison's desk
+    (403/404 otherwise); the handler gets the app's state, the workspace and the liaison."""
+
+    @signed_in
+    @wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        state = state_of(request)
+        ws = state.workspace.get()
+        lid = _liaison_or_refusal(request, ws)
+        if isinstance(lid, Response):
+            return lid
+        return await handler(request, state, ws, lid)
+
+    return wrapper
+
+
+def admin_only(handler: Callable[[Request, AppState], Awaitable[Response]]) -> Handler:
+    """A page for the administrator only (403 for a liaison)."""
+
+    @signed_in
+    @wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        if not session(request).user.is_admin:
+            return forbidden(request, "Only the administrator sees every liaison and the report.")
+        return await handler(request, state_of(request))
+
+    return wrapper
+
+
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
     return state_of(request).page(name, status, **page_context(request, **context))
 
 
-@signed_in
-async def desk_home(request: Request) -> Response:
-    state = state_of(request)
-    ws = state.workspace.get()
-    lid = _liaison_or_refusal(request, ws)
-    if isinstance(lid, Response):
-        return lid
+@liaison_desk
+async def desk_home(request: Request, state: AppState, ws: Workspace, lid: str) -> Response:
 
     def gather() -> dict[str, Any]:
         land = desk_data.territory(state.store, ws)
@@ -68,13 +108,8 @@ async def desk_home(request: Request) -> Response:
     return _page(request, "desk.html.j2", liaison=ws.directory.liaisons[lid], **data)
 
 
-@signed_in
-async def researcher(request: Request) -> Response:
-    state = state_of(request)
-    ws = state.workspace.get()
-    lid = _liaison_or_refusal(request, ws)
-    if isinstance(lid, Response):
-        return lid
+@liaison_desk
+async def researcher(request: Request, state: AppState, ws: Workspace, lid: str) -> Response:
     email = request.path_params["email"].strip().lower()
     land = await run_in_threadpool(desk_data.territory, state.store, ws)
     person = land.researchers.get(email)
@@ -97,14 +132,11 @@ def _today() -> str:
     return date.today().isoformat()
 
 
-@signed_in
-async def log_form(request: Request) -> Response:
-    ws = state_of(request).workspace.get()
-    lid = _liaison_or_refusal(request, ws)
-    if isinstance(lid, Response):
-        return lid
+@liaison_desk
+async def log_form(request: Request, state: AppState, ws: Workspace, lid: str) -> Response:
     chosen = request.query_params.get("researcher", "")[:320]
-    return _log_page(request, ws, lid, blank(_today(), chosen))
+    # the territory is read from the store: off the event loop, as every other page does
+    return await run_in_threadpool(_log_page, request, ws, lid, blank(_today(), chosen))
 
 
 def _log_page(request: Request, ws: Workspace, lid: str, form: Any, status: int = 200) -> Response:
@@ -121,13 +153,8 @@ def _log_page(request: Request, ws: Workspace, lid: str, form: Any, status: int 
     )
 
 
-@signed_in
-async def log_meeting(request: Request) -> Response:
-    state = state_of(request)
-    ws = state.workspace.get()
-    lid = _liaison_or_refusal(request, ws)
-    if isinstance(lid, Response):
-        return lid
+@liaison_desk
+async def log_meeting(request: Request, state: AppState, ws: Workspace, lid: str) -> Response:
     fields = await checked_form(request)
     if isinstance(fields, Response):
         return fields
@@ -149,13 +176,8 @@ async def log_meeting(request: Request) -> Response:
     return RedirectResponse(where, status_code=303)
 
 
-@signed_in
-async def campaign(request: Request) -> Response:
-    state = state_of(request)
-    ws = state.workspace.get()
-    lid = _liaison_or_refusal(request, ws)
-    if isinstance(lid, Response):
-        return lid
+@liaison_desk
+async def campaign(request: Request, state: AppState, ws: Workspace, lid: str) -> Response:
     cid = request.path_params["campaign_id"]
     if cid not in ws.campaigns:
         return forbidden(request, f"No campaign `{cid}` in campaigns/.", 404)
@@ -175,14 +197,9 @@ async def campaign(request: Request) -> Response:
     )
 
 
-@signed_in
-async def preview(request: Request) -> Response:
+@liaison_desk
+async def preview(request: Request, state: AppState, ws: Workspace, lid: str) -> Response:
     """One rendered message, in a sandboxed frame of the campaign page."""
-    state = state_of(request)
-    ws = state.workspace.get()
-    lid = _liaison_or_refusal(request, ws)
-    if isinstance(lid, Response):
-        return lid
     cid, lang = request.path_params["campaign_id"], request.path_params["lang"]
     if cid not in ws.campaigns:
         return forbidden(request, f"No campaign `{cid}` in campaigns/.", 404)
@@ -206,11 +223,8 @@ async def preview(request: Request) -> Response:
     )
 
 
-@signed_in
-async def admin(request: Request) -> Response:
-    state = state_of(request)
-    if not session(request).user.is_admin:
-        return forbidden(request, "Only the administrator sees every liaison.")
+@admin_only
+async def admin(request: Request, state: AppState) -> Response:
     ws = state.workspace.get()
 
     def gather() -> dict[str, Any]:
@@ -222,12 +236,9 @@ async def admin(request: Request) -> Response:
     return _page(request, "admin.html.j2", liaisons=ws.directory.liaisons, **data)
 
 
-@signed_in
-async def report(request: Request) -> Response:
+@admin_only
+async def report(request: Request, state: AppState) -> Response:
     """The report ``outreach report --format html`` writes, for the administrator."""
-    state = state_of(request)
-    if not session(request).user.is_admin:
-        return forbidden(request, "Only the administrator sees the report.")
     ws = state.workspace.get()
 
     def build() -> str:
@@ -236,9 +247,7 @@ async def report(request: Request) -> Response:
         from outreach.report.query import Filters
 
         s = ws.settings
-        data = build_report(
-            state.store, s.tracking.reply_window_days, Filters(None, None, None), 0.05
-        )
+        data = build_report(state.store, s.tracking.reply_window_days, Filters(None, None, None))
         return to_html(data, f"Reply report: {s.organisation.name}")
 
     html = await run_in_threadpool(build)
