@@ -49,10 +49,9 @@ from outreach.audience.recipients import Recipient
 from outreach.message.i18n import translate
 from outreach.message.prepared import PreparedCampaign
 from outreach.message.render import photo_cid
-from outreach.message.templating import BUILTIN_TEMPLATES
 from outreach.message.tokens import message_id, message_token
 from outreach.workspace.example import init_workspace
-from outreach.workspace.loader import Workspace, load_workspace
+from outreach.workspace.loader import BUILTIN_TEMPLATES, Workspace, load_workspace
 from outreach.workspace.people import localised
 
 CAMPAIGN = "rdm-launch-2026"

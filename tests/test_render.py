@@ -41,8 +41,8 @@ from outreach.message.compose import Composer, PhotoCache
 from outreach.message.prepared import Message, PreparedCampaign
 from outreach.message.preview import write_preview
 from outreach.message.render import Rendered
-from outreach.message.templating import BUILTIN_TEMPLATES
 from outreach.message.tokens import message_id, message_token
+from outreach.workspace.loader import BUILTIN_TEMPLATES
 from outreach.workspace.people import Liaison, Researcher
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -41,7 +41,7 @@ def suppression_key(secret: bytes, address: str) -> str:
 class SuppressionList(Mapping[str, str]):
     """Address → reason, for plain rows and for the keyed hashes ``forget`` leaves.
 
-    Drop-in for ``Ledger.suppressed()`` at plan time: ``planned_rows`` only calls
+    What ``send`` skips at plan time: ``planned_rows`` only calls
     ``.get(email)``. Iterating yields the plain addresses only (hashes cannot be reversed).
     """
 

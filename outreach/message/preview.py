@@ -41,7 +41,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "x"
 
 
-def _inline_html(data: bytes) -> tuple[str, str, dict[str, str]]:
+def inline_html(data: bytes) -> tuple[str, str, dict[str, str]]:
     """The HTML with cid: faces as data: URIs (a browser cannot follow cid:), the text part
     and the headers, read back from the composed bytes: the gallery shows what is sent."""
     msg = message_from_bytes(data, policy=email_policy.default)
@@ -111,7 +111,7 @@ def _write(prepared: PreparedCampaign, out: Path, sample: bool) -> int:
             raise naming_recipient(exc, prepared.campaign.id, recipient.email) from None
         stem = f"{n:05d}-{_slug(recipient.email)}"
         (out / f"{stem}.eml").write_bytes(message.composed.data)
-        body, text, headers = _inline_html(message.composed.data)
+        body, text, headers = inline_html(message.composed.data)
         (out / "messages" / f"{stem}.html").write_text(body, encoding="utf-8")
         rows = "".join(
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"

@@ -32,8 +32,8 @@ from markdown_it import MarkdownIt
 from outreach.errors import Location, TemplateError
 from outreach.message.printed import Printed, held_apart, rendered_apart
 from outreach.message.sandbox import BoundedSandbox, TemplateRefused, render_bounded
+from outreach.workspace.loader import BUILTIN_TEMPLATES
 
-BUILTIN_TEMPLATES = Path(__file__).parent.parent / "templates"
 MAX_TEMPLATE_BYTES = 2_000_000  # a template is a page of HTML, not a data file
 _BABEL_LOCALES = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_GB"}
 _DATE_FORMS = ("short", "medium", "long", "full")

@@ -18,7 +18,7 @@ from outreach.audience.assignments import current_owners
 from outreach.audience.coverage import Coverage, check_year, compute_coverage
 from outreach.audience.recipients import Recipient, owners_of, plan_recipients
 from outreach.message.prepared import PreparedCampaign
-from outreach.message.preview import _inline_html
+from outreach.message.preview import inline_html
 from outreach.store import Store, as_utc
 from outreach.store.schema import contacts, ledger, responses
 from outreach.workspace.loader import Workspace
@@ -202,5 +202,5 @@ def preview_html(ws: Workspace, campaign_id: str, recipients: list[Recipient], l
     cf = ws.campaign(campaign_id)
     prepared = PreparedCampaign(ws, cf, recipients=chosen[:1], create_secret=False, sign=False)
     message = prepared.message(chosen[0])
-    body, _text, _headers = _inline_html(message.composed.data)
+    body, _text, _headers = inline_html(message.composed.data)
     return body

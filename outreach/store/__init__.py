@@ -176,7 +176,7 @@ class HotWrites:
     kept for them.
 
     Every message commits once (`sending` right before DATA, carrying the previous
-    message's `sent`: see ``Ledger.mark_sent``): SQLAlchemy's per-statement work (pool
+    message's `sent`: see ``LedgerRows.mark_sent``): SQLAlchemy's per-statement work (pool
     checkout, begin, result objects) costs about as much as SQLite's own. The statements
     are Core statements compiled once for the dialect, and values pass through the column
     types' bind processors, so what is stored is what Core would store.

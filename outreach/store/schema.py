@@ -66,7 +66,7 @@ campaign_locks = Table(
 
 # One row per live worker of a team (revision 0002): its lease, renewed by its heartbeat.
 # A worker whose lease has expired is dead: its claimed rows go back to `planned` and its
-# `sending` rows become `uncertain` (Ledger.recover(expired_only=True)).
+# `sending` rows become `uncertain` (LedgerRows.recover(expired_only=True)).
 send_workers = Table(
     "send_workers",
     metadata,
