@@ -388,3 +388,48 @@ def test_a_campaign_cannot_name_a_template_outside(tmp_path: Path, spelled: str)
     run = cli(root, "preview", CAMPAIGN)
     assert run.code == 1, run
     nothing_leaked(root)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        '{% include "PATH" %}',
+        '{% import "PATH" as m %}',
+        '{% from "PATH" import x %}',
+        '{% include ["nothing-here", "PATH"] %}',
+        '{% include "PATH" ignore missing %}',
+    ],
+)
+@pytest.mark.parametrize("spelled", ["absolute", "workspace", "builtin"])
+def test_a_subject_or_body_cannot_pull_in_a_file(
+    tmp_path: Path, statement: str, spelled: str
+) -> None:
+    root, outside = workspace(tmp_path)
+    (outside / "secret.txt").write_text(SECRET, encoding="utf-8")
+    (root / "templates").mkdir()
+    part = "PART-OF-TEMPLATES-2b91"
+    (root / "templates" / "part.txt").write_text(part, encoding="utf-8")
+    name = {
+        "absolute": str(outside / "secret.txt"),
+        "workspace": "part.txt",  # a file of templates/: still not for a campaign's strings
+        "builtin": "_signature.txt.j2",
+    }[spelled]
+    line = edit(
+        root / "campaigns" / f"{CAMPAIGN}.yaml",
+        "Dear {{ researcher.first_name }},",
+        "Dear {{ researcher.first_name }}, " + statement.replace("PATH", name),
+    )
+    run = cli(root, "check")
+    assert run.code == 1, run
+    assert "no loader" not in run.output, run
+    find_problem(
+        run,
+        contains="cannot include, import or extend",
+        file=f"campaigns/{CAMPAIGN}.yaml",
+        line=line,
+    )
+    run = cli(root, "send", CAMPAIGN)
+    assert run.code == 1 and "cannot include, import or extend" in run.stderr, run
+    # readers of the other languages may have been sent theirs before: none holds the file
+    assert not any(part.encode() in m.read_bytes() for m in outbox_messages(root))
+    nothing_leaked(root)

@@ -51,6 +51,27 @@ class TemplateOutside(jinja2.TemplateNotFound):
         )
 
 
+class StringsIncludeNothing(jinja2.TemplateError):
+    """A subject or body (a string in a campaign file) that includes, imports or extends a
+    file: only template files may, so a campaign file cannot pull in any file at all. Not a
+    TemplateNotFound: a list of names or ``ignore missing`` must not pass over it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a subject or body cannot include, import or extend `{name}`")
+        self.hint = (
+            "write the shared part in a template of templates/ (the campaign's `template:` "
+            "and the files it includes), not in the campaign file"
+        )
+
+
+class _NoFilesLoader(jinja2.BaseLoader):
+    """The loader of the strings' environment: every name refused with a clear reason
+    (without one, Jinja says `TypeError: no loader for this environment specified`)."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> Any:
+        raise StringsIncludeNothing(template)
+
+
 class _ConfinedLoader(jinja2.FileSystemLoader):
     """FileSystemLoader that resolves each template before reading it and refuses what
     lands outside ``confine`` (a symbolic link out of templates/, to /etc/passwd or
@@ -118,7 +139,9 @@ class Templates:
             lstrip_blocks=True,
             auto_reload=False,
         )
-        self.strings = BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
+        self.strings = BoundedSandbox(
+            undefined=jinja2.StrictUndefined, autoescape=False, loader=_NoFilesLoader()
+        )
         # every value a user-written string prints is kept apart, to be escaped for the
         # Markdown it lands in (printed.py): render them with ``render_string``
         self.strings.finalize = held_apart(self.strings.finalize)
@@ -317,8 +340,9 @@ class Templates:
         context: dict[str, Any] | None = None,
     ) -> TemplateError:
         """``exc``, raised by template ``name`` at ``line``, as the user should read it."""
-        if isinstance(exc, TemplateOutside | TemplateRefused):
-            what, hint = str(exc.message if isinstance(exc, TemplateOutside) else exc), exc.hint
+        if isinstance(exc, TemplateOutside | StringsIncludeNothing | TemplateRefused):
+            shown = exc if isinstance(exc, TemplateRefused) else exc.message
+            what, hint = str(shown), exc.hint
         elif isinstance(exc, SecurityError):
             what = f"the sandbox refused it: {exc}"
             hint = "templates may only use the documented variables"
