@@ -11,7 +11,6 @@ import binascii
 import io
 import secrets
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import MIMEPart
@@ -20,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from outreach.errors import ConfigError, Location, OutreachError
 from outreach.message.headers import (
@@ -36,7 +35,7 @@ from outreach.message.headers import (
 )
 from outreach.message.render import Rendered, photo_cid
 from outreach.message.tokens import message_id
-from outreach.workspace.validation import MAX_PHOTO_PIXELS
+from outreach.workspace.photos import PhotoUnusable, open_photo
 
 FACE_PIXELS = 128  # shown at 64 px: sharp on high-density screens, still a few KB
 
@@ -92,35 +91,23 @@ class PhotoCache:
         path = self.root / photo
         where = self.declared.get(person_id, Location(photo, None, None, "photo"))
         try:
-            with warnings.catch_warnings():  # past MAX_PHOTO_PIXELS is refused below, clearly
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
-                    if img.width * img.height > MAX_PHOTO_PIXELS:
-                        raise Image.DecompressionBombError(
-                            f"{img.width} × {img.height} pixels, more than the "
-                            f"{MAX_PHOTO_PIXELS // 1_000_000} million a portrait may have"
-                        )
-                    img.load()
-                    face = img.convert("RGBA")
-        except Image.DecompressionBombError as exc:
-            raise ConfigError(
-                f"photo of `{person_id}` ({photo}) is too large: {exc}",
-                location=where,
-                hint=f"scale it down (a face is shown at {FACE_PIXELS // 2} pixels), "
-                "e.g. to 1000 × 1000, and save it as JPEG or PNG",
-            ) from None
+            with open_photo(path, photo) as img:
+                face = img.convert("RGBA")
         except FileNotFoundError:
             raise ConfigError(
                 f"photo of `{person_id}` not found: {photo}",
                 location=where,
                 hint="the path is relative to the workspace; the face must show",
             ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            reason = str(exc).replace(str(path), photo)
+        except PhotoUnusable as exc:
+            hint = (
+                f"scale it down (a face is shown at {FACE_PIXELS // 2} pixels), "
+                "e.g. to 1000 × 1000, and save it as JPEG or PNG"
+                if exc.too_large
+                else "save it again as JPEG or PNG"
+            )
             raise ConfigError(
-                f"photo of `{person_id}` ({photo}) cannot be read: {reason}",
-                location=where,
-                hint="save it again as JPEG or PNG",
+                f"photo of `{person_id}` ({photo}) {exc.why}", location=where, hint=hint
             ) from None
         background = Image.new("RGBA", face.size, (255, 255, 255, 255))
         face = Image.alpha_composite(background, face).convert("RGB")

@@ -8,7 +8,6 @@ Problem with the file and line to fix, collected so ``outreach check`` reports t
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,9 +64,6 @@ def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem
 
 
 _ALLOW_HINT = "or name the folder it is in under `allowed_paths:` in outreach.yaml"
-# A portrait has a few million pixels; decoding costs 4 bytes a pixel, so a small file that
-# declares hundreds of millions (a decompression bomb) is refused before it is decoded.
-MAX_PHOTO_PIXELS = 40_000_000
 
 
 def photo_unusable(path: Path) -> tuple[str, str] | None:
@@ -77,24 +73,17 @@ def photo_unusable(path: Path) -> tuple[str, str] | None:
     first message rather than at the first one with this face."""
     if not path.is_file():
         return None
-    from PIL import Image, UnidentifiedImageError  # only a workspace with photos needs it
+    # Pillow is imported only by a workspace that has photos to check
+    from outreach.workspace.photos import PhotoUnusable, open_photo
 
     try:
-        with warnings.catch_warnings():  # past MAX_PHOTO_PIXELS is refused below, clearly
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PHOTO_PIXELS:
-                    raise Image.DecompressionBombError(
-                        f"{img.width} × {img.height} pixels, more than the "
-                        f"{MAX_PHOTO_PIXELS // 1_000_000} million a portrait may have"
-                    )
-                img.draft("RGB", (256, 256))  # a JPEG decodes at a fraction of its size
-                img.load()
-    except Image.DecompressionBombError as exc:
-        return f"is too large: {exc}", "scale it down, e.g. to 1000 × 1000, as JPEG or PNG"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc).replace(str(path), path.name)
-        return f"cannot be read: {reason}", "save it again as JPEG or PNG"
+        open_photo(path, path.name, draft=(256, 256)).close()
+    except PhotoUnusable as exc:
+        if exc.too_large:
+            return exc.why, "scale it down, e.g. to 1000 × 1000, as JPEG or PNG"
+        return exc.why, "save it again as JPEG or PNG"
+    except FileNotFoundError:
+        return None
     return None
 
 
@@ -378,7 +367,6 @@ def check_campaign(
 
 
 __all__ = [
-    "MAX_PHOTO_PIXELS",
     "check_campaign",
     "check_directory",
     "check_settings",
