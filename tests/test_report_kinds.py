@@ -149,24 +149,28 @@ def test_json_has_every_kind_and_the_weak_replies_apart(root: Path) -> None:
     assert d["estimate"] == pytest.approx(1 / 6 - 1 / 5, abs=1e-6)  # strong replies only
 
 
+# The per-arm columns the table and the HTML show, in their order.
+SHOWN = [
+    "sent",
+    "delivered",
+    "replied",
+    "rate",
+    "ci95",
+    "replied weak",
+    "bounce hard",
+    "bounce soft",
+    "auto reply",
+    "unsubscribe",
+]
+
+
 def test_table_shows_soft_bounces_and_weak_replies(root: Path) -> None:
     out = report(root, "table").stdout
     assert WEAK_LINE in out
     arms = out[out.index("Per arm") : out.index("Per liaison")]
     header = next(line for line in arms.splitlines() if "sent" in line)
     columns = [c.strip() for c in re.split(r"[│┃|]", header) if c.strip()]
-    assert columns == [
-        "sent",
-        "delivered",
-        "replied",
-        "rate",
-        "ci95",
-        "replied weak",
-        "bounce hard",
-        "bounce soft",
-        "auto reply",
-        "unsubscribe",
-    ]
+    assert columns == SHOWN
     for arm, want in (("liaison", LIAISON), ("service", SERVICE)):
         line = next(line for line in arms.splitlines() if f" {arm} " in line)
         cells = [c.strip() for c in re.split(r"[│┃|]", line) if c.strip()]
@@ -219,18 +223,7 @@ def test_html_has_the_columns_and_the_weak_replies_in_the_summary(root: Path) ->
     arms = page[page.index("<h2>Per arm</h2>") :]
     arms = arms[: arms.index("</table>")]
     head = re.findall(r"<th>([^<]*)</th>", arms[: arms.index("</thead>")])
-    assert head[1:] == [
-        "sent",
-        "delivered",
-        "replied",
-        "rate",
-        "ci95",
-        "replied weak",
-        "bounce hard",
-        "bounce soft",
-        "auto reply",
-        "unsubscribe",
-    ]
+    assert head[1:] == SHOWN
     for arm, want in (("liaison", LIAISON), ("service", SERVICE)):
         row = re.search(rf"<tr><th scope='row'>{arm}</th>(.*?)</tr>", arms)
         assert row is not None, arm
