@@ -141,6 +141,13 @@ def main() -> None:
     try:
         shutil.rmtree(ws, ignore_errors=True)
         cli("init", str(ws))
+        # an outbox a local MTA would deliver from: the send counts, so the report has figures
+        # (to a plain outbox it would be a rehearsal, which reports leave out)
+        settings = ws / "outreach.yaml"
+        text = settings.read_text(encoding="utf-8")
+        assert "  kind: outbox\n" in text, "the example's transport changed"
+        delivering = text.replace("  kind: outbox\n", "  kind: outbox\n  delivers: true\n", 1)
+        settings.write_text(delivering, encoding="utf-8")
         cli("-w", str(ws), "send", "newsletter-autumn-2026", "--now")
         figures = {}
         for command in ("report", "coverage"):
