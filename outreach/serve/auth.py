@@ -29,7 +29,7 @@ from outreach.serve.accounts import (
     start_session,
     verify_login,
 )
-from outreach.serve.public import BodyTooLarge, form_fields, small_body, state_of
+from outreach.serve.public import small_form, state_of
 from outreach.serve.security import new_token, same_origin, same_token
 from outreach.serve.state import AppState
 
@@ -113,11 +113,9 @@ async def checked_form(request: Request) -> dict[str, str] | Response:
     """A signed-in form's fields, or the answer that refuses it (too large, foreign, or
     without this session's CSRF token)."""
     state = state_of(request)
-    try:
-        body = await small_body(request)
-    except BodyTooLarge:
+    fields = await small_form(request)
+    if fields is None:
         return forbidden(request, "The form is too large.", 413)
-    fields = await form_fields(request, body)
     if not same_origin(request, state.proxies) or not same_token(
         session(request).csrf, fields.get("csrf")
     ):
@@ -154,11 +152,9 @@ async def login_form(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     state = state_of(request)
-    try:
-        body = await small_body(request, 8192)
-    except BodyTooLarge:
+    fields = await small_form(request, 8192)
+    if fields is None:
         return _login_page(request, state, "The form is too large.", 413)
-    fields = await form_fields(request, body)
     nonce = state.login_cookie.unsign(request.cookies.get(LOGIN_COOKIE))
     if not same_origin(request, state.proxies) or not same_token(nonce, fields.get("csrf")):
         return _login_page(request, state, "The form had expired: please sign in again.", 403)

@@ -89,6 +89,15 @@ async def form_fields(request: Request, body: bytes) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
+async def small_form(request: Request, limit: int = MAX_BODY) -> dict[str, str] | None:
+    """The form's fields (``form_fields``), or None when its body is over ``limit`` bytes."""
+    try:
+        body = await small_body(request, limit)
+    except BodyTooLarge:
+        return None
+    return await form_fields(request, body)
+
+
 def _sender(ws: Workspace, sender_id: str | None) -> Any:
     d = ws.directory
     return d.liaisons.get(sender_id or "") or d.experts.get(sender_id or "") or d.service
@@ -172,11 +181,9 @@ async def unsubscribe_page(request: Request) -> Response:
 async def unsubscribe(request: Request) -> Response:
     """POST: the one-click opt-out (a mail client's, or the page's button)."""
     state = state_of(request)
-    try:
-        body = await small_body(request)
-    except BodyTooLarge:
+    fields = await small_form(request)
+    if fields is None:
         return PlainTextResponse("request too large", status_code=413)
-    fields = await form_fields(request, body)
     if fields.get(ONE_CLICK[0]) != ONE_CLICK[1]:
         return neutral(request, 400)
     from_page = fields.get("via") == "page"
@@ -211,11 +218,9 @@ async def undo(request: Request) -> Response:
     """POST from the confirmation page, within ``serve.undo_minutes``: the opt-out is
     taken back (only one made from a link just now, never an older suppression)."""
     state = state_of(request)
-    try:
-        body = await small_body(request)
-    except BodyTooLarge:
+    fields = await small_form(request)
+    if fields is None:
         return PlainTextResponse("request too large", status_code=413)
-    fields = await form_fields(request, body)
     link = read_link(request.query_params.get("t"), request.query_params.get("c"))
     if link is None:
         return neutral(request)
