@@ -36,6 +36,7 @@ NOT_PERSONAL = (
     "sender_slots",  # each mailbox's quota pointer
     "users",  # accounts of `outreach serve`: staff, not researchers
     "web_sessions",
+    "approvals",  # who approved a campaign's content: staff ids and hashes, no address
 )
 TABLES: dict[str, Table] = {t.name: t for t in PERSONAL_TABLES}
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration in migrations/versions. Kept here so that opening the store (every
 # command) does not import Alembic; a test checks it against Alembic's own head.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 # Held while migrating, so two processes opening a new database do not both build it.
 _MIGRATION_LOCK = 0x6F757472  # "outr"
 

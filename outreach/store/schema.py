@@ -367,4 +367,25 @@ web_sessions = Table(
 )
 Index("ix_web_sessions_user", web_sessions.c.user_id)
 
+# Who approved which content of a campaign (revision 0007): `outreach approve CAMPAIGN --as
+# ID`. The content is hashed in three parts (the campaign file, the templates it uses, the
+# people it reaches) so a send refused after an edit can say which part changed;
+# `content_hash` is the three together. `detail` (JSON) keeps what names the change: each
+# template file's hash and the audience's counts, no addresses. A campaign may hold many
+# approvals (one per content approved); the same content is approved once.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(200), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("campaign_hash", String(64), nullable=False),
+    Column("templates_hash", String(64), nullable=False),
+    Column("audience_hash", String(64), nullable=False),
+    Column("detail", Text),
+    Column("approved_by", String(100), nullable=False),
+    Column("approved_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("campaign_id", "content_hash", name="uq_approvals_content"),
+)
+
 PERSONAL_TABLES = (ledger, arms, suppressions, responses, contacts, assignments)
