@@ -66,6 +66,9 @@ class Problem:
     location: Location = field(default_factory=Location)
     hint: str | None = None
     severity: str = "error"  # "error" | "warning"
+    # One problem with one cause may concern many rows (researchers no segment covers):
+    # it is reported once, and these lines name each row (`outreach check --verbose`).
+    details: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         where = str(self.location)
@@ -83,6 +86,7 @@ class Problem:
             "field": self.location.field,
             "message": self.message,
             "hint": self.hint,
+            "details": list(self.details),
         }
 
 

@@ -114,23 +114,30 @@ def _outbox(root: Path) -> list[bytes]:
 
 @CLI_RUNS
 @given(addresses=utf8_addresses(3))
-def test_check_says_at_the_row_what_send_does_with_a_non_ascii_local_part(
+def test_check_says_once_what_send_does_with_non_ascii_local_parts_and_lists_the_rows(
     example: Path, tmp_path: Path, addresses: list[str]
 ) -> None:
+    """One cause (what the transport does with such mail), one warning: at the first row,
+    with the count; ``--verbose`` names every row."""
     root = _fresh(example, tmp_path)
     lines = _add_researchers(root, addresses)
     run = cli(root, "check")
     assert run.code == 0, run  # warnings, not errors: nothing stops
+    first = min(lines.values())
+    p = find_problem(
+        run,
+        contains=f"{len(addresses)} addresses have a non-ASCII local part",
+        file="people/researchers.csv",
+        line=first,
+        field="email",
+        severity="warning",
+    )
+    assert "SMTPUTF8" in p.message and "recorded as failed" in p.message
+    assert [q for q in problems(run) if "non-ASCII" in q.message] == [p]
+    assert f"{len(addresses)} rows: --verbose lists them" in run.stderr
+    verbose = cli(root, "check", "--verbose", "--no-render")
     for address, line in lines.items():
-        p = find_problem(
-            run,
-            contains=f"`{address}` has a non-ASCII local part",
-            file="people/researchers.csv",
-            line=line,
-            field="email",
-            severity="warning",
-        )
-        assert "SMTPUTF8" in p.message and "recorded as failed" in p.message
+        assert f"- people/researchers.csv:{line}: {address}" in verbose.stderr, verbose
 
 
 @CLI_RUNS

@@ -62,14 +62,22 @@ if not out_console.is_terminal:
     out_console = SafeConsole(highlight=False, soft_wrap=True, width=160, markup=False)
 
 
-def print_problems(problems: list[Problem]) -> None:
+def print_problems(problems: list[Problem], verbose: bool | None = None) -> None:
+    """Each problem with where and its hint. A problem about many rows (``details``) is one
+    entry; ``verbose`` lists the rows under it, ``False`` says how to see them (commands
+    without ``--verbose`` pass ``None``: neither)."""
     for p in problems:
         style = "red" if p.severity == "error" else "yellow"
         where = escape(str(p.location))
         prefix = f"{where}: " if where else ""
         hint = f"\n    hint: {escape(p.hint)}" if p.hint else ""
+        rows = ""
+        if p.details and verbose:
+            rows = "".join(f"\n    - {escape(line)}" for line in p.details)
+        elif p.details and verbose is not None:
+            rows = f"\n    ({len(p.details)} rows: --verbose lists them)"
         err_console.print(
-            f"{prefix}[{style}]{p.severity}[/{style}]: {escape(p.message)}{hint}",
+            f"{prefix}[{style}]{p.severity}[/{style}]: {escape(p.message)}{hint}{rows}",
             markup=True,
             highlight=False,
         )

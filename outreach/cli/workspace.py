@@ -29,6 +29,9 @@ def init(directory: Path) -> None:
 @click.option("--check-deliverability", is_flag=True, help="Also look up each domain in DNS.")
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON lines.")
 @click.option("--no-render", is_flag=True, help="Skip rendering every recipient.")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Under a warning about many rows, list each row."
+)
 @pass_ctx
 def check(
     obj: Context,
@@ -36,6 +39,7 @@ def check(
     check_deliverability: bool,
     as_json: bool,
     no_render: bool,
+    verbose: bool,
 ) -> None:
     """Validate settings, people and campaigns; report every problem at once."""
     from outreach.message.check import run_check
@@ -51,7 +55,7 @@ def check(
         for p in report.problems:
             click.echo(json.dumps(p.as_dict(), ensure_ascii=False))
     else:
-        print_problems(report.problems)
+        print_problems(report.problems, verbose)
         warnings = len(report.problems) - errors
         summary = (
             f"{report.researchers} researchers, {report.liaisons} liaisons, "

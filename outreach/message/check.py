@@ -63,8 +63,9 @@ def run_check(
 
 
 def utf8_address_warnings(ws: Workspace) -> list[Problem]:
-    """A warning for each researcher whose address has a non-ASCII local part (müller@…):
-    such mail needs SMTPUTF8, so ``check`` says what ``send`` will do with it."""
+    """One warning for the researchers whose address has a non-ASCII local part (müller@…),
+    each row in its details: such mail needs SMTPUTF8, so ``check`` says what ``send``
+    will do with it."""
     people = ws.root / "people"
     shown = "people/researchers.csv"
     if not (people / "researchers.csv").is_file():
@@ -80,13 +81,23 @@ def utf8_address_warnings(ws: Workspace) -> list[Problem]:
             f"the {transport.kind} transport takes it; an SMTP server must offer SMTPUTF8, "
             "else it is recorded as failed with that reason (the campaign goes on)"
         )
+    wide = [r for r in ws.researchers if wire_address(r.email)[1]]
+    if not wide:
+        return []
+    first = wide[0]
+    if len(wide) == 1:
+        message = f"`{first.email}` has a non-ASCII local part: {fate}"
+    else:
+        # one cause (what the transport does with such mail), so one warning with a count
+        named = ", ".join(f"`{r.email}`" for r in wide[:2])
+        more = f" and {len(wide) - 2} more" if len(wide) > 2 else ""
+        message = f"{len(wide)} addresses have a non-ASCII local part ({named}{more}): {fate}"
     return [
         Problem(
-            f"`{r.email}` has a non-ASCII local part: {fate}",
-            Location(shown, r.line, None, "email"),
+            message,
+            Location(shown, first.line, None, "email"),
             "ask for an ASCII address if the person has one",
             severity="warning",
+            details=tuple(f"{shown}:{r.line}: {r.email}" for r in wide) if len(wide) > 1 else (),
         )
-        for r in ws.researchers
-        if wire_address(r.email)[1]
     ]

@@ -15,6 +15,7 @@ from outreach.errors import Location, Problem
 from outreach.workspace.campaign import Campaign, select_audience
 from outreach.workspace.keys import dkim_problems, unsigned_senders
 from outreach.workspace.people import AddressError, Directory, Researcher, normalise_address
+from outreach.workspace.segment_warnings import segment_warnings
 from outreach.workspace.segments import SegmentIndex
 from outreach.workspace.settings import Settings, path_outside
 from outreach.workspace.yamlio import YamlDoc
@@ -239,36 +240,21 @@ def check_directory(root: Path, settings: Settings, d: Directory) -> list[Proble
             )
         )
     unassigned: list[Researcher] = []
+    shown = "people/researchers.csv"
+    if not (root / shown).is_file() and (root / "people/researchers.yaml").is_file():
+        shown = "people/researchers.yaml"
     for r in d.researchers:
         if r.liaison and r.liaison not in d.liaisons:
             problems.append(
                 Problem(
                     f"{r.email}: liaison override `{r.liaison}` is not a liaison",
-                    Location("people/researchers.csv", r.line, None, "liaison"),
+                    Location(shown, r.line, None, "liaison"),
                     f"known liaisons: {', '.join(sorted(d.liaisons))}",
                 )
             )
         elif index.owner(r).liaison_id is None:
             unassigned.append(r)
-    for r in unassigned[:20]:
-        near = index.nearest(r)
-        problems.append(
-            Problem(
-                f"{r.email} ({r.faculty or '-'} / {r.department or '-'} / {r.unit or '-'}) "
-                "matches no liaison segment",
-                Location("people/researchers.csv", r.line),
-                f"nearest segment: {near.label()}" if near else "add a segment for this faculty",
-                severity="warning",
-            )
-        )
-    if len(unassigned) > 20:
-        problems.append(
-            Problem(
-                f"{len(unassigned) - 20} more researchers match no segment",
-                Location("people/researchers.csv"),
-                severity="warning",
-            )
-        )
+    problems += segment_warnings(d, index, unassigned, where, shown)
     return problems
 
 
