@@ -23,10 +23,14 @@ from outreach.cli.output import out_console
 @pass_ctx
 def preview(obj: Context, campaign: str, out: Path | None, sample: bool) -> None:
     """Render CAMPAIGN to .eml files and an HTML gallery, sending nothing."""
+    from outreach.errors import ValidationFailed
     from outreach.message.preview import write_preview
 
     ws = obj.load(only_campaigns=[campaign])
-    ws.raise_for_errors()
-    target = out or ws.root / "preview" / ws.campaign(campaign).campaign.id
+    cf = ws.campaign(campaign)
+    blocking = ws.errors_for(cf)  # another campaign's typo does not stop this preview
+    if blocking:
+        raise ValidationFailed(blocking)
+    target = out or ws.root / "preview" / cf.campaign.id
     result = write_preview(ws, campaign, target, sample=sample)
     out_console.print(f"Wrote {result.messages} message(s) and {result.index}")

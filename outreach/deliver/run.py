@@ -47,7 +47,7 @@ from outreach.deliver.transports import (
     SmtpTransport,
     Transport,
 )
-from outreach.errors import ConfigError, Problem, ValidationFailed
+from outreach.errors import ConfigError, ValidationFailed
 from outreach.message.prepared import PreparedCampaign
 from outreach.store import Store, open_store
 from outreach.workspace.campaign import Campaign, select_audience
@@ -64,15 +64,6 @@ def make_transport(ws: Workspace, kind: str) -> Transport:
     if kind == "smtp":
         return SmtpTransport(ws.settings.transport, ws.root)
     raise ConfigError(f"unknown transport `{kind}`", hint="use outbox, smtp or dry-run")
-
-
-def _campaign_errors(ws: Workspace, campaign_file: str) -> list[Problem]:
-    """Problems that block sending this campaign: its own file, settings, people."""
-    return [
-        p
-        for p in ws.errors()
-        if not (p.location.file or "").startswith("campaigns/") or p.location.file == campaign_file
-    ]
 
 
 def planned_rows(recipients: list[Recipient], suppressed: Mapping[str, str]) -> list[PlannedRow]:
@@ -100,7 +91,7 @@ def check_sendable(
     """The campaign file and transport kind, after the checks that refuse to send at all."""
     cf = ws.campaign(campaign_id)
     campaign = cf.campaign
-    blocking = _campaign_errors(ws, ws.rel(cf.path))
+    blocking = ws.errors_for(cf)
     if blocking:
         raise ValidationFailed(blocking)
     kind = options.transport or ws.settings.transport.kind

@@ -49,7 +49,10 @@ def run_check(
     if render:
         from outreach.message.prepared import render_problems
 
-        ids = [ws.campaign(c).campaign.id for c in campaigns] if campaigns else list(ws.campaigns)
+        if campaigns:
+            ids = [c for c in (_loaded(ws, name) for name in campaigns) if c is not None]
+        else:
+            ids = list(ws.campaigns)
         for cid in ids:
             cf = ws.campaigns[cid]
             if any(
@@ -60,6 +63,17 @@ def run_check(
             report.rendered += count
             report.problems.extend(problems)
     return report
+
+
+def _loaded(ws: Workspace, name: str) -> str | None:
+    """The id of the campaign NAME means; None for one whose file did not load (its
+    problems are in the report already)."""
+    from outreach.errors import ValidationFailed
+
+    try:
+        return ws.campaign(name).campaign.id
+    except ValidationFailed:
+        return None
 
 
 def utf8_address_warnings(ws: Workspace) -> list[Problem]:

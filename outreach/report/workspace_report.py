@@ -12,20 +12,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from outreach.errors import ConfigError, SettingsInvalid
+from outreach.errors import ConfigError, Problem, SettingsInvalid, ValidationFailed
 from outreach.report.build import build_report, sent_campaigns
 from outreach.report.query import Filters
 from outreach.store import open_store
-from outreach.workspace.loader import CampaignFile, find_root, load_campaigns, load_settings
+from outreach.workspace.loader import (
+    CampaignFile,
+    find_root,
+    load_campaigns,
+    load_settings,
+    unloaded_campaign,
+)
 
 
-def resolve_campaign(name: str, files: Mapping[str, CampaignFile], sent: set[str]) -> str:
+def resolve_campaign(
+    name: str,
+    files: Mapping[str, CampaignFile],
+    sent: set[str],
+    root: Path | None = None,
+    problems: list[Problem] | None = None,
+) -> str:
     """The campaign id NAME means: a campaign file's id or file name, else a campaign the
-    ledger still holds (its YAML is gone, its figures are not); ConfigError otherwise."""
+    ledger still holds (its YAML is gone, its figures are not); ConfigError otherwise.
+    A campaign file NAME means that does not load (``root``, ``problems``: the loader's)
+    raises ValidationFailed with its problems."""
     stem = Path(name).name.removesuffix(".yaml").removesuffix(".yml")
     found = files.get(name) or next((cf for cf in files.values() if cf.path.stem == stem), None)
     if found is not None:
         return found.campaign.id
+    if root is not None:
+        broken = unloaded_campaign(root, name, files, problems or [])
+        if broken is not None:
+            raise ValidationFailed(broken)
     if name in sent:
         return name
     known = ", ".join(sorted(set(files) | sent)) or "none"
@@ -55,8 +73,8 @@ def workspace_report(
     try:
         cid = None
         if campaign:
-            files, _problems = load_campaigns(root, settings)
-            cid = resolve_campaign(campaign, files, sent_campaigns(store))
+            files, problems = load_campaigns(root, settings)
+            cid = resolve_campaign(campaign, files, sent_campaigns(store), root, problems)
         data = build_report(
             store, settings.tracking.reply_window_days, Filters(cid, experiment, year), lift
         )

@@ -8,6 +8,7 @@ files are in validation.py, the secrets-in-YAML warnings in plaintext_secrets.py
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,11 +122,24 @@ class Workspace:
         for cf in self.campaigns.values():
             if cf.path.stem == stem:
                 return cf
+        broken = unloaded_campaign(self.root, campaign_id, self.campaigns, self.problems)
+        if broken is not None:
+            raise ValidationFailed(broken)
         known = ", ".join(sorted(self.campaigns)) or "none"
         raise ConfigError(f"no campaign `{campaign_id}`", hint=f"known campaigns: {known}")
 
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
+
+    def errors_for(self, cf: CampaignFile) -> list[Problem]:
+        """The errors that stop this campaign: its own file's, the settings' and the
+        people's (another campaign's file does not)."""
+        own = self.rel(cf.path)
+        return [
+            p
+            for p in self.errors()
+            if not (p.location.file or "").startswith("campaigns/") or p.location.file == own
+        ]
 
     def raise_for_errors(self) -> None:
         if self.errors():
@@ -185,6 +199,8 @@ def load_workspace(
     for cid in selected:
         try:
             cf = ws.campaign(cid)
+        except ValidationFailed:
+            continue  # its file's own problems are listed already
         except ConfigError as exc:
             problems.append(Problem(exc.message, Location("campaigns/"), exc.hint))
             continue
@@ -290,3 +306,36 @@ def load_campaigns(root: Path, settings: Settings) -> tuple[dict[str, CampaignFi
             continue
         out[campaign.id] = CampaignFile(campaign, path, doc)
     return out, problems
+
+
+def unloaded_campaign(
+    root: Path, name: str, loaded: Mapping[str, CampaignFile], problems: list[Problem]
+) -> list[Problem] | None:
+    """The problems of the campaign file NAME means (by file name, or by the ``id:`` written
+    in it) when that file could not be loaded; None when NAME means no such file.
+
+    A campaign with a typo in a key does not load, so without this every command that
+    names it would say it does not exist instead of what is wrong with it."""
+    stem = Path(name).name.removesuffix(".yaml").removesuffix(".yml")
+    loaded_paths = {cf.path.resolve() for cf in loaded.values()}
+    folder = root / "campaigns"
+    if not folder.is_dir():
+        return None
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        if path.resolve() in loaded_paths:
+            continue
+        shown = f"campaigns/{path.name}"
+        own = [p for p in problems if p.location.file == shown]
+        if not any(p.severity == "error" for p in own):
+            continue
+        if path.stem == stem or _written_id(path, shown) == name:
+            return own
+    return None
+
+
+def _written_id(path: Path, shown: str) -> str | None:
+    """The ``id:`` a campaign file that did not load says it has (None without one)."""
+    doc, _problems = load_yaml(path, shown)
+    data = doc.data if doc is not None else None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
