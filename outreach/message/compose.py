@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
-from PIL import Image
+from PIL import Image, ImageCms
 
 from outreach.errors import ConfigError, Location, OutreachError
 from outreach.message.headers import (
@@ -91,8 +91,8 @@ class PhotoCache:
         path = self.root / photo
         where = self.declared.get(person_id, Location(photo, None, None, "photo"))
         try:
-            with open_photo(path, photo) as img:
-                face = img.convert("RGBA")
+            with open_photo(path, photo) as img:  # upright: its EXIF orientation applied
+                face = _in_srgb(img).convert("RGBA")
         except FileNotFoundError:
             raise ConfigError(
                 f"photo of `{person_id}` not found: {photo}",
@@ -116,7 +116,9 @@ class PhotoCache:
         face = face.crop((left, top, left + side, top + side))
         face = face.resize((FACE_PIXELS, FACE_PIXELS), Image.Resampling.LANCZOS)
         out = io.BytesIO()
-        face.save(out, "JPEG", quality=82, optimize=True)
+        # Nothing of the original's metadata goes out: no EXIF (where and when it was taken,
+        # the phone), no colour profile (the pixels are sRGB now)
+        face.save(out, "JPEG", quality=82, optimize=True, exif=b"", icc_profile=None)
         return out.getvalue()
 
     def part(self, person_id: str, photo: str) -> MIMEPart:
@@ -143,6 +145,22 @@ class PhotoCache:
             cached = self.part(person_id, photo).as_bytes(policy=SMTP_POLICY).rstrip(b"\r\n")
             self._serialised[person_id] = cached
         return cached
+
+
+def _in_srgb(img: Image.Image) -> Image.Image:
+    """``img`` with its colours in sRGB: a phone's portrait often carries a wider profile
+    (Display P3), and its pixels, read without it, would look dull once it is dropped."""
+    profile = img.info.get("icc_profile")
+    if not profile or img.mode not in ("RGB", "RGBA"):
+        return img
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        converted = ImageCms.profileToProfile(
+            img, source, ImageCms.createProfile("sRGB"), outputMode=img.mode
+        )
+    except (OSError, ValueError, ImageCms.PyCMSError):
+        return img  # a broken or unusable profile: the pixels as they are
+    return converted if converted is not None else img
 
 
 class Composer:

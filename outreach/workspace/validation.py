@@ -44,22 +44,9 @@ def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem
             )
         )
     if settings.service.photo:
-        outside = settings.path_outside(root, settings.service.photo)
-        unusable = None if outside else photo_unusable(root / settings.service.photo)
-        if unusable is not None:
-            problems.append(
-                Problem(
-                    f"the service: photo {settings.service.photo} {unusable[0]}",
-                    doc.where(("service", "photo")),
-                    unusable[1],
-                )
-            )
-        if outside is not None:
-            problems.append(
-                _photo_outside(
-                    "the service", settings.service.photo, outside, doc.where(("service", "photo"))
-                )
-            )
+        problems += photo_problems(
+            root, settings, "the service", settings.service.photo, doc.where(("service", "photo"))
+        )
     problems += dkim_problems(settings, root, doc)
     return problems
 
@@ -67,25 +54,44 @@ def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem
 _ALLOW_HINT = "or name the folder it is in under `allowed_paths:` in outreach.yaml"
 
 
-def photo_unusable(path: Path) -> tuple[str, str] | None:
-    """(why, what to do) when the file at ``path`` cannot be a face in a message: not an
-    image, truncated, or of more than MAX_PHOTO_PIXELS; None when it can (or is missing:
-    that is said apart). Checked when the workspace is loaded, so `send` stops before its
-    first message rather than at the first one with this face."""
+def photo_problems(
+    root: Path, settings: Settings, who: str, photo: str, where: Location
+) -> list[Problem]:
+    """What is wrong with ``who``'s photo: an error when it leads outside the workspace, is
+    missing or cannot be a face (not an image, truncated, too many pixels or bytes); a
+    warning when it works but will not look like a face (tiny, huge, not a face-sized
+    crop). Checked when the workspace is loaded, so `send` stops before its first message
+    rather than at the first one with this face."""
+    outside = settings.path_outside(root, photo)
+    if outside is not None:
+        return [_photo_outside(who, photo, outside, where)]
+    path = root / photo
     if not path.is_file():
-        return None
+        return [
+            Problem(
+                f"{who}: photo {photo} not found",
+                where,
+                "the path is relative to the workspace; the face must show",
+            )
+        ]
     # Pillow is imported only by a workspace that has photos to check
-    from outreach.workspace.photos import PhotoUnusable, open_photo
+    from outreach.workspace.photos import PhotoUnusable, examine_photo, photo_doubts
 
     try:
-        open_photo(path, path.name, draft=(256, 256)).close()
+        facts = examine_photo(path, photo)
     except PhotoUnusable as exc:
-        if exc.too_large:
-            return exc.why, "scale it down, e.g. to 1000 × 1000, as JPEG or PNG"
-        return exc.why, "save it again as JPEG or PNG"
+        hint = (
+            "scale it down, e.g. to 1000 × 1000, as JPEG or PNG"
+            if exc.too_large
+            else "save it again as JPEG or PNG"
+        )
+        return [Problem(f"{who}: photo {photo} {exc.why}", where, hint)]
     except FileNotFoundError:
-        return None
-    return None
+        return [Problem(f"{who}: photo {photo} not found", where)]
+    return [
+        Problem(f"{who}: photo {photo} {why}", where, hint, severity="warning")
+        for why, hint in photo_doubts(facts)
+    ]
 
 
 def _photo_outside(who: str, photo: str, target: Path, where: Location) -> Problem:
@@ -196,23 +202,7 @@ def check_directory(root: Path, settings: Settings, d: Directory) -> list[Proble
                 if kind == "liaison"
                 else Location(file, None, None, "photo")
             )
-            outside = settings.path_outside(root, person.photo)
-            unusable = None if outside else photo_unusable(root / person.photo)
-            if outside is not None:
-                problems.append(_photo_outside(f"{kind} `{person.id}`", person.photo, outside, loc))
-            elif unusable is not None:
-                why, hint = unusable
-                problems.append(
-                    Problem(f"{kind} `{person.id}`: photo {person.photo} {why}", loc, hint)
-                )
-            elif not (root / person.photo).is_file():
-                problems.append(
-                    Problem(
-                        f"{kind} `{person.id}`: photo {person.photo} not found",
-                        loc,
-                        "the path is relative to the workspace; the face must show",
-                    )
-                )
+            problems += photo_problems(root, settings, f"{kind} `{person.id}`", person.photo, loc)
     problems += unsigned_senders(
         settings,
         [
@@ -357,5 +347,5 @@ __all__ = [
     "check_directory",
     "check_settings",
     "check_templates",
-    "photo_unusable",
+    "photo_problems",
 ]
