@@ -251,6 +251,29 @@ def random_dataset(seed: int = 7, researchers: int = 240) -> Dataset:
     return d
 
 
+def experiment_and_newsletters() -> Dataset:
+    """A randomised experiment (two named liaisons and one no longer in liaisons.yaml), a
+    personal newsletter and a service mailing (the observational comparison)."""
+    d = Dataset()
+    exp = d.campaign("ff-split", "split", "familiar-faces-2027")
+    news = d.campaign("news", "liaison")
+    service = d.campaign("service-news", "service")
+    for i in range(120):
+        liaison = ("aino", "lars", "gone")[i % 3]
+        arm = "liaison" if i % 2 else "service"
+        m = d.mail(exp, f"x{i:03d}@uni.example", arm, liaison)
+        if (arm == "liaison" and i % 5 == 1) or (arm == "service" and i % 20 == 0):
+            d.respond(m, "reply", after=timedelta(hours=5))
+    for i in range(60):
+        m = d.mail(news, f"n{i:03d}@uni.example", "liaison", "emily")
+        if i % 4 == 0:
+            d.respond(m, "reply", after=timedelta(hours=3))
+        m = d.mail(service, f"s{i:03d}@uni.example", "service", "emily")
+        if i % 8 == 0:
+            d.respond(m, "reply", after=timedelta(hours=3))
+    return d
+
+
 def _random_responses(d: Dataset, m: Mail, rng: random.Random, p_reply: float) -> None:
     hours = lambda: timedelta(hours=rng.randint(1, 700), minutes=rng.randint(0, 59))  # noqa: E731
     late = lambda: timedelta(days=rng.randint(31, 90))  # noqa: E731

@@ -96,6 +96,19 @@ def random_report(random_store: Store) -> dict[str, Any]:
     return report_of(random_store)
 
 
+def named(report: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The report as the CLI gives it in workspace ``root``: liaisons by name."""
+    from outreach.report.workspace_report import liaison_names
+
+    names = liaison_names(root)
+    assert names  # the example workspace names its liaisons
+    out = json.loads(json.dumps(report))
+    for entry in out["liaisons"] + out["liaisons_by_arm"]:
+        if entry["id"] in names:
+            entry["name"] = names[entry["id"]]
+    return out
+
+
 def strip_clock(report: dict[str, Any]) -> dict[str, Any]:
     """The report without what runs to "now" (researcher-years of the inbound rate)."""
     out = json.loads(json.dumps(report))
@@ -599,7 +612,9 @@ def test_cli_formats(cli_workspace: Path, random_report: dict[str, Any]) -> None
         assert title in table.output
     as_json = run(cli_workspace, "--format", "json")
     assert as_json.code == 0
-    assert strip_clock(json.loads(as_json.stdout)) == strip_clock(random_report)
+    got = json.loads(as_json.stdout)
+    assert strip_clock(got) == strip_clock(named(random_report, cli_workspace))
+    assert {e["id"]: e.get("name") for e in got["liaisons"]}["aino"] == "Aino Virtanen"
     as_csv = run(cli_workspace, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     arms = {r["key"]: r for r in rows if r["section"] == "arms"}
@@ -620,7 +635,7 @@ def test_cli_filters(cli_workspace: Path, random_store: Store) -> None:
         run(cli_workspace, "--format", "json", "--campaign", "split-2026").stdout
     )
     assert strip_clock(by_campaign) == strip_clock(
-        report_of(random_store, Filters(campaign="split-2026"))
+        named(report_of(random_store, Filters(campaign="split-2026")), cli_workspace)
     )
     by_year = json.loads(
         run(cli_workspace, "--format", "json", "--year", "2025", "--lift", "0.1").stdout

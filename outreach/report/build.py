@@ -7,7 +7,7 @@ The returned dict *is* the JSON contract of docs/CONTRACTS.md (keys may be added
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import text
@@ -25,6 +25,7 @@ from outreach.report.query import (
     responded,
 )
 from outreach.report.stats import cmh, fisher_p, newcombe, rate, sample_size_per_arm, wilson
+from outreach.report.summary import OBSERVATIONAL, RANDOMISED, compare, nothing_sent
 from outreach.store import Store
 
 LIAISON, SERVICE = "liaison", "service"
@@ -132,6 +133,39 @@ def _medians(histogram: list[dict[str, Any]], key: str) -> dict[str, float]:
     return out
 
 
+def _comparisons(rows: list[dict[str, Any]], lift: float) -> list[dict[str, Any]]:
+    """Each randomised experiment (a split campaign's ``experiment``, else the campaign),
+    largest first, then the campaigns that were not randomised (observational): shown when
+    it is the only comparison, or when it has mail from both senders."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["arm"] not in (LIAISON, SERVICE):
+            continue
+        if int(r["randomised"] or 0):
+            groups[(RANDOMISED, str(r["experiment"] or r["campaign_id"]))].append(r)
+        else:
+            groups[(OBSERVATIONAL, "")].append(r)
+    out = []
+    for (kind, name), members in groups.items():
+        rolled = _rollup(members, "arm")
+        arms = {
+            arm: _figures(rolled.get((arm,), dict.fromkeys(COUNTS, 0)))
+            for arm in (LIAISON, SERVICE)
+        }
+        if kind == OBSERVATIONAL and len(groups) > 1 and not all(a["sent"] for a in arms.values()):
+            continue  # liaison-only campaigns beside an experiment: nothing observational
+        campaigns = sorted({str(r["campaign_id"]) for r in members})
+        out.append(compare(kind, name, campaigns, arms, lift))
+    out.sort(
+        key=lambda c: (
+            c["kind"] != RANDOMISED,
+            -(c["arms"][LIAISON]["delivered"] + c["arms"][SERVICE]["delivered"]),
+            c["id"],
+        )
+    )
+    return out
+
+
 def sent_campaigns(store: Store) -> set[str]:
     """Ids of the campaigns the store has ledger rows for."""
     with store.engine.connect() as conn:
@@ -143,7 +177,10 @@ def build_report(
     window_days: int,
     filters: Filters | None = None,
     lift: float = 0.05,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``names``: liaison id → name, shown for the liaisons the report lists (an id the
+    directory no longer has, e.g. a liaison who left, stays an id)."""
     filters = filters or Filters()
     window = window_days * 86400.0
     dialect = store.dialect
@@ -232,6 +269,13 @@ def build_report(
         "enough": bool(needed is not None and min(n1, n2) >= needed),
     }
 
+    comparisons = _comparisons(rows, lift)
+
+    def named(entry: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+        if key == "liaison_id" and names and value in names:
+            entry["name"] = names[value]
+        return entry
+
     def table(
         key: str,
         medians_by: dict[str, float] | None = None,
@@ -240,7 +284,7 @@ def build_report(
         rolled = _rollup((r for r in rows if only_arm in (None, r["arm"])), key)
         out = []
         for (value,), counts in sorted(rolled.items(), key=lambda kv: str(kv[0][0])):
-            entry = {"id" if key != "year" else "year": value}
+            entry = named({"id" if key != "year" else "year": value}, key, value)
             entry.update(_figures(counts, (medians_by or {}).get(str(value))))
             out.append(entry)
         return out
@@ -251,7 +295,7 @@ def build_report(
         for (value, arm), counts in sorted(
             rolled.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])
         ):
-            entry = {"id": value, "arm": arm}
+            entry = named({"id": value, "arm": arm}, key, value)
             entry.update(_figures(counts))
             out.append(entry)
         return out
@@ -330,6 +374,10 @@ def build_report(
             "year": filters.year,
         },
         "window_days": window_days,
+        # the report's opening sentences: the headline comparison's (a randomised
+        # experiment when there is one), and every comparison's figures and sentences
+        "summary": comparisons[0]["sentences"] if comparisons else nothing_sent(),
+        "comparisons": comparisons,
         "total": total,
         "arms": arms,
         "difference": difference,

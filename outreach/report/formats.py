@@ -17,6 +17,7 @@ from rich.table import Table
 from outreach.report.charts import Bar, Key, Point, Segment, bar_chart, line_chart
 
 SECTIONS = (
+    ("comparisons", "Comparisons (the figures of the sentences above)"),
     ("arms", "Per arm"),
     ("liaisons", "Per liaison"),
     ("faculties", "Per faculty"),
@@ -81,11 +82,23 @@ def pct(x: float) -> str:
 def _rows(report: dict[str, Any], key: str) -> list[dict[str, Any]]:
     if key == "arms":
         return [{"id": arm, **figures} for arm, figures in report["arms"].items()]
+    if key == "comparisons":
+        return [
+            {
+                "id": c["id"] or c["kind"],
+                "name": f"{c['id']}, randomised" if c["randomised"] else "not randomised",
+                "arm": arm,
+                **figures,
+            }
+            for c in report.get("comparisons", [])
+            for arm, figures in c["arms"].items()
+        ]
     return list(report[key])
 
 
 def _label(row: dict[str, Any]) -> str:
-    label = str(row.get("id", row.get("year", "")) or "-")
+    """A row's name (a liaison's, not their id) where the report has one."""
+    label = str(row.get("name") or row.get("id", row.get("year", "")) or "-")
     if "arm" in row and row.get("arm"):
         label += f" / {row['arm']}"
     return label
@@ -161,13 +174,25 @@ def to_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def _headline_label(report: dict[str, Any]) -> str:
+    comparisons = report.get("comparisons") or []
+    return str(comparisons[0]["label"]) if comparisons else "nothing sent"
+
+
 def print_table(report: dict[str, Any], console: Console) -> None:
+    console.print(f"[bold]Summary[/bold] ({escape(_headline_label(report))})", markup=True)
+    console.print(escape(" ".join(report.get("summary", []))), markup=True)
+    for c in (report.get("comparisons") or [])[1:]:
+        console.print(f"\n[bold]Also: {escape(c['label'])}[/bold]", markup=True)
+        console.print(escape(" ".join(c["sentences"])), markup=True)
+    console.print()
     d = report["difference"]
     weak = weak_replies(d)
     also = f"; {escape(weak)}" if weak else ""
     if d.get("comparable", True):
         console.print(
-            f"[bold]Personal liaison vs service address[/bold] ({escape(d['label'])}): "
+            "[bold]All campaigns together, personal liaison vs service address[/bold] "
+            f"({escape(d['label'])}): "
             f"difference {d['estimate'] * 100:+.1f} points, 95% CI "
             f"[{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}], "
             f"Fisher p {pvalue(d['p_value'])}"
@@ -181,8 +206,8 @@ def print_table(report: dict[str, Any], console: Console) -> None:
         )
     else:
         console.print(
-            "[bold]Personal liaison vs service address[/bold]: no comparison "
-            "(an arm has nothing delivered)" + also,
+            "[bold]All campaigns together, personal liaison vs service address[/bold]: "
+            "no comparison (an arm has nothing delivered)" + also,
             markup=True,
         )
     for key, title in SECTIONS:
@@ -277,6 +302,77 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+GLOSSARY = (
+    (
+        "Reply rate",
+        "researchers with at least one reply within {window} days, divided by those the "
+        "message reached (sent minus hard bounces). A reply counts when it names our message "
+        "(or a person credited it); auto-replies and bounces are never replies.",
+    ),
+    (
+        "Interval (95%)",
+        "the range the true figure most likely lies in. Computed the same way over many "
+        "samples, such ranges hold the true figure 95 times in 100. Few researchers make a "
+        "wide range.",
+    ),
+    (
+        "p-value",
+        "how often chance alone (the sender making no difference at all) would give a "
+        "difference at least as large as the one seen. Below 0.05, one time in twenty, a "
+        "difference is called unlikely to be chance; above it, it could be chance. It does "
+        "not say how large the difference is: the interval does.",
+    ),
+    (
+        "Randomised",
+        "each researcher's sender, their own liaison or the service address, was decided "
+        "by lot (a campaign with sender: split), so the two groups are alike but for the "
+        "sender, and a difference can be put down to the sender. An observational "
+        "comparison (campaigns sent by one sender only) compares different people at "
+        "different times: a difference may come from who was written to.",
+    ),
+    (
+        "Power",
+        "the chance that a comparison of a given size shows a difference that is really "
+        "there; 80% is the usual aim. The report says how many researchers per group that "
+        "takes.",
+    ),
+    (
+        "Weak reply",
+        "an answer tied to a campaign by the sender's address alone, which anyone can "
+        "forge: shown apart, never in the reply rates.",
+    ),
+)
+
+
+def _glossary(window_days: int) -> str:
+    items = "".join(
+        f"<dt>{html.escape(term)}</dt><dd>{html.escape(text.format(window=window_days))}</dd>"
+        for term, text in GLOSSARY
+    )
+    return f'<section id="glossary"><h2>Glossary</h2><dl>{items}</dl></section>'
+
+
+def _summary(report: dict[str, Any]) -> str:
+    comparisons = report.get("comparisons") or []
+    randomised = bool(comparisons and comparisons[0]["randomised"])
+    colour = "#cdeccd" if randomised else "#fde2c4"
+    lead = html.escape(" ".join(report.get("summary", [])))
+    out = [
+        '<section id="summary">',
+        f'<p><span class="label" style="background:{colour}">'
+        f"{html.escape(_headline_label(report))}</span></p>",
+        f'<p class="lead">{lead}</p>',
+    ]
+    for c in comparisons[1:]:
+        colour = "#cdeccd" if c["randomised"] else "#fde2c4"
+        out.append(
+            f'<p class="also"><span class="label" style="background:{colour}">'
+            f"{html.escape(c['label'])}</span> {html.escape(' '.join(c['sentences']))}</p>"
+        )
+    out.append("</section>")
+    return "".join(out)
+
+
 def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
     d = report["difference"]
     arm_rows = _rows(report, "arms")
@@ -292,10 +388,11 @@ def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
             sections.append(f"<h2>{html.escape(section_title)}</h2>{_html_table(rows)}")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"])
     strat = d["stratified"]
+    pooled = "All campaigns together, personal liaison minus service address"
     headline = (
-        "Personal liaison minus service address: no comparison (an arm has nothing delivered)."
+        f"{pooled}: no comparison (an arm has nothing delivered)."
         if not d.get("comparable", True)
-        else "Personal liaison minus service address: "
+        else f"{pooled} ({html.escape(d['label'])}): "
         f"<strong>{d['estimate'] * 100:+.1f} points</strong> "
         f"(95% CI {d['ci95'][0] * 100:+.1f} to {d['ci95'][1] * 100:+.1f}; Fisher exact p "
         f"{pvalue(d['p_value'])}"
@@ -318,22 +415,22 @@ def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
 body {{ font-family: system-ui, -apple-system, Segoe UI, Arial, sans-serif; margin: 0 auto;
   max-width: 980px; padding: 24px; color: #1f2933; }}
 h1 {{ font-size: 24px; }} h2 {{ font-size: 18px; margin-top: 28px; }}
-.label {{ display: inline-block; padding: 2px 10px; border-radius: 12px; font-size: 13px;
-  background: {"#cdeccd" if d["randomised"] else "#fde2c4"}; }}
+.label {{ display: inline-block; padding: 2px 10px; border-radius: 12px; font-size: 13px; }}
+.lead {{ font-size: 18px; line-height: 1.5; }}
+.also {{ line-height: 1.5; }}
+.pooled {{ color: #52606d; font-size: 14px; }}
 table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
 th, td {{ padding: 4px 8px; border-bottom: 1px solid #e4e7eb; text-align: right; }}
 th[scope=row], thead th:first-child {{ text-align: left; }}
 .charts svg {{ max-width: 100%; height: auto; display: block; margin: 12px 0; }}
+dt {{ font-weight: 600; margin-top: 8px; }} dd {{ margin-left: 16px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p><span class="label">{html.escape(d["label"])}</span></p>
-<p>{headline}</p>
+{_summary(report)}
+<p class="pooled">{headline}</p>
 <ul class="notes">{notes}</ul>
 <div class="charts">{"".join(charts)}</div>
 {"".join(sections)}
-<p style="color:#616e7c;font-size:12px">Reply rate = researchers with at least one reply within
-{report["window_days"]} days ÷ delivered (sent minus hard bounces). A reply counts when it names
-our message (or a person credited it); replies tied by the sender's address alone are the
-weak replies, shown apart. Auto-replies and bounces are never replies.</p>
+{_glossary(report["window_days"])}
 </body></html>
 """

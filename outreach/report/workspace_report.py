@@ -23,6 +23,8 @@ from outreach.workspace.loader import (
     load_settings,
     unloaded_campaign,
 )
+from outreach.workspace.people import Liaison
+from outreach.workspace.people_readers import load_people_yaml
 
 
 def resolve_campaign(
@@ -48,6 +50,16 @@ def resolve_campaign(
         return name
     known = ", ".join(sorted(set(files) | sent)) or "none"
     raise ConfigError(f"no campaign `{name}`", hint=f"known campaigns: {known}")
+
+
+def liaison_names(root: Path) -> dict[str, str]:
+    """Liaison id → name from people/liaisons.yaml (a few dozen entries); what does not
+    load stays an id in the report (`outreach check` names the problem)."""
+    path = root / "people" / "liaisons.yaml"
+    if not path.is_file():
+        return {}
+    liaisons, _doc, _problems = load_people_yaml(path, "people/liaisons.yaml", Liaison, "liaisons")
+    return {lid: liaison.name for lid, liaison in liaisons.items() if liaison.name}
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,11 @@ def workspace_report(
             files, problems = load_campaigns(root, settings)
             cid = resolve_campaign(campaign, files, sent_campaigns(store), root, problems)
         data = build_report(
-            store, settings.tracking.reply_window_days, Filters(cid, experiment, year), lift
+            store,
+            settings.tracking.reply_window_days,
+            Filters(cid, experiment, year),
+            lift,
+            liaison_names(root),
         )
     finally:
         store.close()
