@@ -424,7 +424,7 @@ def test_log_bad_csv_is_all_or_nothing(log_root: Path, tmp_path: Path, case: str
         "unknown-person": f"nobody@nowhere.example,{liaisons[0]},2026-09-01,\n",
         "unknown-liaison": f"{people[1]},zorro,2026-09-01,\n",
         "future-date": f"{people[1]},{liaisons[0]},{future},\n",
-        "bad-date": f"{people[1]},{liaisons[0]},31.12.2026,\n",
+        "bad-date": f"{people[1]},{liaisons[0]},12/31/2026,\n",
         "not-utf8": f"{people[1]},{liaisons[0]},2026-09-01,",
         "no-email-column": "",
     }[case]

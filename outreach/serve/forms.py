@@ -75,7 +75,7 @@ def check_meeting(
             try:
                 happened = parse_when(v["date"])
             except ValueError:
-                errors["date"] = "not a date: write YYYY-MM-DD (or YYYY-MM-DDTHH:MM)"
+                errors["date"] = "not a date: write YYYY-MM-DD or DD.MM.YYYY"
             else:
                 if happened > now + timedelta(minutes=5):
                     errors["date"] = "in the future: log what has happened"
