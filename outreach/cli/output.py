@@ -8,7 +8,11 @@ title. The consoles show each as ``\\xNN``; JSON lines escape them (``printable_
 from __future__ import annotations
 
 import io
+import os
 import re
+import shlex
+import shutil
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -80,6 +84,35 @@ def print_problems(problems: list[Problem], verbose: bool | None = None) -> None
             f"{prefix}[{style}]{p.severity}[/{style}]: {escape(p.message)}{hint}{rows}",
             markup=True,
             highlight=False,
+        )
+
+
+def typed_command(*, absolute: bool = False) -> tuple[str, str | None]:
+    """How to type ``outreach`` again, as this shell would find it: ``outreach`` when that
+    is on the PATH and is this one; else the path it was run by (absolute when the hint
+    changes directory first), and the line that activates its virtual environment, if it
+    is in one, so that ``outreach`` alone works. A hint that names a command the shell
+    cannot find (the quickstart runs ``.venv/bin/outreach``) does not work as typed."""
+    argv0 = sys.argv[0]
+    on_path = shutil.which("outreach")
+    if os.path.basename(argv0) not in ("outreach", "outreach.exe") or not os.path.isfile(argv0):
+        return "outreach", None  # run some other way (in-process): the name is all we know
+    if on_path is not None and os.path.samefile(on_path, argv0):
+        return "outreach", None
+    shown = os.path.abspath(argv0) if absolute or os.sep not in argv0 else argv0
+    activate = os.path.join(os.path.dirname(shown), "activate")
+    activation = f". {shlex.quote(activate)}" if os.path.isfile(activate) else None
+    return shlex.quote(shown), activation
+
+
+def print_next(command: str, *, absolute: bool = False, before: str = "") -> None:
+    """``Next: [BEFORE]OUTREACH COMMAND``, ready to paste: ``outreach`` as ``typed_command``
+    says, and how to activate the environment when it is not on the PATH."""
+    exe, activation = typed_command(absolute=absolute)
+    out_console.print(f"Next: {before}{exe} {command}")
+    if activation:
+        out_console.print(
+            f"  (or, once per shell, `{activation}`; then `{before}outreach {command}`)"
         )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from outreach.cli.app import Context, pass_ctx
-from outreach.cli.output import err_console, out_console
+from outreach.cli.output import err_console, out_console, print_next
 from outreach.errors import ExitCode
 
 
@@ -61,6 +61,9 @@ def _print_outcome(cid: str, kind: str, summary: Any) -> None:
         f"uncertain {o['uncertain']} in {summary.elapsed:.1f}s"
         + (f" ({summary.planned_new} newly planned)" if summary.planned_new else "")
     )
+    if summary.rehearsal:
+        # the quickstart ends here: a next step that works as typed, venv or not
+        print_next(f"status {cid}")
     if summary.final["skipped"]:
         err_console.print(
             f"{summary.final['skipped']} recipient(s) skipped (opted out, bounced or an "

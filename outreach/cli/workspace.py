@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import click
 
 from outreach.cli.app import Context, pass_ctx
-from outreach.cli.output import err_console, out_console, print_problems
+from outreach.cli.output import err_console, out_console, print_next, print_problems
 from outreach.errors import ExitCode
 
 
@@ -21,7 +22,12 @@ def init(directory: Path) -> None:
 
     files = init_workspace(directory)
     out_console.print(f"Created workspace {directory} ({len(files)} files).")
-    out_console.print(f"Next: cd {directory} && outreach check")
+    out_console.print(
+        "outreach.yaml has a commented `mailboxes:` example (IMAP, Microsoft 365): "
+        "uncomment it to read the liaisons' replies"
+    )
+    # the hint changes directory first: a relative path to outreach would not work there
+    print_next("check", absolute=True, before=f"cd {shlex.quote(str(directory))} && ")
 
 
 @click.command()
