@@ -15,6 +15,8 @@ them into messages and exit codes (:class:`ExitCode`), never a traceback (unless
     │   └── SchemaOutdated        exit 2: run ``outreach db upgrade``
     ├── CampaignChanged           a campaign was edited after sending began
     ├── CampaignLocked            another sender holds this campaign
+    ├── NotApproved               a real send of a campaign not approved, or changed since
+    ├── AlreadyApproved           `approve` of content approved before
     ├── TransportError            SMTP unreachable, AUTH refused, TLS failure
     └── SourceError               a mailbox could not be read
 """
@@ -154,6 +156,14 @@ class CampaignChanged(OutreachError):
 
 
 class CampaignLocked(OutreachError):
+    pass
+
+
+class NotApproved(OutreachError):
+    pass
+
+
+class AlreadyApproved(OutreachError):
     pass
 
 

@@ -83,7 +83,7 @@ def test_met_pace_years_needed_and_next(ws: Path) -> None:
     log(ws, people[4], f"{y2}-05-01", kind="visit")
     log(ws, people[0], f"{y2}-06-01")
     log(ws, people[5], f"{THIS_YEAR}-01-01")
-    log(ws, people[6], f"{y2}-01-01", kind="reply")  # not a meeting: never counted
+    log(ws, people[6], f"{y2}-01-01", kind="reply")  # not a meeting, but heard from
     log(ws, people[7], f"{y2}-01-01", liaison="aino")  # met by someone else
     data = cov_json(ws, "--next", "50")
     h = row(data, "helena")
@@ -94,11 +94,22 @@ def test_met_pace_years_needed_and_next(ws: Path) -> None:
     assert h["pace"] == pytest.approx((4 + 2 + 1) / 3, abs=1e-3)
     assert h["years_needed"] == pytest.approx((size - 6) / ((4 + 2 + 1) / 3), abs=1e-3)
     nxt = [n["email"] for n in h["next"]]
-    never = sorted((e for e in people if e not in people[:6]), key=lambda e: nxt.index(e))
-    assert nxt[: len(never)] == never  # never met first
+    never = sorted((e for e in people if e not in people[:7]), key=lambda e: nxt.index(e))
+    assert nxt[: len(never)] == never  # never met nor heard from first
     met_order = nxt[len(never) :]
-    # then longest ago: people[1..3] (y1), people[4] (y2-05), people[0] (y2-06), people[5]
-    assert met_order == [people[1], people[2], people[3], people[4], people[0], people[5]]
+    # then longest ago: people[1..3] (y1), people[6] (wrote y2-01), people[4] (y2-05),
+    # people[0] (y2-06), people[5]
+    assert met_order == [
+        people[1],
+        people[2],
+        people[3],
+        people[6],
+        people[4],
+        people[0],
+        people[5],
+    ]
+    wrote = h["next"][nxt.index(people[6])]
+    assert (wrote["last_met"], wrote["last_heard"]) == (None, f"{y2}-01-01")
     assert h["next"][-1]["last_met"] == f"{THIS_YEAR}-01-01"
     # the total counts meetings by anyone
     assert data["total"]["met_ever"] == 7

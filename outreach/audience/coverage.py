@@ -15,7 +15,11 @@ so ``--year 2025`` shows the state the year-end report would have shown.
 * pace: distinct researchers the liaison met per year (all of them, also those who have
   since moved), averaged over the years in which the liaison logged any meeting;
 * years needed: members never met ÷ pace; undefined ("no meetings yet") when the pace is 0;
-* next: whom to meet next: never met first (by name), then longest ago.
+* heard from this year: territory members who wrote in year Y: a reply or a message of
+  their own read by `track ingest` (kinds reply and inbound, however weakly tied to a
+  campaign), or a reply or message logged with `outreach log`;
+* next: whom to contact next: nobody has met or heard from them first (by name), then
+  the longest ago, so a researcher who has just written is not listed.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from sqlalchemy import case, distinct, func, select
 
 from outreach.audience.recipients import owners_of
 from outreach.errors import ConfigError, Location, Problem
-from outreach.store import Store, utcnow
-from outreach.store.schema import contacts
+from outreach.store import Store, as_utc, utcnow
+from outreach.store.schema import contacts, responses
 from outreach.workspace.people import Liaison, Researcher
 
 MEETING_KINDS = ("meeting", "call", "visit")
+# A researcher writing: a reply to our mail or a message of their own (read or logged).
+HEARD_KINDS = ("reply", "inbound")
 NO_MEETINGS = "no meetings yet"
 EVERYONE_MET = "everyone met"
 
@@ -44,6 +50,7 @@ class NextUp:
     email: str
     name: str
     last_met: str | None  # ISO date, None: never met
+    last_heard: str | None = None  # ISO date they last wrote, None: never heard from
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class Row:
     years_needed: float | None  # None when the pace is 0
     status: str
     next: list[NextUp] = field(default_factory=list)
+    heard_from_this_year: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +87,7 @@ class Coverage:
             "year": self.year,
             "as_of": self.as_of,
             "kinds": list(MEETING_KINDS),
+            "heard_kinds": list(HEARD_KINDS),
             "liaisons": [r.as_dict() for r in self.liaisons],
             "total": self.total.as_dict(),
             "unassigned": self.unassigned,
@@ -111,9 +120,11 @@ def _row(
     met: Mapping[str, tuple[datetime, bool]],
     years: dict[int, int],
     next_n: int,
+    heard: Mapping[str, tuple[datetime, bool]],
 ) -> Row:
     met_ever = sum(1 for r in members if r.email in met)
     this_year = sum(1 for r in members if met.get(r.email, (None, False))[1])
+    heard_this_year = sum(1 for r in members if heard.get(r.email, (None, False))[1])
     not_met = len(members) - met_ever
     pace = _pace(years)
     if not_met == 0:
@@ -126,9 +137,9 @@ def _row(
         status = f"{needed:.1f} years at this pace"
 
     def order(r: Researcher) -> tuple[int, str, str, str]:
-        last = met.get(r.email)
-        when = last[0].isoformat() if last else ""
-        return (1 if last else 0, when, r.name.casefold(), r.email)
+        times = [seen[0] for seen in (met.get(r.email), heard.get(r.email)) if seen]
+        when = max(times).isoformat() if times else ""
+        return (1 if times else 0, when, r.name.casefold(), r.email)
 
     upcoming = sorted(members, key=order)[:next_n] if next_n > 0 else []
     return Row(
@@ -147,9 +158,11 @@ def _row(
                 r.email,
                 r.name,
                 met[r.email][0].date().isoformat() if r.email in met else None,
+                heard[r.email][0].date().isoformat() if r.email in heard else None,
             )
             for r in upcoming
         ],
+        heard_this_year,
     )
 
 
@@ -198,6 +211,7 @@ def compute_coverage(
         future = conn.execute(
             select(func.count()).where(is_meeting, c.happened_at >= now + timedelta(minutes=5))
         ).scalar_one()
+        heard = _heard_from(conn, start, horizon)
 
     known = {r.email: r for r in researchers}
     met_by: dict[str | None, dict[str, tuple[datetime, bool]]] = defaultdict(dict)
@@ -230,7 +244,13 @@ def compute_coverage(
             members[owner].append(r)
     rows = [
         _row(
-            lid, lia.name, members.get(lid, []), met_by.get(lid, {}), years_by.get(lid, {}), next_n
+            lid,
+            lia.name,
+            members.get(lid, []),
+            met_by.get(lid, {}),
+            years_by.get(lid, {}),
+            next_n,
+            heard,
         )
         for lid, lia in sorted(liaisons.items())
         if lia.active or members.get(lid)
@@ -242,6 +262,7 @@ def compute_coverage(
         anyone,
         {int(y): int(n) for y, n in all_years},
         0,
+        heard,
     )
 
     problems: list[Problem] = []
@@ -288,3 +309,25 @@ def compute_coverage(
         )
     as_of = min(end - timedelta(days=1), now).date().isoformat()
     return Coverage(year, as_of, rows, total, unassigned, problems)
+
+
+def _heard_from(conn: Any, start: datetime, horizon: datetime) -> dict[str, tuple[datetime, bool]]:
+    """email -> (when they last wrote, whether in the year from ``start``): replies and
+    messages of their own read from the mailboxes (`responses`) or logged (`contacts`),
+    before ``horizon``. Whose liaison they wrote to does not matter: someone who has just
+    written to the service is not whom to contact next."""
+    r, c = responses.c, contacts.c
+    received = func.coalesce(r.received_at, r.ingested_at)
+    read = select(r.email, func.max(received)).where(
+        r.kind.in_(HEARD_KINDS), r.email.isnot(None), received < horizon
+    )
+    logged = select(c.email, func.max(c.happened_at)).where(
+        c.kind.in_(HEARD_KINDS), c.happened_at < horizon
+    )
+    out: dict[str, tuple[datetime, bool]] = {}
+    for query in (read.group_by(r.email), logged.group_by(c.email)):
+        for email, last in conn.execute(query):
+            when = as_utc(last)
+            if email not in out or out[email][0] < when:
+                out[email] = (when, when >= start)
+    return out

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 
 SUPPRESSION_PREFIX = "hmac-sha256:"
+# The source of an opt-out by `outreach serve`'s one-click link: this and the campaign id.
+ONE_CLICK_SOURCE = "one-click:"
 
 
 def normalise(address: str) -> str:

@@ -5,6 +5,7 @@ importing any part of outreach.cli gives the whole command line.
 """
 
 from outreach.cli import (
+    approve,
     db,
     dkim,
     log,
@@ -27,6 +28,7 @@ for _command in (
     workspace.check,
     preview.preview,
     send.send,
+    approve.approve,
     status.status,
     db.db,
     track.track,

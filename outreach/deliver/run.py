@@ -27,6 +27,7 @@ from outreach.audience.arms import SERVICE
 from outreach.audience.assignments import current_owners
 from outreach.audience.recipients import Recipient, plan_recipients
 from outreach.audience.suppressions import suppressions_for_planning
+from outreach.deliver.approval import gate
 from outreach.deliver.edits import register_campaign
 from outreach.deliver.ledger import Ledger
 from outreach.deliver.records import existing_arms, save_arms
@@ -105,7 +106,13 @@ def check_sendable(
             f"campaign `{campaign.id}` is scheduled for {campaign.schedule.isoformat()}",
             hint="wait (cron: `outreach send --due`), or pass --now to send it today",
         )
+    gate(ws, cf, real=delivers(ws, kind))
     return cf, kind
+
+
+def delivers(ws: Workspace, kind: str) -> bool:
+    """A real send: SMTP, or an outbox a local MTA delivers (not a rehearsal, no dry run)."""
+    return kind == "smtp" or (kind == "outbox" and ws.settings.transport.delivers)
 
 
 def run_name() -> str:
@@ -206,6 +213,9 @@ def send_campaign(
     campaign = cf.campaign
     summary = SendSummary(campaign.id, kind)
     transport = make_transport(ws, kind)
+    note = None if delivers(ws, kind) else gate(ws, cf, real=False)
+    if note:  # a dry run or a rehearsal goes on, saying what a real send would meet
+        summary.notes.append(note)
 
     if kind == "dry-run":
         return _dry_run(ws, cf, transport, summary, options)

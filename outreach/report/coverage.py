@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any
 
-from outreach.audience.coverage import Coverage
+from outreach.audience.coverage import Coverage, NextUp
 from outreach.report.charts import Bar, Key, Segment, bar_chart
 from outreach.report.formats import CsvCells
 
@@ -32,6 +32,7 @@ CSV_COLUMNS = (
     "years_needed",
     "status",
     "next",
+    "heard_from_this_year",
 )
 
 
@@ -53,6 +54,7 @@ def to_csv(cov: Coverage) -> str:
                 "" if r.years_needed is None else r.years_needed,
                 r.status,
                 " ".join(n.email for n in r.next),
+                r.heard_from_this_year,
             ]
         )
     return out.getvalue()
@@ -62,7 +64,8 @@ def print_table(cov: Coverage, console: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"Coverage {cov.year} (as of {cov.as_of})")
-    for col in ("liaison", "segment", f"met {cov.year}", "met ever", "not met", "pace/yr"):
+    columns = ("liaison", "segment", f"met {cov.year}", "met ever", "not met", "pace/yr")
+    for col in (*columns, f"heard from {cov.year}"):
         table.add_column(col, justify="left" if col == "liaison" else "right")
     table.add_column("years needed")
     for r in [*cov.liaisons, cov.total]:
@@ -73,6 +76,7 @@ def print_table(cov: Coverage, console: Any) -> None:
             str(r.met_ever),
             str(r.not_met),
             _num(r.pace),
+            str(r.heard_from_this_year),
             r.status,
         )
     console.print(table)
@@ -80,11 +84,14 @@ def print_table(cov: Coverage, console: Any) -> None:
         console.print(f"{cov.unassigned} researcher(s) have no liaison (see `outreach assign`)")
     for r in cov.liaisons:
         if r.next:
-            people = ", ".join(
-                f"{n.name} <{n.email}> ({'never met' if n.last_met is None else n.last_met})"
-                for n in r.next
-            )
+            people = ", ".join(f"{n.name} <{n.email}> ({_last(n)})" for n in r.next)
             console.print(f"next for {r.id}: {people}")
+
+
+def _last(n: NextUp) -> str:
+    """When a researcher listed next was last met, and last heard from."""
+    met = "never met" if n.last_met is None else f"last met {n.last_met}"
+    return met if n.last_heard is None else f"{met}; wrote {n.last_heard}"
 
 
 def _chart(cov: Coverage) -> str:
@@ -113,21 +120,20 @@ def to_html(cov: Coverage, title: str = "Coverage") -> str:
     head = (
         "<tr><th></th><th>segment</th><th>met "
         + str(cov.year)
-        + "</th><th>met ever</th><th>not met</th><th>pace / year</th><th>years needed</th></tr>"
+        + "</th><th>met ever</th><th>not met</th><th>pace / year</th><th>heard from "
+        + str(cov.year)
+        + "</th><th>years needed</th></tr>"
     )
     body = "".join(
         f"<tr><th scope='row'>{e(r.id)}<br><span class='muted'>{e(r.name)}</span></th>"
         f"<td>{r.segment_size}</td><td>{r.met_this_year}</td><td>{r.met_ever}</td>"
-        f"<td>{r.not_met}</td><td>{_num(r.pace)}</td><td>{e(r.status)}</td></tr>"
+        f"<td>{r.not_met}</td><td>{_num(r.pace)}</td><td>{r.heard_from_this_year}</td>"
+        f"<td>{e(r.status)}</td></tr>"
         for r in [*cov.liaisons, cov.total]
     )
     nexts = "".join(
         f"<h3>{e(r.id)}</h3><ol>"
-        + "".join(
-            f"<li>{e(n.name)} &lt;{e(n.email)}&gt; — "
-            f"{'never met' if n.last_met is None else 'last met ' + e(n.last_met)}</li>"
-            for n in r.next
-        )
+        + "".join(f"<li>{e(n.name)} &lt;{e(n.email)}&gt; — {e(_last(n))}</li>" for n in r.next)
         + "</ol>"
         for r in cov.liaisons
         if r.next
@@ -149,7 +155,9 @@ th[scope=row], thead th:first-child {{ text-align: left; }}
 .charts svg {{ max-width: 100%; height: auto; display: block; margin: 12px 0; }}
 </style></head><body>
 <h1>{e(title)}</h1>
-<p>As of {e(cov.as_of)}. Meetings, calls and visits logged with <code>outreach log</code>.
+<p>As of {e(cov.as_of)}. Meetings, calls and visits logged with <code>outreach log</code>;
+heard from: replies and messages of their own, read by <code>outreach track ingest</code> or
+logged.
 {cov.unassigned} researcher(s) have no liaison.</p>
 <ul class="notes">{notes}</ul>
 <div class="charts">{chart}</div>

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, bindparam, delete, literal_column, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from outreach.audience.suppressions import ONE_CLICK_SOURCE
 from outreach.errors import StoreError
 from outreach.message.tokens import message_id, message_token
 from outreach.store import Store, as_utc, utcnow
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 TOKEN = re.compile(r"[a-z2-7]{26}")
 CAMPAIGN = re.compile(r"[a-z0-9][a-z0-9._-]{0,199}")
-SOURCE_PREFIX = "one-click:"
+SOURCE_PREFIX = ONE_CLICK_SOURCE
 ASYNC_TIMEOUT = 10.0  # seconds; mail clients wait about half a minute
 # What a store that cannot answer raises: down, refusing connections, locked past the
 # busy timeout, or every pooled connection taken.

@@ -38,6 +38,7 @@ from outreach.workspace.people_readers import (
 from outreach.workspace.plaintext_secrets import secret_warnings
 from outreach.workspace.settings import Settings
 from outreach.workspace.validation import (
+    check_approval,
     check_campaign,
     check_directory,
     check_settings,
@@ -191,7 +192,7 @@ def load_workspace(
     if settings is None:
         raise SettingsInvalid(problems)
     directory, more = load_directory(root, settings, check_deliverability)
-    problems += more
+    problems += more + check_approval(settings, settings_doc, directory)
     campaigns, more = load_campaigns(root, settings)
     problems += more + check_templates(root, settings)
     ws = Workspace(root, settings, directory, campaigns, problems, settings_doc)

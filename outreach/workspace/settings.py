@@ -271,6 +271,25 @@ class ServeSettings(StrictModel):
         return value
 
 
+class ApprovalSettings(StrictModel):
+    """``approval:``: a campaign is sent for real only once someone named in ``by`` has
+    approved its content (`outreach approve CAMPAIGN --as ID`)."""
+
+    required: bool = Field(
+        True, description="refuse a real send of a campaign not approved, or changed since"
+    )
+    by: list[str] = Field(
+        min_length=1,
+        description="who may approve: ids of liaisons (people/liaisons.yaml), experts "
+        "(people/experts.yaml) or of `staff` below",
+    )
+    staff: dict[str, str] = Field(
+        {},
+        description="approvers who are neither liaisons nor experts (a head of service): "
+        "id -> name",
+    )
+
+
 _DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
 
@@ -320,6 +339,9 @@ class Settings(StrictModel):
     serve: ServeSettings = ServeSettings()
     dkim: Dkim | list[Dkim] | None = Field(
         None, description="DKIM signing: one key, or a list with one key per sending domain"
+    )
+    approval: ApprovalSettings | None = Field(
+        None, description="approval before sending (off without it)"
     )
     allowed_paths: list[str] = Field(
         [],

@@ -18,7 +18,7 @@ from outreach.workspace.people import AddressError, Directory, Researcher, norma
 from outreach.workspace.segment_warnings import segment_warnings
 from outreach.workspace.segments import SegmentIndex
 from outreach.workspace.settings import Settings, path_outside
-from outreach.workspace.yamlio import YamlDoc
+from outreach.workspace.yamlio import YamlDoc, suggest
 
 
 def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem]:
@@ -245,6 +245,40 @@ def check_directory(root: Path, settings: Settings, d: Directory) -> list[Proble
         elif index.owner(r).liaison_id is None:
             unassigned.append(r)
     problems += segment_warnings(d, index, unassigned, where, shown)
+    return problems
+
+
+def approver_names(settings: Settings, d: Directory) -> dict[str, str]:
+    """Everyone who could be named an approver: id -> name (liaisons, experts, the staff
+    listed under ``approval.staff``)."""
+    names = {e.id: e.name for e in d.experts.values()}
+    names.update((liaison.id, liaison.name) for liaison in d.liaisons.values())
+    if settings.approval is not None:
+        names.update(settings.approval.staff)
+    return names
+
+
+def check_approval(settings: Settings, doc: YamlDoc | None, d: Directory) -> list[Problem]:
+    """Every id in ``approval.by`` names a liaison, an expert or a member of
+    ``approval.staff``: an approver nobody can sign in as would block every send."""
+    if settings.approval is None:
+        return []
+    known = approver_names(settings, d)
+    problems: list[Problem] = []
+    for i, person in enumerate(settings.approval.by):
+        if person in known:
+            continue
+        guess = suggest(person, known)
+        problems.append(
+            Problem(
+                f"`{person}` is no liaison, expert or member of approval.staff",
+                doc.where(("approval", "by", i)) if doc is not None else Location("outreach.yaml"),
+                f"did you mean `{guess}`?"
+                if guess
+                else "use an id of people/liaisons.yaml or people/experts.yaml, or add "
+                f"`staff: {{{person}: Their Name}}` under approval:",
+            )
+        )
     return problems
 
 
