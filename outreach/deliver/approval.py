@@ -36,7 +36,6 @@ from outreach.errors import (
     ConfigError,
     Location,
     NotApproved,
-    Problem,
     ValidationFailed,
 )
 from outreach.message.prepared import render_problems
@@ -384,25 +383,9 @@ def _by_location(ws: Workspace) -> Location:
 def campaign_to_approve(ws: Workspace, name: str) -> CampaignFile:
     """The campaign, with no error in it or in what it needs (settings, people, its
     rendering for every recipient): approving content that cannot be sent approves
-    nothing. A file that does not load says why, not `no campaign`."""
-    try:
-        cf = ws.campaign(name)
-    except ConfigError:
-        stem = Path(name).name.removesuffix(".yaml").removesuffix(".yml")
-        own = [
-            p
-            for p in ws.errors()
-            if p.location.file in (f"campaigns/{stem}.yaml", f"campaigns/{stem}.yml")
-        ]
-        if own:
-            raise ValidationFailed(own) from None
-        raise
-    shown = ws.rel(cf.path)
-    blocking: list[Problem] = [
-        p
-        for p in ws.errors()
-        if not (p.location.file or "").startswith("campaigns/") or p.location.file == shown
-    ]
+    nothing. (A file that does not load raises its own problems in ``ws.campaign``.)"""
+    cf = ws.campaign(name)
+    blocking = ws.errors_for(cf)
     if not blocking:
         blocking = [p for p in render_problems(ws, cf)[1] if p.severity == "error"]
     if blocking:
