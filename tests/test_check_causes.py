@@ -127,3 +127,26 @@ def test_the_example_has_no_segment_that_matches_nobody(ws: Path) -> None:
     assert line_of(ws / LIAISONS, "Scandinavian Languages")  # the most specific one
     run = cli(ws, "check", "--no-render")
     assert problems(run) == [], run
+
+
+def test_an_unknown_override_copied_down_a_column_is_one_error(ws: Path) -> None:
+    lines = (ws / CSV).read_text(encoding="utf-8").splitlines()
+    typo = {2, 5, 9}  # file lines whose override names `ainoo`
+    out = [lines[0] + ",liaison"]
+    out += [row + (",ainoo" if n in typo else ",") for n, row in enumerate(lines[1:], start=2)]
+    (ws / CSV).write_text("\n".join(out) + "\n", encoding="utf-8")
+    run = cli(ws, "check", "--no-render")
+    assert run.code == 1, run
+    p = find_problem(
+        run,
+        contains="3 rows (",
+        file=CSV,
+        line=2,
+        field="liaison",
+        hint="did you mean `aino`?",
+    )
+    assert "liaison override `ainoo` is not a liaison" in p.message
+    assert len([q for q in problems(run) if "ainoo" in q.message]) == 1, run
+    verbose = cli(ws, "check", "--no-render", "--verbose")
+    for n in typo:
+        assert f"    - {CSV}:{n}: " in verbose.stderr, verbose

@@ -1,5 +1,5 @@
-"""Segments that match nobody, and researchers whom no segment covers: one warning per
-cause, not one per researcher.
+"""Segments that match nobody, researchers whom no segment covers, overrides that name no
+liaison: one problem per cause, not one per researcher.
 
 A liaison's segment spelt `Kauppatiede` where the researchers' file says `Kauppatieteet`
 leaves every one of those researchers without a face. That is one mistake, on one line of
@@ -181,4 +181,28 @@ def segment_warnings(
     return problems
 
 
-__all__ = ["DeadSegment", "dead_segments", "segment_warnings"]
+def override_errors(
+    unknown: dict[str, list[Researcher]], known: list[str], shown: str
+) -> list[Problem]:
+    """One error per liaison id the `liaison` column names that is no liaison (a typo
+    copied down a column is one mistake), at its first row, the rows in its details."""
+    problems: list[Problem] = []
+    for lid, people in unknown.items():
+        first = people[0]
+        guess = difflib.get_close_matches(lid, known, n=1)
+        who = first.email if len(people) == 1 else f"{len(people)} rows ({_named(people)})"
+        problems.append(
+            Problem(
+                f"{who}: liaison override `{lid}` is not a liaison",
+                Location(shown, first.line, None, "liaison"),
+                (f"did you mean `{guess[0]}`? " if guess else "")
+                + f"known liaisons: {', '.join(known)}",
+                details=tuple(f"{shown}:{r.line}: {r.email}" for r in people)
+                if len(people) > 1
+                else (),
+            )
+        )
+    return problems
+
+
+__all__ = ["DeadSegment", "dead_segments", "override_errors", "segment_warnings"]

@@ -15,7 +15,7 @@ from outreach.errors import Location, Problem
 from outreach.workspace.campaign import Campaign, select_audience
 from outreach.workspace.keys import dkim_problems, unsigned_senders
 from outreach.workspace.people import AddressError, Directory, Researcher, normalise_address
-from outreach.workspace.segment_warnings import segment_warnings
+from outreach.workspace.segment_warnings import override_errors, segment_warnings
 from outreach.workspace.segments import SegmentIndex
 from outreach.workspace.settings import Settings, path_outside
 from outreach.workspace.yamlio import YamlDoc, suggest
@@ -233,17 +233,13 @@ def check_directory(root: Path, settings: Settings, d: Directory) -> list[Proble
     shown = "people/researchers.csv"
     if not (root / shown).is_file() and (root / "people/researchers.yaml").is_file():
         shown = "people/researchers.yaml"
+    unknown: dict[str, list[Researcher]] = {}
     for r in d.researchers:
         if r.liaison and r.liaison not in d.liaisons:
-            problems.append(
-                Problem(
-                    f"{r.email}: liaison override `{r.liaison}` is not a liaison",
-                    Location(shown, r.line, None, "liaison"),
-                    f"known liaisons: {', '.join(sorted(d.liaisons))}",
-                )
-            )
+            unknown.setdefault(r.liaison, []).append(r)
         elif index.owner(r).liaison_id is None:
             unassigned.append(r)
+    problems += override_errors(unknown, sorted(d.liaisons), shown)
     problems += segment_warnings(d, index, unassigned, where, shown)
     return problems
 
