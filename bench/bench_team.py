@@ -1,26 +1,30 @@
-"""Benchmark: one sender process against two, end to end, against Postfix's smtp-sink.
+"""Benchmark: `outreach send` against `outreach send --workers 2`, whole processes, against
+Postfix's smtp-sink.
 
     python bench/bench_team.py [--n 10000] [--stores sqlite,postgresql] [--repeat 1]
+                               [--campaign rdm-launch-2026]
 
-The workspace is bench_send.py's (N researchers in the faculties of ``rdm-launch-2026``:
-the liaison's and the introduced expert's faces inline, HTML + text, a Message-ID token per
-recipient), sent over SMTP (``connections: 4``) to ``smtp-sink`` with quotas lifted. Each
-run starts from an empty database, and the clock covers what a user waits for: loading the
-workspace, planning the ledger, rendering, composing, SMTP and one commit per message.
+The workspace is bench_send.py's (``send_workspace.make_workspace``: N researchers in the
+faculties of ``rdm-launch-2026``: the liaison's and the introduced expert's faces inline,
+HTML + text, a Message-ID token per recipient; ``limits`` of 1,000,000 a minute per sender
+in outreach.yaml, SMTP to ``smtp-sink`` with ``connections: 4``). Each run starts from an
+empty database (SQLite, or a fresh PostgreSQL schema on 127.0.0.1:5432 db ``test``) and is
+one ``outreach send`` process timed on the wall clock from its start to its exit:
 
-* **one process**: ``outreach send`` as it is by default (``send_campaign``, solo);
-* **two processes**: ``outreach send --workers 2`` (``send_with_workers``): this process
-  plans, forks two team workers that claim rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
-  one ``UPDATE … RETURNING`` under SQLite's write lock) and send.
+* **one process**: ``outreach send CAMPAIGN --now --yes``;
+* **two processes**: ``outreach send CAMPAIGN --now --yes --workers 2``: the command plans,
+  forks two team workers that claim rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, one
+  ``UPDATE … RETURNING`` under SQLite's write lock) and send.
 
 Target (issue 7): on this 2-core machine, two processes deliver at least 1.6x the rate of
 one.
 
 Each run also reports how many of the machine's cores were busy (``/proc/stat``: the
-senders, smtp-sink, PostgreSQL and the kernel together). One process keeps more than one
-core busy (itself, plus the sink and the database working for it), so the most any number
-of processes can reach on this machine is ``cores / busy cores of one process`` times one
-process's rate: the bench prints that ceiling beside the measured ratio.
+senders, smtp-sink, PostgreSQL and the kernel together, and whatever else the shared
+machine runs). One process keeps more than one core busy (itself, plus the sink and the
+database working for it), so the most any number of processes can reach on this machine
+is ``cores / busy cores of one process`` times one process's rate: the bench prints that
+ceiling beside the measured ratio.
 
 For each store: ``RESULT <store>_one_process_rate=… <store>_two_process_rate=…
 <store>_ratio=…`` and ``<store>_one_process_busy_cores=… <store>_ceiling=…``, then the
@@ -35,35 +39,20 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import pg_reachable, pg_schema  # noqa: E402
-from bench_send import CAMPAIGN, make_workspace, smtp_sink  # noqa: E402
+from send_workspace import (  # noqa: E402
+    LIAISON_ONLY,
+    fresh_database,
+    make_workspace,
+    outreach_send,
+    pg_unreachable,
+    set_database,
+    smtp_sink,
+)
 
 TARGET = 1.6
-
-
-@contextmanager
-def database(store: str, folder: Path) -> Iterator[str]:
-    """A fresh, empty database URL for one run (a new schema on PostgreSQL, dropped after)."""
-    if store == "sqlite":
-        yield f"sqlite:///{folder / 'outreach.db'}"
-        return
-    with pg_schema() as url:
-        yield url
-
-
-def set_database(root: Path, url: str) -> None:
-    cfg = yaml.safe_load((root / "outreach.yaml").read_text(encoding="utf-8"))
-    cfg["database"] = url
-    (root / "outreach.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), "utf-8")
 
 
 def busy_jiffies() -> tuple[int, int]:
@@ -84,29 +73,13 @@ def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float | None:
     return None if total <= 0 else cores * (after[0] - before[0]) / total
 
 
-def run(root: Path, workers: int) -> tuple[float, Any]:
-    from outreach.deliver.run import send_campaign
-    from outreach.deliver.send_options import SendOptions
-    from outreach.deliver.team import send_with_workers
-    from outreach.workspace.loader import load_workspace
-
-    options = SendOptions(ignore_quotas=True, now=True)
-    start = time.perf_counter()
-    ws = load_workspace(explicit=root)
-    if workers == 1:
-        summary = send_campaign(ws, CAMPAIGN, options)
-    else:
-        summary = send_with_workers(ws, CAMPAIGN, workers, options)
-    return time.perf_counter() - start, summary
-
-
-def check_ledger(url: str, n: int) -> str | None:
+def check_ledger(url: str, campaign: str, n: int) -> str | None:
     from outreach.deliver.ledger import Ledger
     from outreach.store import open_store
 
     store = open_store(url)
     try:
-        rows = Ledger(store).rows.status(CAMPAIGN)
+        rows = Ledger(store).rows.status(campaign)
     finally:
         store.close()
     sent = sum(int(r["sent"] or 0) for r in rows)
@@ -121,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000, help="recipients (default 10000)")
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best counts")
+    parser.add_argument("--campaign", default=LIAISON_ONLY, help="campaign to send")
     parser.add_argument("--keep", action="store_true", help="keep the generated workspaces")
     args = parser.parse_args(argv)
     os.environ.setdefault("OUTREACH_SECRET", "bench-secret")
     os.environ.pop("OUTREACH_DATABASE_URL", None)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if "postgresql" in stores:
-        reason = pg_reachable()
+        reason = pg_unreachable()
         if reason:
             print(f"postgresql skipped: {reason}")
             stores.remove("postgresql")
@@ -150,20 +124,23 @@ def main(argv: list[str] | None = None) -> int:
                     for i in range(args.repeat):
                         root = folder / f"{store}-{workers}-{i}"
                         shutil.copytree(template, root)
-                        with database(store, root) as url:
+                        with fresh_database(store, root) as url:
                             set_database(root, url)
+                            extra = ("--workers", "2") if workers == 2 else ()
                             before = busy_jiffies()
-                            elapsed, summary = run(root, workers)
+                            run = outreach_send(root, args.campaign, *extra)
                             cores = busy_cores(before, busy_jiffies())
-                            problem = check_ledger(url, args.n)
-                        rate = summary.final["sent"] / elapsed
+                            problem = check_ledger(url, args.campaign, args.n)
+                        if run.code != 0:
+                            problem = f"exit {run.code}: {run.output[-1500:]}"
+                        rate = run.rate
                         if rate > best:
                             best, busy[workers] = rate, cores
                         shown = "" if cores is None else f", {cores:.2f} of {ncpu} cores busy"
                         print(
-                            f"{store:10} {workers} process(es): {summary.final['sent']} sent "
-                            f"in {elapsed:6.2f} s = {rate:7.1f} msg/s "
-                            f"(send loop {summary.elapsed:.2f} s{shown})"
+                            f"{store:10} {workers} process(es): {run.sent} sent "
+                            f"in {run.elapsed:6.2f} s = {rate:7.1f} msg/s (whole process{shown})",
+                            flush=True,
                         )
                         if problem:
                             print(f"  !! {problem}")

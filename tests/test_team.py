@@ -92,14 +92,19 @@ def counts(root: Path, campaign: str) -> Counter[str]:
 
 
 def paced_campaign(
-    tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None, cid: str, per_minute: int
+    tmp_path: Path,
+    smtp_server: SMTPTestServer,
+    store_url: str | None,
+    cid: str,
+    per_minute: int,
+    **transport: Any,
 ) -> tuple[Path, str, list[str]]:
     """A workspace sending through the test SMTP server at ``per_minute`` per mailbox, and
     campaign ``cid`` to the three liaisons' researchers: (root, cid, audience)."""
     root = make_ws(
         tmp_path / "ws",
         store_url,
-        transport=smtp_settings(smtp_server),
+        transport=smtp_settings(smtp_server, **transport),
         limits={"per_sender_per_minute": per_minute, "per_sender_per_day": 10_000},
     )
     add_campaign(root, cid, include=THREE_LIAISONS)
@@ -167,11 +172,10 @@ def test_a_worker_killed_mid_run_leaves_its_share_to_the_others_after_its_lease(
 ) -> None:
     per_minute = 600  # 0.1 s per mailbox: pekka's 52 take ~5 s
     lease = 2.0
-    root, cid, expected = paced_campaign(tmp_path, smtp_server, store_url, "team-crash", per_minute)
-    env = {"OUTREACH_LEASE_SECONDS": str(lease)}
-    procs = [
-        spawn(root, "send", cid, "--worker", "--batch", "3", "--yes", env=env) for _ in range(3)
-    ]
+    root, cid, expected = paced_campaign(
+        tmp_path, smtp_server, store_url, "team-crash", per_minute, lease_seconds=lease
+    )
+    procs = [spawn(root, "send", cid, "--worker", "--batch", "3", "--yes") for _ in range(3)]
     try:
         smtp_server.wait_for(25, timeout=60)
         # The victim: the worker holding the most rows right now.

@@ -115,14 +115,11 @@ def _print_outcome(cid: str, kind: str, summary: Any) -> None:
     show_default=True,
     help="Send with N worker processes at once (uses N cores).",
 )
-@click.option("--ignore-quotas", is_flag=True, hidden=True)
-@click.option("--batch", type=click.IntRange(min=1), hidden=True)  # rows claimed at a time
 @click.option(
-    "--lease-seconds",
-    type=click.FloatRange(min=0.5),
-    default=120.0,
-    hidden=True,
-    envvar="OUTREACH_LEASE_SECONDS",
+    "--batch",
+    type=click.IntRange(min=1),
+    help="Rows a run claims from the ledger at a time (default 500; 300 for a team worker). "
+    "Smaller spreads a small campaign over more team workers.",
 )
 @pass_ctx
 def send(
@@ -138,9 +135,7 @@ def send(
     yes: bool,
     team: bool,
     workers: int,
-    ignore_quotas: bool,
     batch: int | None,
-    lease_seconds: float,
 ) -> None:
     """Send CAMPAIGN(s): resumable, never twice, within each sender's quota."""
     from outreach.cli.progress import SendProgress
@@ -160,8 +155,6 @@ def send(
         resend_uncertain=resend_uncertain,
         force=force,
         now=send_now or due,
-        ignore_quotas=ignore_quotas,
-        lease_seconds=lease_seconds,
         team=team,
     )
     if batch is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select, update
 
+from outreach.deliver.holders import holder_refusal
 from outreach.errors import CampaignLocked
 from outreach.store import Store, as_utc, utcnow
 from outreach.store.schema import SOLO, TEAM, campaign_locks, send_workers
@@ -56,14 +57,10 @@ class SendLeases:
                 "(nothing is sent twice)"
             )
         else:
-            who = row.owner
-            hint = (
-                "wait for it to finish; nothing is sent twice. A crashed sender's lock "
-                f"expires by itself within {ttl:g} seconds"
-            )
+            who, hint = holder_refusal(row.owner, as_utc(row.expires_at))
         raise CampaignLocked(
             f"campaign `{campaign_id}` is being sent by {who} "
-            f"(lock held until {as_utc(row.expires_at)})",
+            f"(lock held until {as_utc(row.expires_at):%Y-%m-%d %H:%M:%S} UTC)",
             hint=hint,
         )
 

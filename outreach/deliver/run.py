@@ -15,12 +15,10 @@ machine uses all its cores). Either way each message's quota slot is booked in t
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from outreach.audience.arms import SERVICE
@@ -29,6 +27,7 @@ from outreach.audience.recipients import Recipient, plan_recipients
 from outreach.audience.suppressions import suppressions_for_planning
 from outreach.deliver.approval import gate
 from outreach.deliver.edits import register_campaign
+from outreach.deliver.holders import holder_name, lapse_gone_holders
 from outreach.deliver.ledger import Ledger
 from outreach.deliver.records import existing_arms, save_arms
 from outreach.deliver.rehearsal import reconcile, route_of
@@ -116,8 +115,16 @@ def delivers(ws: Workspace, kind: str) -> bool:
 
 
 def run_name() -> str:
-    """This run's name in the ledger: host:pid:random."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """This run's name in the ledger: where it runs (``outreach.deliver.holders``)."""
+    return holder_name()
+
+
+def with_lease(ws: Workspace, options: SendOptions) -> SendOptions:
+    """``options`` with the lease of outreach.yaml (``transport.lease_seconds``) unless the
+    caller chose one."""
+    if options.lease_seconds:
+        return options
+    return replace(options, lease_seconds=ws.settings.transport.lease_seconds)
 
 
 def prepare_ledger(
@@ -207,7 +214,7 @@ def send_campaign(
 
     ``recipients``: the campaign already planned by the caller (``send_with_workers``
     plans once, then forks its workers): the ledger is not planned again."""
-    options = options or SendOptions()
+    options = with_lease(ws, options or SendOptions())
     progress = progress or NoProgress()
     cf, kind = check_sendable(ws, campaign_id, options)
     campaign = cf.campaign
@@ -225,6 +232,9 @@ def send_campaign(
     ledger.rows.route = route_of(transport)
     summary.rehearsal = transport.rehearsal
     owner = options.worker or run_name()
+    # a run killed on this host holds nothing any more: its lock, claims and bookings
+    # lapse now rather than after their lease
+    lapse_gone_holders(store, campaign.id)
     if options.team:
         ledger.leases.join_team(campaign.id, owner, options.lease_seconds)
     else:

@@ -82,7 +82,7 @@ class SendLoop:
             total = min(total, options.limit)
         self.total = total
 
-        self.throttled = transport.throttled and not options.ignore_quotas
+        self.throttled = transport.throttled
         self.per_minute = settings.limits.per_sender_per_minute
         self.per_day = settings.limits.per_sender_per_day
         self.spacing = MINUTE / self.per_minute
@@ -451,7 +451,7 @@ class SendLoop:
                 f"worker {self.owner} lost its lease on campaign `{self.campaign.id}` (it was "
                 "silent longer than the lease): the others took its rows over; stopping, "
                 "nothing is sent twice",
-                hint="a longer --lease-seconds suits a slow or overloaded machine",
+                hint="a longer transport.lease_seconds suits a slow or overloaded machine",
             )
         return CampaignLocked(
             f"lost the lock on campaign `{self.campaign.id}`: another run took it over; "

@@ -22,10 +22,11 @@ class SendOptions:
     backoff_base: float = 2.0
     backoff_cap: float = 300.0
     retry_budget: float = 900.0  # how long one run waits for deferred messages
-    lease_seconds: float = 120.0
+    # how long a silent run keeps its lock, lease and claims; 0: transport.lease_seconds
+    # of outreach.yaml (a run killed on this host is taken over at once, whatever this is)
+    lease_seconds: float = 0.0
     batch: int = 500  # rows claimed at a time (a team worker claims at most team_batch)
-    worker: str | None = None  # this run's name in the ledger (default host:pid:random)
-    ignore_quotas: bool = False
+    worker: str | None = None  # this run's name in the ledger (default: holders.holder_name)
     team: bool = False  # one worker of several: share the campaign (see deliver.leases)
     # A team worker's claims: small enough that no worker holds much at the end, large
     # enough that claiming (a statement and a commit) stays cheap: 300 sent 10,000 with

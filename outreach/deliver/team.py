@@ -24,9 +24,16 @@ from typing import Any
 
 from outreach import errors as _errors
 from outreach.audience.recipients import Recipient
+from outreach.deliver.holders import holder_name, lapse_gone_holders
 from outreach.deliver.ledger import Ledger
 from outreach.deliver.rows import LedgerRows
-from outreach.deliver.run import check_sendable, prepare_ledger, run_name, send_campaign
+from outreach.deliver.run import (
+    check_sendable,
+    prepare_ledger,
+    run_name,
+    send_campaign,
+    with_lease,
+)
 from outreach.deliver.send_options import (
     NoProgress,
     Progress,
@@ -57,18 +64,22 @@ def send_with_workers(
     (so no solo run slips in), then forks the workers; while they send it keeps its lease
     and shows their progress from the ledger. A worker's error is raised here after all
     have ended (the ledger keeps what each did)."""
-    options = options or SendOptions()
+    options = with_lease(ws, options or SendOptions())
     progress = progress or NoProgress()
     cf, kind = check_sendable(ws, campaign_id, options)
     if workers <= 1 or kind == "dry-run":
         return send_campaign(ws, campaign_id, replace(options, team=workers > 1), progress, confirm)
     campaign = cf.campaign
     summary = SendSummary(campaign.id, kind)
+    # Each worker names itself in its own process (its pid and start time: see
+    # outreach.deliver.holders) unless the caller named the team.
+    own_names = options.worker is None
     base = options.worker or run_name()
     options = replace(options, team=True)
     store = open_store(ws.database_url())
     ledger = Ledger(store)
     coordinator = f"{base}:main"
+    lapse_gone_holders(store, campaign.id)
     ledger.leases.join_team(campaign.id, coordinator, options.lease_seconds)
     errors: list[OutreachError] = []
     try:
@@ -97,7 +108,7 @@ def send_with_workers(
             mine = replace(options, worker=f"{base}:w{i + 1}", limit=limit)
             proc = mp.Process(
                 target=_team_worker,
-                args=(ws, campaign.id, mine, recipients, results, parent),
+                args=(ws, campaign.id, mine, recipients, results, parent, own_names),
                 daemon=False,
             )
             proc.start()
@@ -188,12 +199,16 @@ def _team_worker(
     recipients: list[Recipient],
     results: Any,
     parent: Parent | None = None,
+    own_name: bool = False,
 ) -> None:  # pragma: no cover - runs in a forked process; tests check its effects
-    """One forked worker: send as a member of the team, hand the summary back."""
+    """One forked worker: send as a member of the team, hand the summary back (under
+    the label its parent knows it by; ``own_name``: in the ledger, a name of its own)."""
     if parent is not None:
         _die_with_parent(parent)
+    label = options.worker or ""
+    mine = replace(options, worker=holder_name(label.rsplit(":", 1)[-1])) if own_name else options
     try:
-        summary = send_campaign(ws, campaign_id, options, recipients=recipients)
+        summary = send_campaign(ws, campaign_id, mine, recipients=recipients)
         results.put((options.worker, "ok", summary))
     except OutreachError as exc:
         results.put(

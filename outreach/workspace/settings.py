@@ -151,6 +151,14 @@ class TransportSettings(StrictModel):
         description="PEM file of certificates to trust for TLS/STARTTLS instead of the "
         "system's (a private CA); relative to the workspace",
     )
+    lease_seconds: float = Field(
+        120.0,
+        ge=1,
+        le=3600,
+        description="how long a sending run that stops answering (a crash on another "
+        "machine, a frozen process) keeps its campaign and rows before another run takes "
+        "them over; a run killed on this machine is taken over at once",
+    )
 
     @field_validator("helo")
     @classmethod
