@@ -295,3 +295,31 @@ def test_a_photo_linked_to_a_device_is_not_read_by_status_or_approve(tmp_path: P
     refused = cli(root, "approve", CID, "--as", "aino")
     assert refused.code == 1, refused
     assert "lars.jpg" in refused.output
+
+
+def test_approval_not_required_is_recorded_and_shown_but_sends(tmp_path: Path) -> None:
+    root = workspace(tmp_path, None, approval={**APPROVAL, "required": False})
+    shown = cli(root, "status")
+    assert f"{CID}: not approved\n" in shown.output  # no "(a real send is refused)"
+    dry = cli(root, "send", CID, "--dry-run")
+    assert "approv" not in dry.output.replace(CID, ""), dry
+    assert cli(root, "approve", CID, "--as", "aino").code == 0
+    assert f"{CID}: approved by aino at " in cli(root, "status").output
+    said = _edit_campaign(root)
+    assert cli(root, "send", CID).code == 0  # changed since approval: not refused
+    assert ledger_total(root) == 39
+    assert said in cli(root, "status").output
+
+
+def test_send_due_sends_the_approved_and_names_the_one_awaiting_approval(tmp_path: Path) -> None:
+    root = workspace(tmp_path, None)
+    other = add_campaign(root, "science-news", include={"faculty": ["Science"]})
+    for cid in (CID, other):
+        append_line(root / "campaigns" / f"{cid}.yaml", "schedule: 2026-01-01T09:00:00+02:00")
+    assert cli(root, "approve", other, "--as", "aino").code == 0
+    due = cli(root, "send", "--due")
+    assert due.code == 1, due
+    assert f"campaign `{CID}` is not approved" in due.stderr
+    assert f"{other}: sent " in due.stdout
+    rows = json.loads(cli(root, "status", "--json").stdout)
+    assert {r["campaign_id"] for r in rows} == {other}

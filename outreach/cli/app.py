@@ -58,7 +58,7 @@ class OutreachGroup(click.Group):
         except OutreachError as exc:
             if _debug(ctx):
                 raise
-            _print_error(exc)
+            print_error(exc)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -73,7 +73,7 @@ class OutreachGroup(click.Group):
                 raise
             fault = _store_fault(exc)
             if fault is not None:  # a locked, corrupt or full database: no bug of ours
-                _print_error(fault)
+                print_error(fault)
                 ctx.exit(fault.exit_code)
             err_console.print(
                 f"[red]internal error[/red]: {type(exc).__name__}: {escape(str(exc))}",
@@ -85,7 +85,7 @@ class OutreachGroup(click.Group):
             raise
 
 
-def _print_error(exc: OutreachError) -> None:
+def print_error(exc: OutreachError) -> None:
     where = escape(str(exc.location))
     err_console.print(
         f"[red]error[/red]: {where + ': ' if where else ''}{escape(exc.message)}",

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from outreach.cli.app import Context, pass_ctx
+from outreach.cli.app import Context, pass_ctx, print_error
 from outreach.cli.output import err_console, out_console, print_next
-from outreach.errors import ExitCode
+from outreach.errors import ExitCode, NotApproved
 
 
 def _summary_table(summary: Any) -> None:
@@ -175,10 +175,18 @@ def send(
     failed = False
     for cid in targets:
         shown = SendProgress(err_console)
-        if workers > 1:
-            summary = send_with_workers(ws, cid, workers, options, shown, confirm)
-        else:
-            summary = send_campaign(ws, cid, options, shown, confirm)
+        try:
+            if workers > 1:
+                summary = send_with_workers(ws, cid, workers, options, shown, confirm)
+            else:
+                summary = send_campaign(ws, cid, options, shown, confirm)
+        except NotApproved as exc:
+            if not due:
+                raise
+            # cron: a campaign awaiting approval does not hold back the others that are due
+            print_error(exc)
+            failed = True
+            continue
         if summary.aborted == "not confirmed":
             err_console.print("Nothing sent.")
             sys.exit(ExitCode.FAILED)
