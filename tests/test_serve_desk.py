@@ -201,6 +201,9 @@ def test_a_liaison_sees_only_their_own(desk: Mailed) -> None:
         report = c.get("/admin/report")
         assert report.headers["content-security-policy"] == CSP_DOCUMENT
         assert "<script" not in report.text.lower()
+        # the web app's report is the CLI's: sentences first, liaisons by name, a glossary
+        assert '<section id="summary">' in report.text and 'id="glossary"' in report.text
+        assert "Lars Ekström</th>" in report.text and ">lars</th>" not in report.text
 
 
 def test_single_sign_on_only_through_a_trusted_proxy(desk: Mailed) -> None:

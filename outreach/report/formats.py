@@ -354,20 +354,18 @@ def _glossary(window_days: int) -> str:
 
 def _summary(report: dict[str, Any]) -> str:
     comparisons = report.get("comparisons") or []
-    randomised = bool(comparisons and comparisons[0]["randomised"])
-    colour = "#cdeccd" if randomised else "#fde2c4"
+    kind = "randomised" if comparisons and comparisons[0]["randomised"] else "observational"
     lead = html.escape(" ".join(report.get("summary", [])))
     out = [
         '<section id="summary">',
-        f'<p><span class="label" style="background:{colour}">'
-        f"{html.escape(_headline_label(report))}</span></p>",
+        f'<p><span class="label {kind}">{html.escape(_headline_label(report))}</span></p>',
         f'<p class="lead">{lead}</p>',
     ]
     for c in comparisons[1:]:
-        colour = "#cdeccd" if c["randomised"] else "#fde2c4"
+        kind = "randomised" if c["randomised"] else "observational"
         out.append(
-            f'<p class="also"><span class="label" style="background:{colour}">'
-            f"{html.escape(c['label'])}</span> {html.escape(' '.join(c['sentences']))}</p>"
+            f'<p class="also"><span class="label {kind}">{html.escape(c["label"])}</span> '
+            f"{html.escape(' '.join(c['sentences']))}</p>"
         )
     out.append("</section>")
     return "".join(out)
@@ -416,6 +414,7 @@ body {{ font-family: system-ui, -apple-system, Segoe UI, Arial, sans-serif; marg
   max-width: 980px; padding: 24px; color: #1f2933; }}
 h1 {{ font-size: 24px; }} h2 {{ font-size: 18px; margin-top: 28px; }}
 .label {{ display: inline-block; padding: 2px 10px; border-radius: 12px; font-size: 13px; }}
+.label.randomised {{ background: #cdeccd; }} .label.observational {{ background: #fde2c4; }}
 .lead {{ font-size: 18px; line-height: 1.5; }}
 .also {{ line-height: 1.5; }}
 .pooled {{ color: #52606d; font-size: 14px; }}

@@ -247,7 +247,10 @@ async def report(request: Request, state: AppState) -> Response:
         from outreach.report.query import Filters
 
         s = ws.settings
-        data = build_report(state.store, s.tracking.reply_window_days, Filters(None, None, None))
+        names = {lid: liaison.name for lid, liaison in ws.directory.liaisons.items()}
+        data = build_report(
+            state.store, s.tracking.reply_window_days, Filters(None, None, None), names=names
+        )
         return to_html(data, f"Reply report: {s.organisation.name}")
 
     html = await run_in_threadpool(build)
