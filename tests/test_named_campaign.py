@@ -16,6 +16,7 @@ COMMANDS = [
     ["check", CAMPAIGN],
     ["send", CAMPAIGN],
     ["send", CAMPAIGN, "--dry-run"],
+    ["send", CAMPAIGN, "--test-to", "me@uni.example"],
     ["preview", CAMPAIGN],
     ["status", CAMPAIGN],
     ["report", "--campaign", CAMPAIGN],

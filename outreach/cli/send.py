@@ -37,6 +37,8 @@ def _print_notes(summary: Any) -> None:
 
 def _print_outcome(cid: str, kind: str, summary: Any) -> None:
     """The table and the lines after one campaign's run."""
+    from outreach.deliver.preflight import counts_text
+
     _print_notes(summary)
     if summary.edits_accepted:
         err_console.print(
@@ -45,11 +47,16 @@ def _print_outcome(cid: str, kind: str, summary: Any) -> None:
         )
     _summary_table(summary)
     o = summary.outcomes
+    plan = summary.plan
     if kind == "dry-run":
+        route = summary.route
+        where = f"{route.transport} {route.delivered_to}".strip() if route else "its transport"
         out_console.print(
-            f"{cid}: dry run, {o['would_send']} message(s) rendered and composed; "
-            f"per arm: {dict(summary.per_arm)}"
+            f"{cid}: dry run, {o['would_send']} message(s) rendered and composed: what a "
+            f"send via {where} would send now; per arm: {counts_text(summary.per_arm)}"
         )
+        if plan is not None and plan.excluded:
+            out_console.print(f"{cid}: not sent: {counts_text(plan.excluded)}")
         return
     done = (
         f"rehearsed {o['rehearsed']} in the outbox (nothing was sent)"
@@ -60,6 +67,7 @@ def _print_outcome(cid: str, kind: str, summary: Any) -> None:
         f"{cid}: {done}, deferred {o['deferred']}, failed {o['failed']}, "
         f"uncertain {o['uncertain']} in {summary.elapsed:.1f}s"
         + (f" ({summary.planned_new} newly planned)" if summary.planned_new else "")
+        + f"; per arm: {counts_text(summary.per_arm)}"
     )
     if summary.rehearsal:
         # the quickstart ends here: a next step that works as typed, venv or not
@@ -83,6 +91,35 @@ def _print_outcome(cid: str, kind: str, summary: Any) -> None:
         )
 
 
+def _test_send(
+    obj: Context,
+    campaigns: tuple[str, ...],
+    address: str | None,
+    sample: int | None,
+    transport: str | None,
+    other_run: bool,
+) -> None:
+    """``--test-to``: samples to one address, nothing recorded."""
+    from outreach.deliver.samples import send_samples, test_address
+
+    if address is None:
+        raise click.UsageError("--test-sample goes with --test-to ADDRESS")
+    if len(campaigns) != 1 or other_run:
+        raise click.UsageError("--test-to takes one CAMPAIGN (not --dry-run or --due)")
+    test_address(address)  # an address that is none is refused before anything is loaded
+    ws = obj.load(only_campaigns=list(campaigns))
+    result = send_samples(ws, campaigns[0], address, sample=sample, transport=transport)
+    shown = ", ".join(" ".join(k for k in key if k != "-") for key in result.sent)
+    out_console.print(
+        f"sent {len(result.sent)} of {result.combinations} test message(s) to "
+        f"{result.address} via {result.transport} {result.delivered_to}: {shown or 'none'}; "
+        "nothing was recorded"
+    )
+    for key, reply in result.failed:
+        err_console.print(f"not sent ({' '.join(key)}): {reply}")
+    sys.exit(ExitCode.FAILED if result.failed else ExitCode.OK)
+
+
 @click.command()
 @click.argument("campaigns", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Render and compose everything; send nothing.")
@@ -101,6 +138,18 @@ def _print_outcome(cid: str, kind: str, summary: Any) -> None:
 @click.option("--now", "send_now", is_flag=True, help="Send before the campaign's schedule.")
 @click.option("--due", is_flag=True, help="Send every campaign whose schedule has come (for cron).")
 @click.option("--yes", is_flag=True, help="Do not ask before a real SMTP send.")
+@click.option(
+    "--test-to",
+    metavar="ADDRESS",
+    help="Send ADDRESS one sample per liaison × language × arm × introduction, subject "
+    "marked [TEST], through the configured transport; nothing is recorded.",
+)
+@click.option(
+    "--test-sample",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --test-to: only the first N samples.",
+)
 @click.option(
     "--worker",
     "team",
@@ -133,6 +182,8 @@ def send(
     send_now: bool,
     due: bool,
     yes: bool,
+    test_to: str | None,
+    test_sample: int | None,
     team: bool,
     workers: int,
     batch: int | None,
@@ -140,17 +191,22 @@ def send(
     """Send CAMPAIGN(s): resumable, never twice, within each sender's quota."""
     from outreach.cli.progress import SendProgress
     from outreach.deliver.due import campaigns_to_send
+    from outreach.deliver.preflight import preflight_lines
     from outreach.deliver.run import send_campaign
     from outreach.deliver.send_options import SendOptions
     from outreach.deliver.team import send_with_workers
 
+    if test_to is not None or test_sample is not None:
+        _test_send(obj, campaigns, test_to, test_sample, transport, dry_run or due)
+        return
     ws = obj.load(only_campaigns=list(campaigns) or None)
     if not due and not campaigns:
         raise click.UsageError("name a campaign (or use --due)")
     targets = campaigns_to_send(ws, campaigns, due=due)
     kind = "dry-run" if dry_run else (transport or ws.settings.transport.kind)
     options = SendOptions(
-        transport=kind,
+        transport=transport or ws.settings.transport.kind,
+        dry_run=kind == "dry-run",
         limit=limit,
         resend_uncertain=resend_uncertain,
         force=force,
@@ -162,14 +218,19 @@ def send(
 
     def confirm(summary: Any) -> bool:
         _print_notes(summary)
-        if kind != "smtp" or yes or not sys.stdin.isatty():
+        if kind != "smtp":
             return True
-        pending = summary.preflight.get("sender", {})
-        out_console.print(
-            f"About to send {sum(pending.values())} message(s) of {summary.campaign_id} via SMTP:"
-        )
-        for sender, n in sorted(pending.items()):
-            out_console.print(f"  {sender}: {n}")
+        # The same lines with or without a terminal (cron's log says what was sent).
+        for line in preflight_lines(
+            ws,
+            ws.campaign(summary.campaign_id).campaign,
+            summary.plan,
+            limit=limit,
+            now_flag=send_now or due,
+        ):
+            out_console.print(line)
+        if yes or not sys.stdin.isatty():
+            return True
         return click.confirm("Send now?", default=False)
 
     failed = False

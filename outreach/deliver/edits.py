@@ -14,16 +14,21 @@ from outreach.store.schema import DEFERRED, FAILED, SENDING, SENT, UNCERTAIN, ca
 from outreach.workspace.campaign import Campaign
 
 
-def register_campaign(store: Store, campaign: Campaign, *, force: bool = False) -> list[str]:
+def register_campaign(
+    store: Store, campaign: Campaign, *, force: bool = False, write: bool = True
+) -> list[str]:
     """Record the campaign as sent from now on; refuse silent edits after a first send.
 
-    Returns the list of changes accepted with ``force`` (empty if none).
+    Returns the list of changes accepted with ``force`` (empty if none). ``write=False``
+    (the dry run): the same refusal and list, nothing recorded.
     """
     definition = campaign.model_dump(mode="json")
     fingerprint = campaign.fingerprint()
     now = utcnow()
     with store.engine.begin() as conn:
         row = conn.execute(select(campaigns).where(campaigns.c.id == campaign.id)).first()
+        if row is None and not write:
+            return []
         if row is None:
             # Several workers may register the campaign at once: the first insert wins,
             # the others find the same definition.
@@ -57,6 +62,8 @@ def register_campaign(store: Store, campaign: Campaign, *, force: bool = False) 
                 f"({started} message(s) already out): " + "; ".join(changes[:8]),
                 hint="revert the edit, or pass --force to send the rest as edited",
             )
+        if not write:
+            return changes if started else []
         conn.execute(
             update(campaigns)
             .where(campaigns.c.id == campaign.id)

@@ -124,19 +124,21 @@ def _later(a: datetime | None, b: datetime | str | None) -> datetime | None:
     return b if a is None or (b is not None and b > a) else a
 
 
-def reconcile(store: Store, campaign_id: str, route: Route, *, outbox_delivers: bool) -> list[str]:
+def reconcile(
+    store: Store, campaign_id: str, route: Route, *, outbox_delivers: bool, write: bool = True
+) -> list[str]:
     """Make the campaign's rows fit this run (see the module's docstring); the lines to
     show before it sends. Raises ConfigError for a rehearsal in the middle of a real send.
 
     ``outbox_delivers``: the workspace's ``transport.delivers`` (an outbox write left
     uncertain by a crashed rehearsal is planned again only when the outbox delivers
-    nothing)."""
-    with store.write() as conn:
+    nothing). ``write=False`` (the dry run): the same lines and refusal, rows untouched."""
+    with store.write() if write else store.engine.connect() as conn:
         ways = campaign_ways(conn, campaign_id)
         if route.rehearsal:
             return _rehearsal(campaign_id, ways)
         notes = []
-        replanned = _plan_again(conn, campaign_id, outbox_delivers)
+        replanned = _plan_again(conn, campaign_id, outbox_delivers, write)
         if replanned:
             notes.append(
                 f"{campaign_id}: {_messages(replanned)} rehearsed to the outbox"
@@ -189,13 +191,16 @@ def _finish_hint(campaign_id: str, ways: CampaignWays) -> str:
     )
 
 
-def _plan_again(conn: Connection, campaign_id: str, outbox_delivers: bool) -> int:
+def _plan_again(conn: Connection, campaign_id: str, outbox_delivers: bool, write: bool) -> int:
     """Rehearsed rows (and outbox writes a crashed rehearsal left uncertain) become
-    planned, ready for the real send; how many."""
+    planned, ready for the real send; how many (``write=False``: how many would)."""
     t = ledger.c
     which = REHEARSED_ROW
     if not outbox_delivers:
         which = or_(which, and_(t.status == UNCERTAIN, t.transport == OUTBOX_TRANSPORT))
+    if not write:
+        query = select(func.count()).where(t.campaign_id == campaign_id, which)
+        return int(conn.execute(query).scalar_one())
     done = conn.execute(
         update(ledger)
         .where(t.campaign_id == campaign_id, which)

@@ -258,6 +258,7 @@ class LedgerRows:
         now: datetime | None = None,
         sender_id: str | None = None,
         exclude: Collection[int] = (),
+        only: Collection[int] | None = None,
     ) -> list[Work]:
         """Claim up to ``limit`` due rows for ``worker``, in one statement:
         ``UPDATE … WHERE id IN (SELECT … LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING …``.
@@ -266,7 +267,7 @@ class LedgerRows:
         SQLite the statement holds the write lock from its first read, so two processes
         never claim the same row. ``sender_id`` claims one sender's rows only (so every
         sender's queue stays stocked and senders interleave); ``exclude`` leaves out rows
-        this run has given up on.
+        this run has given up on; ``only`` (a run under --limit) claims none but these.
         """
         now = now or utcnow()
         states = [PLANNED, DEFERRED] + ([UNCERTAIN] if resend_uncertain else [])
@@ -282,6 +283,8 @@ class LedgerRows:
             due = and_(due, ledger.c.sender_id == sender_id)
         if exclude:
             due = and_(due, ledger.c.id.notin_(list(exclude)))
+        if only is not None:
+            due = and_(due, ledger.c.id.in_(list(only)))
         pick = self.store.for_update(
             select(ledger.c.id).where(due).order_by(ledger.c.id).limit(limit), skip_locked=True
         )
@@ -306,13 +309,20 @@ class LedgerRows:
             key=lambda w: w.id,
         )
 
-    def next_due(self, campaign_id: str, exclude: Collection[int] = ()) -> datetime | None:
-        """When the earliest deferred row (not in ``exclude``) may be retried."""
+    def next_due(
+        self,
+        campaign_id: str,
+        exclude: Collection[int] = (),
+        only: Collection[int] | None = None,
+    ) -> datetime | None:
+        """When the earliest deferred row (not in ``exclude``; of ``only``) may be retried."""
         query = select(func.min(ledger.c.next_attempt_at)).where(
             ledger.c.campaign_id == campaign_id, CLAIMABLE_ROW, ledger.c.status == DEFERRED
         )
         if exclude:
             query = query.where(ledger.c.id.notin_(list(exclude)))
+        if only is not None:
+            query = query.where(ledger.c.id.in_(list(only)))
         with self.engine.connect() as conn:
             value: datetime | None = conn.execute(query).scalar_one()
             return None if value is None else as_utc(value)

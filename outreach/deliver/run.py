@@ -17,21 +17,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from outreach.audience.arms import SERVICE
-from outreach.audience.assignments import current_owners
-from outreach.audience.recipients import Recipient, plan_recipients
-from outreach.audience.suppressions import suppressions_for_planning
+from outreach.audience.recipients import Recipient
 from outreach.deliver.approval import gate
 from outreach.deliver.edits import register_campaign
 from outreach.deliver.holders import holder_name, lapse_gone_holders
 from outreach.deliver.ledger import Ledger
-from outreach.deliver.records import existing_arms, save_arms
+from outreach.deliver.plan import (
+    Rules,
+    SendPlan,
+    decide,
+    existing_store,
+    ledger_entries,
+    plan_audience,
+)
+from outreach.deliver.records import save_arms
 from outreach.deliver.rehearsal import reconcile, route_of
-from outreach.deliver.rows import PlannedRow
 from outreach.deliver.send_loop import SendLoop
 from outreach.deliver.send_options import (
     NoProgress,
@@ -39,7 +43,6 @@ from outreach.deliver.send_options import (
     SendOptions,
     SendSummary,
     count_final,
-    pending_by_sender,
 )
 from outreach.deliver.transports import (
     DryRunTransport,
@@ -48,11 +51,9 @@ from outreach.deliver.transports import (
     Transport,
 )
 from outreach.errors import ConfigError, ValidationFailed
-from outreach.message.prepared import PreparedCampaign
-from outreach.store import Store, open_store
-from outreach.workspace.campaign import Campaign, select_audience
+from outreach.message.prepared import PreparedCampaign, combinations, render_each
+from outreach.store import Store, open_store, utcnow
 from outreach.workspace.loader import CampaignFile, Workspace
-from outreach.workspace.people import InvalidAddress
 
 
 def make_transport(ws: Workspace, kind: str) -> Transport:
@@ -66,25 +67,6 @@ def make_transport(ws: Workspace, kind: str) -> Transport:
     raise ConfigError(f"unknown transport `{kind}`", hint="use outbox, smtp or dry-run")
 
 
-def planned_rows(recipients: list[Recipient], suppressed: Mapping[str, str]) -> list[PlannedRow]:
-    rows = []
-    for r in recipients:
-        reason = suppressed.get(r.email)
-        rows.append(
-            PlannedRow(
-                email=r.email,
-                liaison_id=r.liaison.id if r.liaison else None,
-                sender_id=r.sender_id,
-                arm=r.arm,
-                lang=r.lang,
-                faculty=r.researcher.faculty,
-                department=r.researcher.department,
-                skip_reason=f"suppressed: {reason}" if reason else None,
-            )
-        )
-    return rows
-
-
 def check_sendable(
     ws: Workspace, campaign_id: str, options: SendOptions
 ) -> tuple[CampaignFile, str]:
@@ -94,7 +76,7 @@ def check_sendable(
     blocking = ws.errors_for(cf)
     if blocking:
         raise ValidationFailed(blocking)
-    kind = options.transport or ws.settings.transport.kind
+    kind = "dry-run" if options.dry_run else (options.transport or ws.settings.transport.kind)
     if (
         campaign.schedule is not None
         and not options.now
@@ -144,27 +126,18 @@ def prepare_ledger(
     inserted first, and a team recovers only rows whose lease has expired."""
     campaign = cf.campaign
     summary.edits_accepted = register_campaign(store, campaign, force=options.force)
-    experiment = (
-        campaign.split.experiment if campaign.split and campaign.split.experiment else campaign.id
-    )
-    existing = existing_arms(store, experiment) if campaign.sender == "split" else {}
-    recipients = plan_recipients(
-        campaign,
-        ws.audience(campaign),
-        ws.directory.liaisons,
-        ws.settings,
-        existing,
-        current_owners(store),
-    )
+    recipients, rows = plan_audience(ws, cf, store)
     if campaign.sender == "split":
+        experiment = (
+            campaign.split.experiment
+            if campaign.split and campaign.split.experiment
+            else campaign.id
+        )
         save_arms(
             store,
             experiment,
             {r.email: (r.arm, r.liaison.id if r.liaison else None) for r in recipients},
         )
-    # Plain suppressions and the keyed hashes of forgotten people's opt-outs.
-    rows = planned_rows(recipients, suppressions_for_planning(ws, store))
-    rows += invalid_rows(ws, campaign)
     summary.planned_new = ledger.rows.add_missing(campaign.id, rows)
     summary.recovered, summary.made_uncertain = ledger.rows.recover(
         campaign.id, expired_only=options.team
@@ -177,28 +150,55 @@ def prepare_ledger(
     return recipients
 
 
-def invalid_rows(ws: Workspace, campaign: Campaign) -> list[PlannedRow]:
-    """The audience's rows whose address is not one: planned as skipped, saying where."""
-    out = []
-    for problem in ws.problems:
-        if not isinstance(problem, InvalidAddress):
-            continue
-        person = problem.researcher()
-        if not select_audience(campaign, [person]):
-            continue
-        out.append(
-            PlannedRow(
-                email=problem.address[:320],
-                liaison_id=None,
-                sender_id=SERVICE,
-                arm="none",
-                lang=person.language or ws.settings.default_language,
-                faculty=person.faculty,
-                department=person.department,
-                skip_reason=f"invalid address ({problem.location}): {problem.reason}"[:1000],
-            )
+def rules_for(ws: Workspace, options: SendOptions, rehearsal: bool) -> Rules:
+    return Rules(
+        resend_uncertain=options.resend_uncertain,
+        limit=options.limit,
+        rehearsal=rehearsal,
+        outbox_delivers=ws.settings.transport.delivers,
+        team=options.team,
+        retry_budget=options.retry_budget,
+    )
+
+
+def plan_this_run(
+    ws: Workspace,
+    campaign_id: str,
+    store: Store,
+    ledger: Ledger,
+    recipients: list[Recipient],
+    options: SendOptions,
+    rehearsal: bool,
+) -> SendPlan:
+    """The prepared ledger's rows this run sends (``plan.decide``, as the dry run asks
+    it); rows whose recipient left the audience are skipped now, saying why, and rows
+    whose sender changed follow the new one, before anything is claimed."""
+    plan = decide(
+        recipients,
+        (),
+        ledger_entries(store, campaign_id),
+        rules_for(ws, options, rehearsal),
+        utcnow(),
+    )
+    for entry in plan.left_audience:
+        ledger.rows.mark_skipped(entry.id, "no longer in the campaign's audience")
+    for entry, recipient in plan.reassigned:
+        ledger.rows.reassign(
+            entry.id, recipient.sender_id, recipient.liaison.id if recipient.liaison else None
         )
-    return out
+    return plan
+
+
+def refuse_render_errors(prepared: PreparedCampaign, plan: SendPlan, every: bool) -> None:
+    """Render before the first message goes out: one message of each combination of
+    liaison × language × arm × introduction a run sends (``every``: each message, as the
+    dry run does); any error stops the run here, all of them listed."""
+    by_email = {r.email: r for r in prepared.recipients}
+    going = [by_email[m.email] for m in plan.mail if m.email in by_email]
+    chosen = going if every else list(combinations(going).values())
+    _count, problems = render_each(prepared, chosen)
+    if problems:
+        raise ValidationFailed(problems)
 
 
 def send_campaign(
@@ -225,7 +225,7 @@ def send_campaign(
         summary.notes.append(note)
 
     if kind == "dry-run":
-        return _dry_run(ws, cf, transport, summary, options)
+        return _dry_run(ws, cf, summary, options)
 
     store = open_store(ws.database_url())
     ledger = Ledger(store)
@@ -246,11 +246,19 @@ def send_campaign(
             summary.recovered, summary.made_uncertain = ledger.rows.recover(
                 campaign.id, expired_only=options.team
             )
-        pending = pending_by_sender(ledger.rows, campaign.id, options)
-        summary.preflight = {"sender": pending}
+        plan = plan_this_run(
+            ws, campaign.id, store, ledger, recipients, options, transport.rehearsal
+        )
+        summary.plan = plan
+        pending = plan.per_sender
+        summary.preflight = {"sender": pending, "arm": plan.per_arm}
         # A team worker also stays while others hold rows: if one of them dies, its share
         # comes back when its lease expires, and the survivors send it.
         held = ledger.rows.outstanding(campaign.id, owner)[0] if options.team else 0
+        prepared = None
+        if pending or held:  # (a rerun with nothing left needs no renderer, nor its key)
+            prepared = PreparedCampaign(ws, cf, recipients=recipients)
+            refuse_render_errors(prepared, plan, every=False)
         if pending and confirm is not None and not confirm(summary):
             summary.aborted = "not confirmed"
             return summary
@@ -272,6 +280,10 @@ def send_campaign(
                     summary,
                     progress,
                     dict(pending),
+                    prepared=prepared,
+                    # Alone under --limit, exactly the rows the plan chose (a team's
+                    # workers share the limit as they claim).
+                    only=plan.row_ids if options.limit is not None and not options.team else None,
                 )
                 asyncio.run(loop.run())
         finally:
@@ -289,20 +301,53 @@ def send_campaign(
 
 
 def _dry_run(
-    ws: Workspace,
-    cf: CampaignFile,
-    transport: Transport,
-    summary: SendSummary,
-    options: SendOptions,
+    ws: Workspace, cf: CampaignFile, summary: SendSummary, options: SendOptions
 ) -> SendSummary:
+    """What the real run would send now, by the real run's own decision, its ledger
+    only read (no store is created); every message it counts is rendered and composed.
+    The refusals the real run would meet (an edit after sending began, a rehearsal in
+    the middle of a real send) are raised as it would raise them."""
     start = time.monotonic()
-    prepared = PreparedCampaign(ws, cf)
-    for n, recipient in enumerate(prepared.recipients):
-        if options.limit is not None and n >= options.limit:
-            break
-        prepared.message(recipient)
+    campaign = cf.campaign
+    kind = options.transport if options.transport not in (None, "dry-run") else None
+    route = route_of(make_transport(ws, kind or ws.settings.transport.kind))
+    summary.route = route
+    summary.rehearsal = route.rehearsal
+    if campaign.schedule is not None and not options.now and utcnow() < campaign.schedule:
+        summary.notes.append(
+            f"{campaign.id} is scheduled for {campaign.schedule.isoformat()}: a real send "
+            "waits until then (`send --due` from cron), or sends today with --now"
+        )
+    store = existing_store(ws.database_url())
+    try:
+        if store is not None:
+            summary.edits_accepted = register_campaign(
+                store, campaign, force=options.force, write=False
+            )
+            summary.notes += reconcile(
+                store,
+                campaign.id,
+                route,
+                outbox_delivers=ws.settings.transport.delivers,
+                write=False,
+            )
+        recipients, rows = plan_audience(ws, cf, store)
+        plan = decide(
+            recipients,
+            rows,
+            ledger_entries(store, campaign.id),
+            rules_for(ws, options, route.rehearsal),
+            utcnow(),
+        )
+    finally:
+        if store is not None:
+            store.close()
+    refuse_render_errors(PreparedCampaign(ws, cf, recipients=recipients), plan, every=True)
+    summary.plan = plan
+    summary.preflight = {"sender": plan.per_sender, "arm": plan.per_arm}
+    for mail in plan.mail:
         summary.outcomes["would_send"] += 1
-        summary.per_sender.setdefault(recipient.sender_id, Counter())["would_send"] += 1
-        summary.per_arm[recipient.arm] += 1
+        summary.per_sender.setdefault(mail.sender_id, Counter())["would_send"] += 1
+        summary.per_arm[mail.arm] += 1
     summary.elapsed = time.monotonic() - start
     return summary

@@ -60,6 +60,9 @@ class SendLoop:
         summary: SendSummary,
         progress: Progress,
         pending: dict[str, int],
+        *,
+        prepared: PreparedCampaign | None = None,
+        only: set[int] | None = None,
     ) -> None:
         self.ws = ws
         self.campaign = cf.campaign
@@ -73,7 +76,8 @@ class SendLoop:
         self.pending = pending
         self.team = options.team
         self.by_email = {r.email: r for r in recipients}
-        self.prepared = PreparedCampaign(ws, cf, recipients=recipients)
+        self.prepared = prepared or PreparedCampaign(ws, cf, recipients=recipients)
+        self.only = only  # the rows the plan chose under --limit: the limit is in them
         self.settings = settings = ws.settings
         self.credentials: dict[str, Credentials] = {}
         self.anonymous = Credentials("none")
@@ -144,7 +148,7 @@ class SendLoop:
                 # Deferred rows fall due again: let every sender look for work once a second.
                 self._look_again()
                 self.last_refresh = now
-            room = None if limit is None else limit - total_claimed
+            room = None if limit is None or self.only is not None else limit - total_claimed
             total_claimed += self._claim(room)
             queued = sum(len(q) for q in queues.values())
             if queued == 0:
@@ -204,7 +208,7 @@ class SendLoop:
             return True
         if room is not None and room <= 0:
             return False
-        due = self.rows.next_due(self.campaign.id, exclude=self.parked)
+        due = self.rows.next_due(self.campaign.id, exclude=self.parked, only=self.only)
         if due is None:
             if not all(self.exhausted.values()):
                 return True
@@ -253,6 +257,7 @@ class SendLoop:
                 lease_seconds=self.options.lease_seconds,
                 sender_id=sender,
                 exclude=self.parked,
+                only=self.only,
             )
             if len(claimed) < n:
                 exhausted[sender] = True

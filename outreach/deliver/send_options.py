@@ -7,13 +7,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from outreach.deliver.rows import LedgerRows
+from outreach.deliver.plan import SendPlan
+from outreach.deliver.rows import LedgerRows, Route
 from outreach.deliver.transports import DEFERRED, FAILED, UNCERTAIN
 
 
 @dataclass
 class SendOptions:
-    transport: str | None = None  # overrides transport.kind
+    transport: str | None = None  # overrides transport.kind ("dry-run": a dry run)
+    dry_run: bool = False  # say what the run of ``transport`` would send, send nothing
     limit: int | None = None
     resend_uncertain: bool = False
     force: bool = False
@@ -52,6 +54,8 @@ class SendSummary:
     final: Counter[str] = field(default_factory=Counter)  # the ledger after this run
     rehearsal: bool = False  # an outbox that delivers nothing: rows become `rehearsed`
     notes: list[str] = field(default_factory=list)  # what to tell before sending
+    plan: SendPlan | None = None  # whom this run sends (``outreach.deliver.plan``)
+    route: Route | None = None  # a dry run: where the real run would send
 
     @property
     def ok(self) -> bool:

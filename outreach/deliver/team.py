@@ -29,7 +29,9 @@ from outreach.deliver.ledger import Ledger
 from outreach.deliver.rows import LedgerRows
 from outreach.deliver.run import (
     check_sendable,
+    plan_this_run,
     prepare_ledger,
+    refuse_render_errors,
     run_name,
     send_campaign,
     with_lease,
@@ -40,10 +42,10 @@ from outreach.deliver.send_options import (
     SendOptions,
     SendSummary,
     count_final,
-    pending_by_sender,
 )
 from outreach.deliver.transports import FAILED, SENT, UNCERTAIN
 from outreach.errors import OutreachError, ValidationFailed
+from outreach.message.prepared import PreparedCampaign
 from outreach.store import open_store
 from outreach.store.faults import store_fault
 from outreach.store.schema import REHEARSED
@@ -84,8 +86,13 @@ def send_with_workers(
     errors: list[OutreachError] = []
     try:
         recipients = prepare_ledger(ws, cf, store, ledger, summary, options)
-        pending = pending_by_sender(ledger.rows, campaign.id, options)
-        summary.preflight = {"sender": pending}
+        plan = plan_this_run(ws, campaign.id, store, ledger, recipients, options, summary.rehearsal)
+        summary.plan = plan
+        pending = plan.per_sender
+        summary.preflight = {"sender": pending, "arm": plan.per_arm}
+        if pending:
+            prepared = PreparedCampaign(ws, cf, recipients=recipients)
+            refuse_render_errors(prepared, plan, every=False)
         if pending and confirm is not None and not confirm(summary):
             summary.aborted = "not confirmed"
             return summary

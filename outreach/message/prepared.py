@@ -6,7 +6,7 @@ what they do with each (recipient, rendered, composed) triple.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from outreach.audience.assignments import persisted_owners
@@ -124,6 +124,28 @@ class PreparedCampaign:
         return list(seen.values())
 
 
+Combination = tuple[str, str, str, str]
+
+
+def combination(r: Recipient) -> Combination:
+    """What makes a message differ in its template: liaison × language × arm ×
+    introduction (the expert or, in a handover, the new liaison introduced)."""
+    return (
+        r.liaison.id if r.liaison else "-",
+        r.lang,
+        r.arm,
+        r.introduces.id if r.introduces else "-",
+    )
+
+
+def combinations(recipients: Iterable[Recipient]) -> dict[Combination, Recipient]:
+    """The first recipient of each combination, in the recipients' order."""
+    seen: dict[Combination, Recipient] = {}
+    for r in recipients:
+        seen.setdefault(combination(r), r)
+    return seen
+
+
 def naming_recipient(exc: OutreachError, campaign_id: str, email: str) -> OutreachError:
     """The same error, its message naming the campaign and the recipient it happened for."""
     if isinstance(exc, ValidationFailed):  # carries its own problems; nothing to add
@@ -168,10 +190,19 @@ def render_problems(
         prepared = PreparedCampaign(ws, cf, create_secret=False)
     except OutreachError as exc:
         return 0, [Problem(exc.message, exc.location, exc.hint)]
+    return render_each(prepared, prepared.recipients, limit_per_error)
+
+
+def render_each(
+    prepared: PreparedCampaign, recipients: Iterable[Recipient], limit_per_error: int = 3
+) -> tuple[int, list[Problem]]:
+    """Render and compose each of ``recipients`` (nothing kept); how many rendered, and
+    the errors, identical ones grouped, naming recipients."""
+    cf = prepared.file
     groups: dict[tuple[str, str], list[str]] = {}
     first: dict[tuple[str, str], OutreachError] = {}
     rendered = 0
-    for recipient in prepared.recipients:
+    for recipient in recipients:
         try:
             prepared.message(recipient)
             rendered += 1
