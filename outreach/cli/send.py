@@ -50,7 +50,12 @@ def _print_outcome(cid: str, kind: str, summary: Any) -> None:
     plan = summary.plan
     if kind == "dry-run":
         route = summary.route
-        where = f"{route.transport} {route.delivered_to}".strip() if route else "its transport"
+        if route is not None and route.transport == "smtp":
+            where = f"SMTP to {route.delivered_to}"
+        elif route is not None and route.rehearsal:
+            where = "the outbox (a rehearsal)"
+        else:
+            where = "the outbox"
         out_console.print(
             f"{cid}: dry run, {o['would_send']} message(s) rendered and composed: what a "
             f"send via {where} would send now; per arm: {counts_text(summary.per_arm)}"
