@@ -6,6 +6,7 @@ figures unchanged after `outreach forget` erases a weak and a strong replier."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -261,3 +262,25 @@ def test_forgetting_a_weak_and_a_strong_replier_keeps_the_reply_rates(
         assert after["difference"][key] == before["difference"][key], key
     (campaign,) = after["campaigns"]
     assert (campaign["replied"], campaign["delivered"]) == (2, 11)
+
+
+def test_the_opening_sentences_keep_the_weak_replies_apart(root: Path) -> None:
+    """The sentences count strong replies only and say the weak ones apart, in the JSON,
+    the table and the HTML alike; six and five delivered are too few to tell."""
+    data = json.loads(report(root, "json").stdout)
+    first, weak, chance, _power = data["summary"]
+    assert first == (
+        "In the randomised experiment split-2027, researchers who got the message from their "
+        "own liaison answered 16.7% of the time (1 of 6); from the service address, 20.0% "
+        "(1 of 5)."
+    )
+    assert weak == (
+        "3 more researchers (liaison mail 1, service mail 2) answered in a way matched only by "
+        "their address, which cannot be verified; those answers are not counted."
+    )
+    assert "too few to tell" in chance
+    table = " ".join(report(root, "table").stdout.split())
+    page = report(root, "html").stdout
+    for sentence in data["summary"]:
+        assert sentence in table
+        assert html.escape(sentence) in page

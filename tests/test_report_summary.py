@@ -9,6 +9,7 @@ say so, and liaisons are named in the table, the HTML and the JSON.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -18,7 +19,13 @@ import pytest
 from foundation_helpers import cli, copy_example
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from report_helpers import Dataset, experiment_and_newsletters, insert_dataset, sqlite_store
+from report_helpers import (
+    Dataset,
+    experiment_and_newsletters,
+    insert_dataset,
+    random_dataset,
+    sqlite_store,
+)
 
 from outreach.report.formats import _cell, _rows
 from outreach.report.stats import fisher_p, rate, sample_size_per_arm, wilson
@@ -359,3 +366,47 @@ def test_nothing_sent_through_the_cli(tmp_path: Path) -> None:
     assert flat(cli(root, "report").output).startswith(
         "Summary (nothing sent) Nothing has been sent in this selection yet"
     )
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_the_html_sentences_quote_the_html_table(tmp_path: Path, seed: int) -> None:
+    """End to end: each comparison's sentence quotes, for each arm, the rate, replied and
+    delivered that the page's "Comparisons" table shows in that arm's row."""
+    root = workspace(tmp_path, random_dataset(seed=seed, researchers=160))
+    out = tmp_path / "r.html"
+    assert cli(root, "report", "--format", "html", "--out", str(out)).code == 0
+    page = out.read_text(encoding="utf-8")
+    section = page[page.index("<h2>Comparisons") :]
+    section = section[: section.index("</table>")]
+    head = re.findall(r"<th>([^<]*)</th>", section[: section.index("</thead>")])[1:]
+    rows = {}
+    for label, cells in re.findall(r"<tr><th scope='row'>([^<]*)</th>(.*?)</tr>", section):
+        rows[html.unescape(label)] = dict(
+            zip(head, re.findall(r"<td>([^<]*)</td>", cells), strict=True)
+        )
+    paragraphs = re.findall(r'<p class="(?:lead|also)">(.*?)</p>', page, flags=re.S)
+    said = [html.unescape(re.sub(r"<[^>]+>", "", p)) for p in paragraphs]
+    assert len(said) == 3 and len(rows) == 6  # two experiments and the observational one
+    for text_of, (label, figures) in zip(said, _pairs(rows), strict=True):
+        assert label in text_of or label == "not randomised"
+        liaison, service = figures
+        assert (
+            f"from their own liaison answered {liaison['rate']} of the time "
+            f"({liaison['replied']} of {liaison['delivered']})" in text_of
+        )
+        assert (
+            f"from the service address, {service['rate']} "
+            f"({service['replied']} of {service['delivered']})" in text_of
+        )
+
+
+def _pairs(rows: dict[str, dict[str, str]]) -> list[tuple[str, tuple[dict[str, str], ...]]]:
+    """The table's rows two by two (liaison, service), in the order of the page."""
+    names = list(rows)
+    out = []
+    for i in range(0, len(names), 2):
+        a, s = names[i], names[i + 1]
+        assert a.endswith(" / liaison") and s.endswith(" / service")
+        label = a.removesuffix(" / liaison").removesuffix(", randomised")
+        out.append((label, (rows[a], rows[s])))
+    return out

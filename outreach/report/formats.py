@@ -191,7 +191,7 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     also = f"; {escape(weak)}" if weak else ""
     if d.get("comparable", True):
         console.print(
-            "[bold]All campaigns together, personal liaison vs service address[/bold] "
+            "[bold]Everything in this report pooled, personal liaison vs service address[/bold] "
             f"({escape(d['label'])}): "
             f"difference {d['estimate'] * 100:+.1f} points, 95% CI "
             f"[{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}], "
@@ -206,7 +206,7 @@ def print_table(report: dict[str, Any], console: Console) -> None:
         )
     else:
         console.print(
-            "[bold]All campaigns together, personal liaison vs service address[/bold]: "
+            "[bold]Everything in this report pooled, personal liaison vs service address[/bold]: "
             "no comparison (an arm has nothing delivered)" + also,
             markup=True,
         )
@@ -386,7 +386,7 @@ def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
             sections.append(f"<h2>{html.escape(section_title)}</h2>{_html_table(rows)}")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"])
     strat = d["stratified"]
-    pooled = "All campaigns together, personal liaison minus service address"
+    pooled = "Everything in this report pooled, personal liaison minus service address"
     headline = (
         f"{pooled}: no comparison (an arm has nothing delivered)."
         if not d.get("comparable", True)
