@@ -188,7 +188,8 @@ class Naive:
         service = self.person(d.service, lang)
         liaison = self.person(r.liaison, lang) if r.liaison else service
         sender = service if r.arm == "service" else liaison
-        expert_obj = d.experts[c.introduce.expert] if c.introduce else None
+        intro = c.introductions()[0] if c.introductions() else None
+        expert_obj = d.experts[intro.expert] if intro else None
         expert = self.person(expert_obj, lang)
         token = message_token(self.secret, c.id, r.email)
         url, mailto = self.links(token, c.id)
@@ -199,7 +200,10 @@ class Naive:
             "service": service,
             "expert": expert,
             "campaign": {"id": c.id, "title": localised(c.title, lang, ()) or ""},
-            "organisation": {"name": self.ws.settings.organisation.name, "domain": self.domain},
+            "organisation": {
+                "name": self.ws.settings.organisation_name(lang),
+                "domain": self.domain,
+            },
             "lang": lang,
             "t": partial(translate, lang),
             "unsubscribe": {"url": url or "", "mailto": mailto or ""},
@@ -208,16 +212,19 @@ class Naive:
         subject = " ".join(self.template(pick(c.subject) or "").render(ctx).split())
         body = self.template(pick(c.body) or "").render(ctx)
         note = ""
-        if c.introduce and c.introduce.note:
-            note = self.template(pick(c.introduce.note) or "").render(ctx)
+        if intro and intro.note:
+            note = self.template(pick(intro.note) or "").render(ctx)
         page = dict(
             ctx,
             subject=subject,
             preheader="",
-            body_html=Markup(self.md.render(body)),
-            body_text=body.strip(),
+            letter_html=Markup(self.md.render(body)),
+            letter_text=body.strip(),
+            signoff_html="",
+            signoff_text="",
             items=[],
-            introduce={"expert": expert, "note": note} if expert_obj else None,
+            introductions=[{"expert": expert, "note": note}] if expert_obj else [],
+            reader_line=translate(lang, "reader_line", place=res.faculty),
         )
         html = css_inline.inline(self.env.get_template(f"{c.template}.html.j2").render(page))
         text = self.env.get_template(f"{c.template}.txt.j2").render(page)

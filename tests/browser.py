@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
+
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MISSING = "chromium not installed: apt-get install chromium"
@@ -35,3 +38,14 @@ def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
             timeout=timeout,
             check=False,
         )
+
+
+def screenshot(url: str, target: Path, width: int, height: int) -> Image.Image:
+    """Chromium's screenshot of ``url`` at ``width`` × ``height``, saved as ``target`` (PNG)."""
+    done = chromium(f"--window-size={width},{height}", f"--screenshot={target}", url)
+    assert target.is_file(), done.stderr[-2000:]
+    img = Image.open(target)
+    img.load()
+    assert img.format == "PNG"
+    assert img.size == (width, height)
+    return img.convert("RGB")

@@ -100,3 +100,95 @@ def jpeg_metadata(data: bytes) -> dict[int, object]:
     with Image.open(io.BytesIO(data)) as img:
         assert "icc_profile" not in img.info
         return dict(img.getexif())
+
+
+# ----------------------------------------------------------------------------- a messy workspace
+
+RESEARCHERS = [  # a spreadsheet's export: `;`, a BOM, CRLF line ends
+    "email;name;first_name;faculty;department;unit;language;tags",
+    "maija.korhonen@uni.example;Maija Korhonen;Maija;Medicine;Public Health;Epidemiology;fi;",
+    "john.smith@uni.example;John Smith;John;Medicine;Biomedicine;Physiology;en;",
+    "anna.lind@uni.example;Anna Lind;Anna;Pharmacy;Pharmacology;Toxicology;sv;",
+    "pekka.virta@uni.example;Pekka Virta;Pekka;Pharmacy;Pharmacology;Toxicology;fi;",
+    "ella.berg@uni.example;Ella Berg;Ella;Humanities;Languages;Art History;en;",
+]
+
+CAMPAIGN = "spring-2027"
+CAMPAIGN_YAML = """\
+id: spring-2027
+title: {fi: Kevään uutiset, sv: Vårens nyheter, en: Spring news}
+template: newsletter
+sender: liaison
+subject:
+  fi: "{{ researcher.first_name }}, kevään uutiset kirjastosta"
+  sv: "{{ researcher.first_name }}, vårens nyheter från biblioteket"
+  en: "{{ researcher.first_name }}, spring news from the library"
+audience:
+  include: {faculty: [Medicine, Pharmacy]}
+introduce:
+  - expert: mikko
+    audience: {include: {faculty: [Medicine]}}
+    note:
+      fi: "Mikko on datanhallinnan asiantuntijamme."
+      sv: "Mikko är vår expert på datahantering."
+      en: "Mikko is our data management specialist."
+    liaison_notes:
+      aino:
+        fi: "Mikko auttoi ryhmääni aineistonhallintasuunnitelman kanssa."
+        en: "Mikko helped my group with its data management plan."
+  - expert: sofia
+    audience: {include: {faculty: [Pharmacy]}}
+    note:
+      fi: "Sofia neuvoo avoimessa julkaisemisessa."
+      sv: "Sofia ger råd om öppen publicering."
+      en: "Sofia advises on open access publishing."
+body:
+  fi: |
+    Hei {{ researcher.first_name }},
+
+    keväällä kirjasto tuo tutkijoille uusia palveluja. Esittelen alla asiantuntijan,
+    joka auttaa juuri sinun alallasi.
+
+    Terveisin
+    {{ liaison.first_name }}
+  sv: |
+    Hej {{ researcher.first_name }},
+
+    i vår har biblioteket nya tjänster för forskare. Här nedan presenterar jag en expert
+    som hjälper just inom ditt område.
+
+    Vänliga hälsningar
+    {{ liaison.first_name }}
+  en: |
+    Dear {{ researcher.first_name }},
+
+    This spring the library has new services for researchers. Below I introduce the expert
+    who helps in your own field.
+
+    Best wishes,
+    {{ liaison.first_name }}
+items:
+  - title: {fi: Kevään työpajat, sv: Vårens workshoppar, en: Spring workshops}
+    body:
+      fi: "Ilmoittaudu kevään työpajoihin: <https://rds.uni.example/workshops>"
+      sv: "Anmäl dig till vårens workshoppar: <https://rds.uni.example/workshops>"
+      en: "Sign up for the spring workshops: <https://rds.uni.example/workshops>"
+"""
+
+
+def messy_workspace(root: Path, copy_example: object) -> Path:
+    """The example's people and settings with: aino's portrait from a phone (sideways,
+    EXIF Orientation 6, GPS), lars's a landscape photo, a researcher list exported with
+    `;`, a BOM and CRLF, and one campaign that introduces mikko to Medicine and sofia to
+    Pharmacy, aino adding her own note on mikko."""
+    assert callable(copy_example)
+    copy_example(root)
+    for old in (root / "campaigns").glob("*.yaml"):
+        old.unlink()
+    phone_jpeg(root / "people" / "photos" / "aino.jpg")
+    landscape_jpeg(root / "people" / "photos" / "lars.jpg")
+    (root / "people" / "researchers.csv").write_bytes(
+        ("\ufeff" + "\r\n".join(RESEARCHERS) + "\r\n").encode("utf-8")
+    )
+    (root / "campaigns" / f"{CAMPAIGN}.yaml").write_text(CAMPAIGN_YAML, encoding="utf-8")
+    return root

@@ -129,3 +129,21 @@ def test_a_real_image_of_40_megabytes_is_refused_and_nothing_is_sent(tmp_path: P
         line=line_of(root / LIAISONS, "people/photos/lars.jpg"),
     )
     assert "MB" in p.message
+
+
+def test_the_unsubscribe_page_shows_the_face_as_messages_do(tmp_path: Path) -> None:
+    """`outreach serve` shows the sender's face on the opt-out page: upright and without
+    the GPS position the phone wrote into the original, which is not served."""
+    from serve_helpers import client
+
+    root = workspace(tmp_path)
+    original = phone_jpeg(root / "people" / "photos" / "aino.jpg").read_bytes()
+    with client(root) as c:
+        answer = c.get("/faces/aino")
+        assert c.get("/faces/nobody").status_code == 404
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "image/jpeg"
+    assert answer.content != original
+    assert jpeg_metadata(answer.content) == {}
+    with Image.open(io.BytesIO(answer.content)) as face:
+        assert_upright(face)

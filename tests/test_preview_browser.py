@@ -12,24 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import CHROMIUM, chromium
-from PIL import Image, ImageChops, ImageStat
+from browser import CHROMIUM, chromium, screenshot
+from PIL import ImageChops, ImageStat
 from render_support import env_without_foreign, make_workspace
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not installed: apt-get install chromium"
 )
 HEADERS = ("From", "Reply-To", "To", "Subject", "Message-ID", "List-Unsubscribe", "List-Id")
-
-
-def screenshot(url: str, target: Path, width: int, height: int) -> Image.Image:
-    done = chromium(f"--window-size={width},{height}", f"--screenshot={target}", url)
-    assert target.is_file(), done.stderr[-2000:]
-    img = Image.open(target)
-    img.load()
-    assert img.format == "PNG"
-    assert img.size == (width, height)
-    return img.convert("RGB")
 
 
 def preview(root: Path, campaign: str, out: Path) -> int:

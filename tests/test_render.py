@@ -40,7 +40,7 @@ from outreach.errors import HeaderInjection
 from outreach.message.compose import Composer, PhotoCache
 from outreach.message.prepared import Message, PreparedCampaign
 from outreach.message.preview import write_preview
-from outreach.message.render import Rendered
+from outreach.message.render import Rendered, html_to_text
 from outreach.message.tokens import message_id, message_token
 from outreach.workspace.loader import BUILTIN_TEMPLATES
 from outreach.workspace.people import Liaison, Researcher
@@ -125,6 +125,11 @@ def golden_text(msg_obj: Message) -> str:
     text_part = msg.get_body(("plain",))
     assert text_part is not None
     text = text_part.get_content().replace("\r\n", "\n")
+    html_part = msg.get_body(("html",))
+    assert html_part is not None
+    # The HTML as a reader sees it: its blocks in order, line breaks kept, faces by name
+    html = re.sub(r'<img [^>]*?alt="([^"]*)"[^>]*>', r"[face: \1] ", html_part.get_content())
+    seen = html_to_text(html).replace("\r\n", "\n")
     r = msg_obj.recipient
     out = (
         f"# {r.email} (liaison {r.liaison.id if r.liaison else '-'}, {r.lang}, {r.arm})\n"
@@ -134,6 +139,8 @@ def golden_text(msg_obj: Message) -> str:
         "## structure\n" + "\n".join(structure) + "\n"
         "## text/plain\n"
         f"{text}"
+        "## text/html as seen\n"
+        f"{seen}"
     )
     return re.sub(r"=_(alt|rel)_[0-9a-f]+", r"=_\1_<boundary>", out)
 
@@ -459,7 +466,7 @@ def builtin_template(name: str) -> str:
 def test_undefined_variable_in_template_file(ws_root: Path) -> None:
     first = first_recipient(ws_root, "familiar-faces-2027")
     source = builtin_template("newsletter.html.j2").splitlines()
-    line = next(i for i, s in enumerate(source) if "{{ body_html }}" in s) + 1
+    line = next(i for i, s in enumerate(source) if "{{ letter_html }}" in s) + 1
     source.insert(line, "<p>{{ researcher.nickname }}</p>")  # becomes line `line + 1`
     (ws_root / "templates" / "newsletter.html.j2").write_text("\n".join(source) + "\n")
     assert_refused(
@@ -572,9 +579,9 @@ def test_sandbox_escape_in_a_real_process(ws_root: Path) -> None:
 def test_template_syntax_error_in_file_and_body(ws_root: Path) -> None:
     first = first_recipient(ws_root, "familiar-faces-2027")
     source = builtin_template("newsletter.html.j2").replace(
-        "{{ body_html }}", "{{ body_html }\n", 1
+        "{{ letter_html }}", "{{ letter_html }\n", 1
     )
-    line = next(i for i, s in enumerate(source.splitlines(), 1) if "{{ body_html }" in s)
+    line = next(i for i, s in enumerate(source.splitlines(), 1) if "{{ letter_html }" in s)
     (ws_root / "templates" / "newsletter.html.j2").write_text(source)
     assert_refused(
         ws_root,

@@ -169,5 +169,5 @@ def coverage_cmd(obj: Context, year: int | None, fmt: str, out: Path | None, nex
     elif fmt == "csv":
         write_output(to_csv(cov), out)
     else:
-        write_output(to_html(cov, f"Coverage {y}: {ws.settings.organisation.name}"), out)
+        write_output(to_html(cov, f"Coverage {y}: {ws.settings.organisation_name()}"), out)
     print_problems(cov.problems)

@@ -9,6 +9,9 @@ STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "unsubscribe": "Unsubscribe",
         "unsubscribe_line": "You receive this because you work at {organisation}. Not interested?",
+        "reader_line": "You receive this as a researcher in {place}.",
+        "reader_line_unplaced": "You receive this as a researcher whom {organisation} supports.",
+        "not_interested": "Not interested?",
         "reply_prompt": "Just reply to this message: it comes to me personally.",
         "reply_prompt_service": "Reply to this message to reach the service.",
         "introduce_heading": "Let me introduce {expert}",
@@ -23,6 +26,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "unsubscribe": "Peru tilaus",
         "unsubscribe_line": "Saat tämän viestin, koska työskentelet organisaatiossa "
         "{organisation}. Etkö halua näitä viestejä?",
+        "reader_line": "Saat tämän viestin tutkijana: {place}.",
+        "reader_line_unplaced": "Saat tämän viestin tutkijana, jota {organisation} tukee.",
+        "not_interested": "Etkö halua näitä viestejä?",
         "reply_prompt": "Vastaa suoraan tähän viestiin: se tulee minulle henkilökohtaisesti.",
         "reply_prompt_service": "Vastaa tähän viestiin, niin tavoitat palvelun.",
         "introduce_heading": "Saanko esitellä: {expert}",
@@ -37,6 +43,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "unsubscribe": "Avsluta prenumerationen",
         "unsubscribe_line": "Du får det här meddelandet eftersom du arbetar vid "
         "{organisation}. Inte intresserad?",
+        "reader_line": "Du får det här meddelandet som forskare vid {place}.",
+        "reader_line_unplaced": "Du får det här meddelandet som forskare som {organisation} "
+        "stöder.",
+        "not_interested": "Inte intresserad?",
         "reply_prompt": "Svara direkt på det här meddelandet: svaret kommer till mig personligen.",
         "reply_prompt_service": "Svara på det här meddelandet för att nå tjänsten.",
         "introduce_heading": "Får jag presentera {expert}",

@@ -77,6 +77,7 @@ class PreparedCampaign:
             d.service,
             inline_css=inline_css,
             root=ws.root,
+            settings_doc=ws.settings_doc,
         )
         photo_paths = {
             p.id: p.photo for p in (*d.liaisons.values(), *d.experts.values()) if p.photo

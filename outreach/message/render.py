@@ -8,7 +8,7 @@ address is rendered once, as a stamp (stamp.py), and each recipient is filled in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from html.parser import HTMLParser
@@ -23,6 +23,15 @@ from outreach.audience.arms import SERVICE
 from outreach.audience.recipients import Recipient
 from outreach.errors import Location, OutreachError, TemplateError
 from outreach.message.i18n import translate
+from outreach.message.letter import (
+    Introductions,
+    body_and_signoff,
+    footer_line,
+    footer_strings,
+    introduction_note,
+    signoff_markdown,
+    user_strings,
+)
 from outreach.message.printed import Printed, TrustedText
 from outreach.message.stamp import (
     FIELDS,
@@ -35,7 +44,7 @@ from outreach.message.stamp import (
 from outreach.message.templating import Templates, markdown
 from outreach.workspace.campaign import Campaign, Item
 from outreach.workspace.people import Expert, Liaison, Researcher, ServiceIdentity, localised
-from outreach.workspace.settings import LocalText, Settings
+from outreach.workspace.settings import LocalText, Settings, in_language
 from outreach.workspace.yamlio import YamlDoc
 
 
@@ -127,14 +136,18 @@ class Renderer:
         *,
         inline_css: bool = True,
         root: Path | None = None,
+        settings_doc: YamlDoc | None = None,
     ) -> None:
         self.settings = settings
+        self.settings_doc = settings_doc  # where outreach.yaml's footer is written
         self.liaisons = liaisons
         self.experts = experts
         self.service = service
         self.domain = settings.organisation.domain
         self.templates = Templates(settings.default_language, template_dirs, root)
         self.md = markdown()
+        self.md_signoff = signoff_markdown()
+        self.introductions = Introductions()
         self._inliner = css_inline.CSSInliner(keep_style_tags=True) if inline_css else None
         self._views: dict[tuple[str, str], dict[str, Any]] = {}
         self._layouts: dict[int, tuple[Campaign, StampLayout | None]] = {}
@@ -195,6 +208,18 @@ class Renderer:
     ) -> Printed:
         """A user-written string rendered: ``.plain()`` for text, ``.markdown()`` for a
         Markdown body (the values it prints escaped, so data never becomes markup)."""
+        source, name, origin = self.source_of(campaign, doc, field_path, text, lang)
+        return self.render_source(source, name, origin, context)
+
+    def source_of(
+        self,
+        campaign: Campaign,
+        doc: YamlDoc | None,
+        field_path: tuple[str | int, ...],
+        text: LocalText,
+        lang: str,
+    ) -> tuple[str, str, tuple[str, int]]:
+        """(the text in ``lang`` or its fallback, its template name, where it is written)."""
         fallback = (self.settings.default_language,)
         source = localised(text, lang, fallback) or ""
         used_lang = lang if isinstance(text, str) or lang in text else None
@@ -207,6 +232,11 @@ class Renderer:
             origin = (doc.file, line)
         else:
             origin = (f"campaigns/{campaign.id}.yaml", 1)
+        return source, name, origin
+
+    def render_source(
+        self, source: str, name: str, origin: tuple[str, int], context: dict[str, Any]
+    ) -> Printed:
         return self.templates.render_string(
             self.templates.string_template(name, source, origin), name, context
         )
@@ -239,8 +269,11 @@ class Renderer:
                 templates.files,
                 [f"{name}.html.j2", f"{name}.txt.j2"],
                 templates.strings,
-                _user_strings(campaign),
+                [*user_strings(campaign), *footer_strings(self.settings)],
             )
+        if layout is not None and self.settings.organisation.footer is None:
+            # the built-in footer line prints the reader's faculty (letter.reader_line)
+            layout = layout.printing_in_files(("researcher", "faculty"))
         self._layouts[key] = (campaign, layout)  # the campaign is kept so its id stays unique
         return layout
 
@@ -271,6 +304,7 @@ class Renderer:
             recipient.arm,
             recipient.liaison.id if recipient.liaison else None,
             recipient.introduces.id if recipient.introduces else None,
+            self.introductions.of(campaign, r),
             items,
             tuple(not v for v in values),
         )
@@ -316,18 +350,29 @@ class Renderer:
         sender_view = (
             service_view if recipient.arm == SERVICE or not recipient.liaison else liaison_view
         )
-        expert: Expert | Liaison | None = None
-        if recipient.introduces is not None:  # a handover: the new liaison is introduced
-            expert = recipient.introduces
-        elif campaign.introduce is not None:
-            expert = self.experts.get(campaign.introduce.expert)
+        # Who is introduced: a handover's new liaison, or the experts whose introduction
+        # reaches this reader (index into campaign.introductions(), the expert)
+        introduced: list[tuple[int | None, Expert | Liaison]] = []
+        if recipient.introduces is not None:
+            introduced.append((None, recipient.introduces))
+        else:
+            for index in self.introductions.of(campaign, r):
+                found = self.experts.get(campaign.introductions()[index].expert)
+                if found is not None:
+                    introduced.append((index, found))
+        expert = introduced[0][1] if introduced else None
         expert_view = self.person_view(expert, lang) if expert else None
         t: Callable[..., str] = partial(translate, lang)
         campaign_view = {
             "id": campaign.id,
             "title": localised(campaign.title, lang, (self.settings.default_language,)) or "",
         }
-        organisation = {"name": self.settings.organisation.name, "domain": self.domain}
+        default = self.settings.default_language
+        organisation = {
+            "name": self.settings.organisation_name(lang),
+            "domain": self.domain,
+            "university": in_language(self.settings.organisation.university, lang, default),
+        }
         unsubscribe = {
             "url": TrustedText(links.unsubscribe_url or ""),
             "mailto": TrustedText(links.unsubscribe_mailto or ""),
@@ -341,7 +386,10 @@ class Renderer:
             if expert_view is not None
             else jinja2.StrictUndefined(
                 name="expert",
-                hint="this campaign introduces no expert: add `introduce: {expert: …}`",
+                hint="no introduction of this campaign reaches this reader: write "
+                "`{% if expert is defined %}…{% endif %}` around it"
+                if campaign.introductions()
+                else "this campaign introduces no expert: add `introduce: {expert: …}`",
             ),
             "campaign": campaign_view,
             "organisation": organisation,
@@ -361,30 +409,48 @@ class Renderer:
                 else Location(),
                 hint=f"write a `{lang}` subject, or remove it so the fallback language is used",
             )
-        body = self.text_of(campaign, doc, ("body",), campaign.body, lang, context)
+        body, signoff = body_and_signoff(self, campaign, doc, lang, context)
         items: list[dict[str, Any]] = []
         for index, item in enumerate(campaign.items):
             if item.audience is not None and not item.audience.selects(r):
                 continue
             items.append(self._item(campaign, doc, index, item, lang, context))
-        note = None
-        if campaign.introduce is not None and campaign.introduce.note is not None:
-            note = self.text_of(
-                campaign, doc, ("introduce", "note"), campaign.introduce.note, lang, context
-            ).plain()
+        writer = recipient.liaison.id if recipient.liaison and sender_view is liaison_view else None
+        introductions = [
+            {
+                "expert": self.person_view(person, lang),
+                "note": ""
+                if index is None
+                else introduction_note(self, campaign, doc, index, writer, lang, context),
+            }
+            for index, person in introduced
+        ]
         preheader = ""
         if campaign.preheader is not None:
             preheader = self.text_of(
                 campaign, doc, ("preheader",), campaign.preheader, lang, context
             ).plain()
+        letter_html = Markup(self.md.render(body.markdown()))
+        letter_text = body.plain().strip()
+        signoff_html = Markup(self.md_signoff.render(signoff.markdown())) if signoff else ""
+        signoff_text = (
+            "\n".join(x.strip() for x in signoff.plain().strip().split("\n")) if signoff else ""
+        )
         page = dict(context)
         page.update(
             subject=subject,
             preheader=preheader,
-            body_html=Markup(self.md.render(body.markdown())),
-            body_text=body.plain().strip(),
+            # the whole body, as before the sign-off was set apart (workspace templates)
+            body_html=letter_html + signoff_html,
+            body_text=f"{letter_text}\n\n{signoff_text}" if signoff_text else letter_text,
+            letter_html=letter_html,
+            letter_text=letter_text,
+            signoff_html=signoff_html,
+            signoff_text=signoff_text,
             items=items,
-            introduce={"expert": expert_view, "note": note or ""} if expert_view else None,
+            introductions=introductions,
+            introduce=introductions[0] if introductions else None,
+            reader_line=footer_line(self, researcher, organisation, lang, context),
         )
         html_tpl = self.templates.file_template(f"{campaign.template}.html.j2")
         if html_tpl is None:
@@ -407,19 +473,21 @@ class Renderer:
             for p in dict.fromkeys(
                 [
                     sender_view.get("id", ""),
-                    expert_view["id"] if expert_view else "",
-                    liaison_view.get("id", "") if expert_view else "",
+                    *(person.id for _, person in introduced),
+                    liaison_view.get("id", "") if introduced else "",
                 ]
             )
             if p and photo_cid(p, self.domain) in html
         )
-        cc: tuple[tuple[str, str], ...] = ()
-        if (
-            campaign.introduce is not None
-            and campaign.introduce.cc_expert
-            and isinstance(expert, Expert)
-        ):
-            cc = ((expert.name, expert.email),)
+        cc = tuple(
+            dict.fromkeys(
+                (person.name, person.email)
+                for index, person in introduced
+                if index is not None
+                and campaign.introductions()[index].cc_expert
+                and isinstance(person, Expert)
+            )
+        )
         return Rendered(
             campaign_id=campaign.id,
             email=r.email,
@@ -453,20 +521,6 @@ class Renderer:
             "html": Markup(self.md.render(body.markdown())),
             "text": body.plain().strip(),
         }
-
-
-def _user_strings(campaign: Campaign) -> Iterator[str]:
-    """Every user-written string of a campaign that is rendered as a template."""
-    texts: list[LocalText | None] = [campaign.subject, campaign.body, campaign.preheader]
-    if campaign.introduce is not None:
-        texts.append(campaign.introduce.note)
-    for item in campaign.items:
-        texts += [item.title, item.body]
-    for text in texts:
-        if isinstance(text, str):
-            yield text
-        elif text is not None:
-            yield from text.values()
 
 
 def _is_block(doc: YamlDoc, path: tuple[str | int, ...]) -> bool:

@@ -66,6 +66,13 @@ class StampLayout:
     in_strings: frozenset[tuple[str, str]]  # printed by a subject, body, item or note
     in_files: frozenset[tuple[str, str]]  # printed by a template file only
 
+    def printing_in_files(self, key: tuple[str, str]) -> StampLayout:
+        """This layout with ``key`` also printed by the template files: a value the
+        renderer computes from it for a template (the footer's line holds the faculty)."""
+        if key in self.in_strings:
+            return self
+        return StampLayout(self.in_strings, self.in_files | {key})
+
     def accepts(self, values: Iterable[tuple[tuple[str, str], str]]) -> bool:
         """True when every value this campaign prints may be stamped."""
         for key, value in values:

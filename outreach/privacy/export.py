@@ -69,7 +69,7 @@ def export(ws: Workspace, store: Store, address: str) -> dict[str, Any]:
         "email": who,
         "exported_at": datetime.now(UTC).isoformat(),
         "controller": {
-            "organisation": ws.settings.organisation.name,
+            "organisation": ws.settings.organisation_name(),
             "service": {"name": ws.settings.service.name, "email": ws.settings.service.email},
         },
         "people": [e.as_dict() for e in entries],

@@ -96,4 +96,4 @@ def workspace_report(
         )
     finally:
         store.close()
-    return WorkspaceReport(data, settings.organisation.name)
+    return WorkspaceReport(data, settings.organisation_name())

@@ -251,7 +251,7 @@ async def report(request: Request, state: AppState) -> Response:
         data = build_report(
             state.store, s.tracking.reply_window_days, Filters(None, None, None), names=names
         )
-        return to_html(data, f"Reply report: {s.organisation.name}")
+        return to_html(data, f"Reply report: {s.organisation_name()}")
 
     html = await run_in_threadpool(build)
     return HTMLResponse(html, headers={"content-security-policy": CSP_DOCUMENT})

@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
 from collections.abc import AsyncGenerator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -24,9 +24,9 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from outreach.errors import StoreError
+from outreach.errors import OutreachError, StoreError
 from outreach.serve.optout import Addressee, Link, read_link
 from outreach.serve.security import NO_REFERRER
 from outreach.serve.state import AppState
@@ -106,7 +106,7 @@ def _sender(ws: Workspace, sender_id: str | None) -> Any:
 def _words(state: AppState, ws: Workspace, lang: str, sender: Any) -> dict[str, str]:
     values = {
         "name": sender.name,
-        "organisation": ws.settings.organisation.name,
+        "organisation": ws.settings.organisation_name(lang),
         "email": ws.settings.service.email,
         "minutes": str(state.settings.undo_minutes),
     }
@@ -246,7 +246,8 @@ async def undo(request: Request) -> Response:
 
 
 async def face(request: Request) -> Response:
-    """A liaison's, expert's or the service's photo, as the unsubscribe page shows it."""
+    """A liaison's, expert's or the service's face, as the unsubscribe page shows it: as a
+    message embeds it (message/compose.py: upright, 128 pixels, no EXIF), not the file."""
     ws = state_of(request).workspace.get()
     person_id = request.path_params["person_id"]
     d = ws.directory
@@ -257,7 +258,35 @@ async def face(request: Request) -> Response:
     if not photo:
         return PlainTextResponse("not found", status_code=404)
     path = (ws.root / photo).resolve()
-    if path.suffix.lower() not in FACE_TYPES or not path.is_file():
+    outside = ws.settings.path_outside(ws.root, photo)
+    if path.suffix.lower() not in FACE_TYPES or not path.is_file() or outside is not None:
         return PlainTextResponse("not found", status_code=404)
-    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=media, headers={"cache-control": "public, max-age=3600"})
+    data = await run_in_threadpool(_face_as_sent, ws, person.id, photo, path)
+    if data is None:
+        return PlainTextResponse("not found", status_code=404)
+    return Response(
+        data, media_type="image/jpeg", headers={"cache-control": "public, max-age=3600"}
+    )
+
+
+# (file, modified, size) -> the face as messages embed it: made once, not per page view
+_FACES: dict[tuple[str, int, int], bytes] = {}
+
+
+def _face_as_sent(ws: Workspace, person_id: str, photo: str, path: Path) -> bytes | None:
+    """The face as a message embeds it (upright, 128 pixels, no EXIF: the original may
+    hold where it was taken), or None when the photo cannot be one."""
+    from outreach.message.compose import PhotoCache
+
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    data = _FACES.get(key)
+    if data is None:
+        try:
+            data = PhotoCache(ws.root, ws.settings.organisation.domain).jpeg(person_id, photo)
+        except OutreachError:
+            return None
+        if len(_FACES) >= 256:
+            _FACES.clear()
+        _FACES[key] = data
+    return data

@@ -7,9 +7,16 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from outreach.workspace.people import Researcher
 from outreach.workspace.settings import LocalText, StrictModel
@@ -93,11 +100,47 @@ class Split(StrictModel):
     experiment: str | None = None
 
 
-class Introduce(StrictModel):
+class Recorded(StrictModel):
+    """A model whose dump is a campaign's recorded definition (its fingerprint): a key
+    added in a later release is left out while it holds its default, so a campaign that
+    does not use it keeps the fingerprint it was first sent with (deliver/edits.py refuses
+    a campaign whose definition changed after sending began)."""
+
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.ADDED_LATER:
+                if name in data and getattr(self, name) == type(self).model_fields[name].default:
+                    del data[name]
+        return data
+
+
+class Introduce(Recorded):
+    """One expert introduced: to the whole audience, or to those ``audience`` selects
+    among it; ``note`` is why the liaison recommends them, ``liaison_notes`` a liaison's
+    own words instead (liaison id → text), used when that liaison is the sender."""
+
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"audience", "liaison_notes"})
+
     expert: str
     service: str | None = None
     cc_expert: bool = False
     note: LocalText | None = None
+    audience: Audience | None = None
+    liaison_notes: dict[str, LocalText] = {}
+
+
+# One introduction (a mapping) or a list of them. The member is chosen by the value's shape,
+# so a mistake is reported against that form only; the tags are written like the member
+# names pydantic puts into an error's location, which yamlio.py leaves out of the path.
+IntroduceField = Annotated[
+    Annotated[Introduce, Tag("introduce[one]")]
+    | Annotated[list[Introduce], Tag("introduce[list]")],
+    Discriminator(lambda v: "introduce[list]" if isinstance(v, list) else "introduce[one]"),
+]
 
 
 class HandoverMove(StrictModel):
@@ -114,7 +157,9 @@ class Item(StrictModel):
     audience: Audience | None = None
 
 
-class Campaign(StrictModel):
+class Campaign(Recorded):
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"signoff"})
+
     id: str
     title: LocalText
     template: str = "newsletter"
@@ -123,8 +168,12 @@ class Campaign(StrictModel):
     audience: Audience = Audience()
     sender: Literal["liaison", "service", "split"] = "liaison"
     split: Split | None = None
-    introduce: Introduce | None = None
+    # One expert for everyone, or a list: each with its own audience within the campaign's
+    introduce: IntroduceField | None = None
     body: LocalText
+    # The closing above the signature ("Terveisin\nKaisa"); without it, the body's last
+    # paragraph when it looks like one (message/letter.py)
+    signoff: LocalText | None = None
     items: list[Item] = []
     schedule: datetime | None = None
     # Written by `outreach assign --handover-campaign`: exactly these researchers, each
@@ -147,7 +196,7 @@ class Campaign(StrictModel):
 
     @model_validator(mode="after")
     def _handover_alone(self) -> Campaign:
-        if self.handover and self.introduce is not None:
+        if self.handover and self.introductions():
             raise ValueError("a handover campaign introduces the new liaison: drop `introduce`")
         return self
 
@@ -163,6 +212,18 @@ class Campaign(StrictModel):
         if self.sender == "split" and self.split is None:
             object.__setattr__(self, "split", Split())
         return self
+
+    def introductions(self) -> tuple[Introduce, ...]:
+        """Every introduction, the single form as a list of one."""
+        if self.introduce is None:
+            return ()
+        if isinstance(self.introduce, Introduce):
+            return (self.introduce,)
+        return tuple(self.introduce)
+
+    def introduce_path(self, index: int) -> tuple[str | int, ...]:
+        """Where introduction ``index`` is written in the campaign file."""
+        return ("introduce",) if isinstance(self.introduce, Introduce) else ("introduce", index)
 
     def languages(self) -> set[str]:
         subject = self.subject if isinstance(self.subject, dict) else None

@@ -94,9 +94,31 @@ def _is_dns_name(value: str) -> bool:
     return len(value) <= 253 and _DNS_NAME.match(value) is not None
 
 
+def in_language(text: LocalText | None, lang: str | None, default: str) -> str:
+    """``text`` in ``lang``, else in ``default`` (the workspace's default_language), else
+    "" (a mapping that lacks both is an error `check` reports: validation.py)."""
+    if text is None:
+        return ""
+    if isinstance(text, str):
+        return text
+    return text.get(lang or default) or text.get(default) or ""
+
+
 class Organisation(StrictModel):
-    name: str
+    name: LocalText = Field(
+        description="the sending organisation (the library), one name or one per language"
+    )
     domain: str = Field(description="the mail domain; Message-IDs and List-Id use it")
+    university: LocalText | None = Field(
+        None,
+        description="where the readers work, one name or one per language: the footer says "
+        "they get the message as researchers of their faculty and of it",
+    )
+    footer: LocalText | None = Field(
+        None,
+        description="the footer's first sentence per language instead of the built-in one "
+        "(a template: `researcher`, `organisation`, `lang`)",
+    )
 
     @field_validator("domain")
     @classmethod
@@ -381,6 +403,11 @@ class Settings(StrictModel):
         if self.dkim is None:
             return []
         return list(self.dkim) if isinstance(self.dkim, list) else [self.dkim]
+
+    def organisation_name(self, lang: str | None = None) -> str:
+        """The organisation's name in ``lang`` (the default language when not given or
+        not translated)."""
+        return in_language(self.organisation.name, lang, self.default_language)
 
     def path_outside(self, root: Path, written: str | Path) -> Path | None:
         """Where ``written`` leads when that is outside the workspace and ``allowed_paths``

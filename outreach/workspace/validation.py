@@ -43,6 +43,8 @@ def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem
                 "the faceless sender address, e.g. rds@uni.example",
             )
         )
+    for key in ("name", "university", "footer"):
+        problems += _translations(settings, doc, ("organisation", key))
     if settings.service.photo:
         problems += photo_problems(
             root, settings, "the service", settings.service.photo, doc.where(("service", "photo"))
@@ -52,6 +54,47 @@ def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem
 
 
 _ALLOW_HINT = "or name the folder it is in under `allowed_paths:` in outreach.yaml"
+
+
+def _translations(settings: Settings, doc: YamlDoc, path: tuple[str, str]) -> list[Problem]:
+    """A text of outreach.yaml given per language: in the workspace's languages, with the
+    default language (the fallback of each one it lacks, a warning)."""
+    text = getattr(getattr(settings, path[0]), path[1])
+    if not isinstance(text, dict):
+        return []
+    field = ".".join(path)
+    problems = [
+        Problem(
+            f"{field}: language `{code}` is not one of the workspace's {settings.languages}",
+            doc.where((*path, code)),
+            f"use one of {settings.languages}",
+        )
+        for code in text
+        if code not in settings.languages
+    ]
+    default = settings.default_language
+    if default not in text:
+        problems.append(
+            Problem(
+                f"{field} has no `{default}` (the default language): a reader whose "
+                "language it lacks would get none",
+                doc.where(path),
+                f"add `{default}: …`",
+            )
+        )
+        return problems
+    missing = [code for code in settings.languages if code not in text]
+    if missing:
+        problems.append(
+            Problem(
+                f"{field} has no {', '.join(f'`{c}`' for c in missing)}: those readers "
+                f"see the `{default}` text",
+                doc.where(path),
+                "add a translation if they should read it in their own language",
+                severity="warning",
+            )
+        )
+    return problems
 
 
 def photo_problems(
@@ -295,15 +338,27 @@ def check_campaign(
                 f"create templates/{c.template}.html.j2 or use the built-in `newsletter`",
             )
         )
-    if c.introduce is not None and c.introduce.expert not in directory.experts:
-        known = ", ".join(sorted(directory.experts)) or "none in people/experts.yaml"
-        problems.append(
-            Problem(
-                f"expert `{c.introduce.expert}` does not exist",
-                doc.where(("introduce", "expert")),
-                f"known experts: {known}",
+    for index, intro in enumerate(c.introductions()):
+        path = c.introduce_path(index)
+        if intro.expert not in directory.experts:
+            known = ", ".join(sorted(directory.experts)) or "none in people/experts.yaml"
+            problems.append(
+                Problem(
+                    f"expert `{intro.expert}` does not exist",
+                    doc.where((*path, "expert")),
+                    f"known experts: {known}",
+                )
             )
-        )
+        for lid in intro.liaison_notes:
+            if lid not in directory.liaisons:
+                problems.append(
+                    Problem(
+                        f"introduction of `{intro.expert}`: `{lid}` in liaison_notes is not "
+                        "a liaison",
+                        doc.where((*path, "liaison_notes", lid)),
+                        f"known liaisons: {', '.join(sorted(directory.liaisons))}",
+                    )
+                )
     for email, move in c.handover.items():
         for role in ("incoming", "outgoing"):
             lid = getattr(move, role)
@@ -369,6 +424,31 @@ def check_campaign(
                 severity="warning",
             )
         )
+    else:
+        problems += _introductions_reaching_nobody(c, doc, audience)
+    return problems
+
+
+def _introductions_reaching_nobody(
+    c: Campaign, doc: YamlDoc, audience: list[Researcher]
+) -> list[Problem]:
+    """An introduction whose own audience selects nobody of the campaign's: its expert
+    would be introduced to no one."""
+    problems: list[Problem] = []
+    for index, intro in enumerate(c.introductions()):
+        if intro.audience is None:
+            continue
+        selects = intro.audience.predicate()
+        if not any(selects(r) for r in audience):
+            problems.append(
+                Problem(
+                    f"the introduction of `{intro.expert}` reaches nobody: its audience "
+                    f"selects none of the campaign's {len(audience)} readers",
+                    doc.where((*c.introduce_path(index), "audience")),
+                    "check its filters against the campaign's audience and "
+                    "people/researchers.csv, or remove the introduction",
+                )
+            )
     return problems
 
 
