@@ -224,8 +224,8 @@ def content_of(ws: Workspace, cf: CampaignFile, store: Store) -> Content:
                 people[f"liaison {liaison.id}"] = _person(ws, liaison)
         if r.liaison is None or campaign.sender != "liaison":
             people.setdefault("the service", _person(ws, ws.directory.service))
-    if campaign.introduce is not None:
-        expert = ws.directory.experts.get(campaign.introduce.expert)
+    for intro in campaign.introductions():  # one, or a list each with its own audience
+        expert = ws.directory.experts.get(intro.expert)
         if expert is not None:
             people[f"expert {expert.id}"] = _person(ws, expert)
     audience = _sha("\n".join(rows) + "\n" + json.dumps(people, sort_keys=True))
