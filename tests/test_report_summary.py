@@ -307,6 +307,9 @@ def test_the_experiment_is_the_headline_through_the_cli(tmp_path: Path) -> None:
     assert out.index("Also: observational — not randomised") > out.index(report["summary"][-1])
     for sentence in observational["sentences"]:
         assert sentence in out
+    # the pooled line below mixes both kinds of mail, and says which to go by
+    mixes = "It mixes randomised and observational mail: go by the randomised experiment above."
+    assert mixes in out and out.index(mixes) > out.index(observational["sentences"][-1])
     per_liaison = out[out.index("Per liaison") : out.index("Per faculty")]
     for name in ("Aino Virtanen", "Lars Ekström", "Emily Carter", "gone"):
         assert name in per_liaison
@@ -326,6 +329,7 @@ def test_the_experiment_is_the_headline_through_the_cli(tmp_path: Path) -> None:
     for term in ("Interval (95%)", "p-value", "Randomised"):
         assert f"<dt>{term}</dt>" in page[glossary:]
     assert "Aino Virtanen / liaison" in page and "aino / liaison" not in page
+    assert mixes in page
 
 
 def test_only_observational_campaigns_make_an_observational_headline(tmp_path: Path) -> None:
@@ -340,6 +344,7 @@ def test_only_observational_campaigns_make_an_observational_headline(tmp_path: P
     assert report["summary"][0].startswith("In the campaigns that were not randomised, no one")
     table = flat(cli(root, "report").output)
     assert table.startswith("Summary (observational — not randomised) ")
+    assert "It mixes" not in table
 
 
 def test_liaison_only_beside_an_experiment_is_no_comparison(tmp_path: Path) -> None:

@@ -179,6 +179,15 @@ def _headline_label(report: dict[str, Any]) -> str:
     return str(comparisons[0]["label"]) if comparisons else "nothing sent"
 
 
+def mixed(report: dict[str, Any]) -> str | None:
+    """What the pooled line must add when the headline is a randomised experiment but the
+    pool also holds mail that was not randomised (it may even disagree with the headline)."""
+    comparisons = report.get("comparisons") or []
+    if comparisons and comparisons[0]["randomised"] and not report["difference"]["randomised"]:
+        return "It mixes randomised and observational mail: go by the randomised experiment above."
+    return None
+
+
 def print_table(report: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]Summary[/bold] ({escape(_headline_label(report))})", markup=True)
     console.print(escape(" ".join(report.get("summary", []))), markup=True)
@@ -201,7 +210,8 @@ def print_table(report: dict[str, Any], console: Console) -> None:
                 if d["stratified"]["strata"] > 1
                 else ""
             )
-            + also,
+            + also
+            + (f". {mixed(report)}" if mixed(report) else ""),
             markup=True,
         )
     else:
@@ -405,6 +415,8 @@ def to_html(report: dict[str, Any], title: str = "Reply report") -> str:
     weak = weak_replies(d)
     if weak:
         headline += f" {html.escape(weak[0].upper() + weak[1:])}."
+    if mixed(report) and d.get("comparable", True):
+        headline += f" {html.escape(mixed(report) or '')}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
