@@ -302,7 +302,7 @@ def test_the_closing_paragraph_is_the_sign_off_and_nothing_is_lost(
         "Terveisin\nKaisa",  # one paragraph: the body itself
         "Hei,\n\nTerveisin Kaisa",  # one line: not told from a sentence
         "Hei,\n\n- one\n- two",  # a list
-        "Hei,\n\n{% if x %}\nTerveisin\n{% endif %}",  # a Jinja block
+        "Hei,\n\n{% if x %}\nTerveisin\n{% endif %}",  # a line that is only a Jinja tag
         "Hei,\n\n" + "A sentence long enough to be text and not a closing line at all.\nKaisa",
     ],
 )
@@ -359,3 +359,17 @@ def test_a_body_naming_the_expert_of_a_reader_without_one_is_a_located_error(
     )
     assert "no introduction of this campaign reaches this reader" in p.message
     assert "{% if expert is defined %}" in p.message
+
+
+def test_a_sign_off_may_hold_a_jinja_block_that_closes_within_it() -> None:
+    """As the handover letters end: a closing chosen by who sends."""
+    source = (
+        "Dear {{ researcher.first_name }},\n\n{% if a %}\nText.\n{% endif %}\n\n"
+        "{% if sender.is_service %}Best wishes,\n{{ sender.name }}{% else %}Thank you!\n"
+        "{{ sender.first_name }}{% endif %}\n"
+    )
+    split = split_signoff(source)
+    assert split is not None and split.body.endswith("{% endif %}")
+    assert split.signoff.startswith("{% if sender.is_service %}") and split.offset == 6
+    # a block the closing paragraph only ends (opened above it) keeps the body whole
+    assert split_signoff("{% if a %}Hei,\n\nTerveisin\nKaisa{% endif %}") is None

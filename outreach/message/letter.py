@@ -7,9 +7,10 @@ sign-off above their face and signature, then the newsletter items, then the foo
 A body usually ends with its sign-off (``Terveisin`` / ``{{ liaison.first_name }}``); that
 paragraph is lifted out of the body to stand above the signature, its line breaks kept.
 The rule is deliberately narrow, so ordinary text is never moved: the body's last
-paragraph, when another comes before it, of 2-3 lines of at most 60 characters each, none
-of them Markdown structure (a heading, list, quote, table or code) or a Jinja block tag.
-A campaign's ``signoff:`` says it outright instead (and then the body stays whole).
+paragraph, when another comes before it, of 2-3 lines of at most 60 characters each
+(Jinja tags not counted), none of them Markdown structure (a heading, list, quote, table or
+code), its Jinja blocks (``{% if %}…{% endif %}``) opened and closed within it. A
+campaign's ``signoff:`` says it outright instead (and then the body stays whole).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import jinja2
 from markdown_it import MarkdownIt
 
 from outreach.message.i18n import translate
@@ -30,10 +32,22 @@ from outreach.workspace.yamlio import YamlDoc
 
 SIGNOFF_LINES = (2, 3)
 SIGNOFF_LINE_CHARS = 60
-# A line that Markdown reads as structure, or a Jinja block or comment (which may span
-# paragraphs): such a paragraph is text, not a sign-off.
-_NOT_SIGNOFF = re.compile(r"^(?:\s{4}|\s*(?:[#>|*+-]|\d+[.)]\s|```|~~~))|\{%|\{#")
+# A line that Markdown reads as structure: such a paragraph is text, not a sign-off.
+_NOT_SIGNOFF = re.compile(r"^(?:\s{4}|\s*(?:[#>|*+-]|\d+[.)]\s|```|~~~))")
 _BLANK = re.compile(r"\n[ \t]*\n")
+_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}")
+# Only parsed, never rendered: whether a part's Jinja blocks close within it
+_SYNTAX = jinja2.Environment()
+
+
+def _whole(source: str) -> bool:
+    """True when ``source`` is a template on its own: no block it opens or closes lies
+    outside it."""
+    try:
+        _SYNTAX.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -60,8 +74,11 @@ def split_signoff(source: str) -> Split | None:
     if not SIGNOFF_LINES[0] <= len(lines) <= SIGNOFF_LINES[1]:
         return None
     for line in lines:
-        if not line.strip() or len(line.strip()) > SIGNOFF_LINE_CHARS or _NOT_SIGNOFF.search(line):
+        shown = _TAG.sub("", line).strip()
+        if not shown or len(shown) > SIGNOFF_LINE_CHARS or _NOT_SIGNOFF.search(line):
             return None
+    if ("{%" in closing or "{#" in closing) and not (_whole(closing) and _whole(body)):
+        return None
     offset = text[: last.end()].count("\n")
     return Split(body, "\n".join(line.strip() for line in lines), offset)
 
