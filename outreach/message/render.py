@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from outreach.message.letter import (
     signoff_markdown,
     user_strings,
 )
+from outreach.message.plaintext import html_to_text
 from outreach.message.printed import Printed, TrustedText
 from outreach.message.stamp import (
     FIELDS,
@@ -77,49 +77,6 @@ class Links:
 
 def photo_cid(person_id: str, domain: str) -> str:
     return f"face-{person_id}@{domain}"
-
-
-class _TextExtractor(HTMLParser):
-    """Plain text from HTML for workspace templates that ship no .txt counterpart."""
-
-    BLOCK = {"p", "div", "br", "tr", "h1", "h2", "h3", "h4", "li", "table", "hr"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.href: str | None = None
-        self.skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in {"style", "script", "head", "title"}:
-            self.skip += 1
-        if tag in self.BLOCK:
-            self.parts.append("\n")
-        if tag == "li":
-            self.parts.append("- ")
-        if tag == "a":
-            self.href = dict(attrs).get("href")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in {"style", "script", "head", "title"}:
-            self.skip = max(0, self.skip - 1)
-        if tag == "a" and self.href and self.href.startswith(("http", "mailto")):
-            self.parts.append(f" <{self.href}>")
-            self.href = None
-        if tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.parts.append(re.sub(r"\s+", " ", data))
-
-
-def html_to_text(html: str) -> str:
-    parser = _TextExtractor()
-    parser.feed(html)
-    text = "".join(parts for parts in parser.parts)
-    lines = [line.strip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
 class Renderer:
