@@ -91,21 +91,32 @@ def signoff_markdown() -> MarkdownIt:
 
 class Introductions:
     """Which of a campaign's introductions reach which reader (audience predicates made
-    once per campaign)."""
+    once per campaign; without any audience, one answer for every reader)."""
 
     def __init__(self) -> None:
-        self._predicates: dict[int, tuple[Campaign, list[Callable[[Researcher], bool] | None]]] = {}
+        self._of: dict[int, tuple[Campaign, Callable[[Researcher], tuple[int, ...]]]] = {}
 
     def of(self, campaign: Campaign, researcher: Researcher) -> tuple[int, ...]:
         """The indices (in ``campaign.introductions()``) of those ``researcher`` gets."""
-        entry = self._predicates.get(id(campaign))
-        if entry is None:
-            preds = [
-                i.audience.predicate() if i.audience is not None else None
-                for i in campaign.introductions()
-            ]
-            entry = self._predicates[id(campaign)] = (campaign, preds)  # keeps the id unique
-        return tuple(i for i, p in enumerate(entry[1]) if p is None or p(researcher))
+        entry = self._of.get(id(campaign))
+        if entry is None:  # the campaign is kept so that its id stays unique
+            entry = self._of[id(campaign)] = (campaign, _selector(campaign))
+        return entry[1](researcher)
+
+
+def _selector(campaign: Campaign) -> Callable[[Researcher], tuple[int, ...]]:
+    intros = campaign.introductions()
+    everyone = tuple(range(len(intros)))
+    if all(i.audience is None for i in intros):
+        return lambda researcher: everyone
+    preds = [(n, i.audience.predicate()) for n, i in enumerate(intros) if i.audience is not None]
+    always = {n for n, i in enumerate(intros) if i.audience is None}
+
+    def select(researcher: Researcher) -> tuple[int, ...]:
+        chosen = always | {n for n, selects in preds if selects(researcher)}
+        return tuple(sorted(chosen))
+
+    return select
 
 
 def reader_line(lang: str, faculty: str, university: str, organisation: str) -> str:
