@@ -84,7 +84,7 @@ def make_ws(
     database: str | None = None,
     *,
     transport: dict[str, Any] | None = None,
-    limits: dict[str, int] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> Path:
     """A copy of the example workspace with its own database (SQLite in the workspace, or
     ``database``: a PostgreSQL schema of the test's own) and settings. Without

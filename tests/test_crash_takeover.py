@@ -35,6 +35,7 @@ from outreach.deliver.rows import PlannedRow
 from outreach.errors import CampaignLocked
 from outreach.store import open_store
 from outreach.workspace.loader import load_workspace
+from outreach.workspace.settings import Pace
 
 linux = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 pytestmark = [linux, pytest.mark.timeout(60)]
@@ -175,8 +176,8 @@ def test_a_reused_pid_is_not_mistaken_for_the_holder(ledger: Ledger) -> None:
 
 
 def test_a_dead_team_workers_claims_and_booking_lapse_at_once(ledger: Ledger) -> None:
-    """A team: the dead worker's lease, its claimed rows and its quota booking end now;
-    a live worker's stay."""
+    """A team: the dead worker's lease and its claimed rows end now; a live worker's
+    stay."""
     proc, live = child()
     dead = dead_name()
     try:
@@ -190,11 +191,10 @@ def test_a_dead_team_workers_claims_and_booking_lapse_at_once(ledger: Ledger) ->
         mine = ledger.rows.claim("c3", dead, 3, lease_seconds=120)
         theirs = ledger.rows.claim("c3", live, 3, lease_seconds=120)
         assert len(mine) == len(theirs) == 3
-        fast = (1_000_000, 1_000_000)  # per minute, per day: only the booking can bind
-        booked = ledger.quota.book("lars", mine[0].id, dead, *fast, hold_seconds=120)
-        assert booked.granted
-        other = theirs[0]
-        assert not ledger.quota.book("lars", other.id, live, *fast).granted  # held
+        fast = Pace(1_000_000, 1_000_000)
+        assert ledger.quota.book("lars", [mine[0].id], dead, fast).slots
+        # a dead worker's slots hold nobody up: slots are a rate, not a queue
+        assert ledger.quota.book("lars", [theirs[0].id], live, fast).slots
 
         assert lapse_gone_holders(ledger.store, "c3") == [dead]
         back, lost = ledger.rows.recover("c3", expired_only=True)
@@ -202,8 +202,8 @@ def test_a_dead_team_workers_claims_and_booking_lapse_at_once(ledger: Ledger) ->
         assert [w["worker"] for w in ledger.leases.workers("c3")] == [live]
         again = ledger.rows.claim("c3", live, 10, lease_seconds=120)
         assert {w.id for w in again} == {w.id for w in mine}
-        # its booking no longer holds the mailbox: the live worker books at once
-        assert ledger.quota.book("lars", other.id, live, *fast).granted
+        # its rows, slot and all, are the live worker's to book and send
+        assert len(ledger.quota.book("lars", [w.id for w in again], live, fast).slots) == 3
     finally:
         proc.kill()
         proc.wait()

@@ -27,17 +27,15 @@ from typing import Any
 
 import pytest
 from foundation_helpers import cli
-from hypothesis import given
-from hypothesis import strategies as st
 from servers.smtp import SMTPTestServer
 from sqlalchemy import text
 from store_helpers import LATE, add_campaign, audience, make_ws, received, smtp_settings
 
 from outreach.audience.recipients import plan_recipients
 from outreach.deliver.ledger import Ledger
+from outreach.deliver.quota import MINUTE
 from outreach.deliver.records import suppress
 from outreach.deliver.run import send_campaign
-from outreach.deliver.scheduler import DAY, MINUTE, QuotaScheduler, simulate
 from outreach.deliver.send_options import SendOptions, SendSummary
 from outreach.deliver.transports import Credentials, SmtpTransport
 from outreach.errors import CampaignLocked
@@ -910,91 +908,6 @@ def test_sigkill_mid_campaign_then_rerun_resumes_at_once_and_sends_nothing_twice
 
 
 # ---------------------------------------------------------------------------- quotas
-
-
-def _violations(times: list[float], quota: int, window: float) -> int:
-    """Sends that make some half-open window [t, t + window) hold more than ``quota``."""
-    ts = sorted(times)
-    # 1 µs of slack: months of virtual seconds in floating point round at ~1e-8 s
-    return sum(1 for i in range(len(ts) - quota) if ts[i + quota] - ts[i] < window - 1e-6)
-
-
-def _lower_bound(n: int, per_minute: int, per_day: int) -> float:
-    """Earliest last send for one evenly paced sender under both quotas."""
-    if n <= 0:
-        return 0.0
-    spacing = MINUTE / per_minute
-    days, rest = divmod(n - 1, per_day)
-    return max((n - 1) * spacing, days * DAY + rest * spacing)
-
-
-@given(
-    sizes=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=8),
-    per_minute=st.integers(min_value=1, max_value=120),
-    per_day=st.integers(min_value=1, max_value=600),
-)
-def test_scheduler_never_exceeds_a_quota_and_ends_when_the_slowest_sender_can(
-    sizes: list[int], per_minute: int, per_day: int
-) -> None:
-    counts_ = {f"s{i}": n for i, n in enumerate(sizes)}
-    makespan, times = simulate(counts_, per_minute, per_day)
-    for sender, n in counts_.items():
-        assert len(times[sender]) == n
-        assert _violations(times[sender], per_minute, MINUTE) == 0
-        assert _violations(times[sender], per_day, DAY) == 0
-    spacing = MINUTE / per_minute
-    ideal = max(_lower_bound(n, per_minute, per_day) for n in sizes)
-    assert makespan <= 1.05 * ideal + spacing + 1e-6
-    if max(sizes) <= per_day:  # the issue's bound: count / rate
-        assert makespan <= 1.05 * max(n / per_minute * MINUTE for n in sizes) + 1e-6
-
-
-@given(
-    per_minute=st.integers(min_value=1, max_value=60),
-    history=st.lists(st.floats(min_value=0, max_value=DAY - 1), max_size=80),
-    now=st.floats(min_value=DAY, max_value=DAY + 120),
-)
-def test_scheduler_counts_sends_already_made(
-    per_minute: int, history: list[float], now: float
-) -> None:
-    per_day = 50
-    sched = QuotaScheduler(per_minute, per_day)
-    sched.preload("aino", history)
-    t = now
-    sent = list(history)
-    for _ in range(60):
-        t = sched.next_free("aino", t)
-        assert t >= now
-        sched.record("aino", t)
-        sent.append(t)
-    # the history may itself break the quota (another tool sent it); no new send may add to
-    # a window that is already full: every window ending at a new send holds at most the quota
-    for t in sent[len(history) :]:
-        assert sum(1 for s in sent if t - MINUTE + 1e-6 < s <= t) <= per_minute
-        assert sum(1 for s in sent if t - DAY + 1e-6 < s <= t) <= per_day
-    if history:
-        assert min(sent[len(history) :]) >= max(history) + MINUTE / per_minute - 1e-9
-
-
-def test_preloaded_history_paces_a_full_mailbox() -> None:
-    sched = QuotaScheduler(30, 100)
-    sched.preload("aino", [float(i) for i in range(30)])  # 30 in the last 30 s
-    assert sched.next_free("aino", 30.0) == pytest.approx(60.0)
-    assert sched.next_free("lars", 30.0) == 30.0  # other senders are not held back
-    day = QuotaScheduler(1000, 100)
-    day.preload("aino", [i * 600.0 for i in range(100)])  # a day's quota used
-    assert day.next_free("aino", 60_000.0) == pytest.approx(DAY)
-    # A send that reached the server late counts in the windows when it went out; the even
-    # pacing keeps its booked time (small delays must not add up over a campaign).
-    late = QuotaScheduler(2, 100)
-    late.record("aino", 0.0)
-    late.shift_last("aino", 10.0)
-    late.record("aino", 30.0)
-    assert late.next_free("aino", 31.0) == pytest.approx(70.0)  # window: 10 + 60
-    paced = QuotaScheduler(2, 100)
-    paced.record("aino", 0.0)
-    paced.shift_last("aino", 10.0)
-    assert paced.next_free("aino", 1.0) == pytest.approx(30.0)  # pacing: 0 + 30
 
 
 def test_real_send_respects_the_per_minute_quota_across_runs(

@@ -339,7 +339,7 @@ def test_a_failed_sending_commit_keeps_the_sent_marks_it_carried(tmp_path: Path)
         led.mark_sent(first.id, "250 ok")
         for attempt in (
             lambda: led.mark_sending(second.id, "<2@x>", "me"),
-            lambda: led.mark_sending_many([(second.id, "<2@x>")], "me"),
+            lambda: led.mark_sending_many([(second.id, "<2@x>", False)], "me"),
         ):
             with pytest.raises(sqlite3.IntegrityError, match="refused"):  # the trigger's ABORT
                 attempt()

@@ -27,12 +27,12 @@ from store_helpers import LATE, add_campaign, audience, make_ws, received, smtp_
 from track_helpers import Sent, dsn, reply, write_maildir
 
 from outreach.deliver.ledger import Ledger
-from outreach.deliver.quota import SlotLost
+from outreach.deliver.quota import DAY, MINUTE, SLOT_GRACE, SlotLost
 from outreach.deliver.rows import PlannedRow
-from outreach.deliver.scheduler import DAY, MINUTE
 from outreach.errors import CampaignLocked
 from outreach.store import HEAD_REVISION, _alembic_config, open_store
 from outreach.workspace.loader import load_workspace
+from outreach.workspace.settings import Pace
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "team-tests-secret"
@@ -158,13 +158,18 @@ def test_three_sender_processes_deliver_each_message_once_within_every_quota(
     assert counts(root, cid) == Counter(sent=len(expected))
     assert_within_quota(smtp_server, per_minute)
     # the three really shared the work (each sent some), and one mailbox's slots were
-    # booked by several processes in turn: numbered once each, without a gap
+    # booked by several processes in turn: numbered once each, in the order of their times
     sent_by = [int(re.search(r"sent (\d+),", out).group(1)) for _, out in results]  # type: ignore[union-attr]
     assert sum(sent_by) == len(expected) and min(sent_by) > 0, sent_by
     ledger_rows = rows(root, cid)
     for sender in ("lars", "pekka", "helena"):
-        seqs = sorted(r["slot_seq"] for r in ledger_rows if r["sender_id"] == sender)
-        assert seqs == list(range(1, len(seqs) + 1)), (sender, seqs)
+        slots = sorted(
+            (r["slot_seq"], r["slot_at"]) for r in ledger_rows if r["sender_id"] == sender
+        )
+        seqs = [n for n, _ in slots]
+        assert len(set(seqs)) == len(seqs) and None not in seqs, (sender, seqs)
+        times = [t for _, t in slots]
+        assert times == sorted(times), sender
 
 
 def test_a_worker_killed_mid_run_leaves_its_share_to_the_others_after_its_lease(
@@ -366,13 +371,14 @@ def _planned(led: Ledger, cid: str, n: int, sender: str = "aino") -> None:
 def test_quota_slots_on_a_virtual_clock_keep_every_minute_and_day_window(
     store_url: str | None, tmp_path: Path
 ) -> None:
-    """The store's booking, over three virtual days: random delays between booking and
-    DATA, slots given back, other campaigns of the same mailbox; no window overfull."""
+    """The store's booking, over three virtual days: several slots booked ahead, random
+    delays between a slot's time and DATA (some past its grace), slots given back, other
+    campaigns of the same mailbox; no window overfull."""
     import random
 
     url = store_url or f"sqlite:///{tmp_path / 'quota.db'}"
     led = Ledger(open_store(url))
-    per_minute, per_day = 10, 25
+    pace = Pace(10, 25)
     rng = random.Random(7)
     try:
         for cid in ("a", "b"):
@@ -382,70 +388,101 @@ def test_quota_slots_on_a_virtual_clock_keep_every_minute_and_day_window(
         t = datetime(2026, 1, 1, tzinfo=UTC)
         wire: list[float] = []
         granted: list[float] = []
+        lapsed = 0
         end = t + timedelta(days=3)
         while work and t < end:
-            row = work[-1]
-            booking = led.quota.book("aino", row.id, "w", per_minute, per_day, now=t)
-            if not booking.granted:
-                assert booking.retry_at > t and not booking.lost
+            booking = led.quota.book("aino", [w.id for w in work[-3:]], "w", pace, now=t)
+            assert not booking.lost
+            if not booking.slots:
+                assert booking.retry_at is not None and booking.retry_at > t
                 t = booking.retry_at
                 continue
-            granted.append(t.timestamp())
-            t += timedelta(seconds=rng.choice([0.0, 0.1, 2.0, 9.0]))  # render, MAIL, RCPT
-            if rng.random() < 0.15:  # refused at RCPT: the slot is given back
-                led.quota.unbook("aino", row.id)
-                continue
-            assert led.rows.mark_sending(row.id, f"<{row.id}@x>", "w", slot_sender="aino", now=t)
-            wire.append(t.timestamp())
-            work.pop()
+            for row_id, at in booking.slots:
+                granted.append(at.timestamp())
+                t = max(t, at) + timedelta(seconds=rng.choice([0.0, 0.1, 0.5, 1.5]))
+                if rng.random() < 0.15:  # refused at RCPT: the slot is given back
+                    led.quota.unbook("aino", [row_id])
+                    continue
+                try:
+                    assert led.rows.mark_sending(row_id, f"<{row_id}@x>", "w", slotted=True, now=t)
+                except SlotLost:  # past its grace: nothing went out, a new slot is needed
+                    assert t - at >= timedelta(seconds=SLOT_GRACE)
+                    lapsed += 1
+                    led.quota.unbook("aino", [row_id])
+                    continue
+                assert t - at < timedelta(seconds=SLOT_GRACE)
+                wire.append(t.timestamp())
+                work = [w for w in work if w.id != row_id]
             t += timedelta(seconds=rng.choice([0.0, 1.0, 30.0]))
-        assert len(wire) >= 3 * per_day - 1  # three days' worth went out
-        assert over_quota(wire, per_minute, MINUTE) == 0
-        assert over_quota(wire, per_day, DAY) == 0
-        # Slots are booked at an even pace (a tenth of a slot of catch-up after a late
-        # wake-up); on the wire a message held up at RCPT may be followed at once.
+        assert lapsed > 0
+        assert len(wire) >= 3 * pace.per_day - 1  # type: ignore[operator]
+        assert over_quota(wire, 10, MINUTE) == 0
+        assert over_quota(wire, 25, DAY) == 0
+        # Slots are handed out at the even pace.
         gaps = [b - a for a, b in zip(granted, granted[1:], strict=False)]
-        assert min(gaps) >= 0.9 * MINUTE / per_minute - 1e-6
+        assert min(gaps) >= MINUTE / 10 - 1e-6
     finally:
         led.store.close()
 
 
-def test_a_lapsed_booking_cannot_go_on_the_wire(store_url: str | None, tmp_path: Path) -> None:
+def test_a_lapsed_slot_cannot_go_on_the_wire_and_holds_nobody_up(
+    store_url: str | None, tmp_path: Path
+) -> None:
     url = store_url or f"sqlite:///{tmp_path / 'lapse.db'}"
     led = Ledger(open_store(url))
     try:
-        _planned(led, "c", 2)
-        first, second = led.rows.claim("c", "slow", 1) + led.rows.claim("c", "fast", 1)
+        _planned(led, "c", 8)
+        slow = led.rows.claim("c", "slow", 4)
+        fast = led.rows.claim("c", "fast", 4)
         t = datetime(2026, 1, 1, tzinfo=UTC)
-        assert led.quota.book("aino", first.id, "slow", 600, 1000, hold_seconds=5, now=t).granted
-        busy = led.quota.book("aino", second.id, "fast", 600, 1000, now=t + timedelta(seconds=1))
-        assert not busy.granted  # one booking per mailbox on its way to DATA
-        later = t + timedelta(seconds=6)  # the slow worker stalled past its hold
-        assert led.quota.book("aino", second.id, "fast", 600, 1000, now=later).granted
+        pace = Pace(600, 1000)  # a slot every 0.1 s
+        first = led.quota.book("aino", [w.id for w in slow], "slow", pace, now=t)
+        assert [at for _, at in first.slots] == [t + timedelta(seconds=0.1 * i) for i in range(4)]
+        # Several messages of one mailbox in flight at once: the other worker's slots follow.
+        second = led.quota.book("aino", [w.id for w in fast], "fast", pace, now=t)
+        assert [at for _, at in second.slots] == [
+            t + timedelta(seconds=0.1 * i) for i in range(4, 6)
+        ]  # no further ahead than the horizon
+        assert second.retry_at == t + timedelta(seconds=0.6 - 0.5)
+        # The slow worker stalled (or died) past its slots' grace: they cannot be used.
+        later = t + timedelta(seconds=SLOT_GRACE + 0.3)
         with pytest.raises(SlotLost):
-            led.rows.mark_sending(first.id, "<1@x>", "slow", slot_sender="aino", now=later)
-        assert led.rows.mark_sending(second.id, "<2@x>", "fast", slot_sender="aino", now=later)
+            led.rows.mark_sending(slow[0].id, "<1@x>", "slow", slotted=True, now=later)
+        # Not before its time either; within it, it goes.
+        with pytest.raises(SlotLost):
+            led.rows.mark_sending(fast[1].id, "<3@x>", "fast", slotted=True, now=t)
+        ok = t + timedelta(seconds=0.45)
+        assert led.rows.mark_sending(fast[0].id, "<2@x>", "fast", slotted=True, now=ok)
+        # Another worker's row cannot be marked with a slot it did not book.
+        assert not led.rows.mark_sending(slow[1].id, "<4@x>", "fast", slotted=True, now=ok)
     finally:
         led.store.close()
 
 
 def _hammer(url: str, worker: str, per_minute: int, per_day: int, start: Any) -> None:
-    """Book and mark slots until the day's quota is used up (the next slot a day away)."""
+    """Book slots ahead and mark them until the day's quota is used up (the next slot a
+    day away), as a send loop does: several of one mailbox in flight."""
     led = Ledger(open_store(url))
+    pace = Pace(per_minute, per_day)
     try:
         start.wait(60)  # all processes up (spawning one takes seconds on a loaded machine)
-        work = led.rows.claim("hammer", worker, 100)
+        work = [w.id for w in led.rows.claim("hammer", worker, 100)]
         stop = time.monotonic() + 45  # a safety net only
         while work and time.monotonic() < stop:
-            booking = led.quota.book("aino", work[-1].id, worker, per_minute, per_day)
-            if booking.granted:
-                led.rows.mark_sending(work[-1].id, f"<{worker}>", worker, slot_sender="aino")
-                work.pop()
-                continue
-            wait = (booking.retry_at - datetime.now(UTC)).total_seconds()
-            if wait > MINUTE:
-                return
-            time.sleep(min(0.2, max(0.0, wait)))
+            booking = led.quota.book("aino", work[:4], worker, pace)
+            for row_id, at in booking.slots:
+                time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+                try:
+                    led.rows.mark_sending(row_id, f"<{worker}>", worker, slotted=True)
+                except SlotLost:  # a stall on a loaded machine: a new slot is needed
+                    led.quota.unbook("aino", [row_id])
+                    continue
+                work.remove(row_id)
+            if booking.retry_at is not None:
+                wait = (booking.retry_at - datetime.now(UTC)).total_seconds()
+                if wait > MINUTE:
+                    return
+                time.sleep(min(0.2, max(0.0, wait)))
     finally:
         led.store.close()
 
@@ -478,13 +515,15 @@ def test_quota_holds_across_processes_booking_the_same_mailbox(
         led.store.close()
     assert len(sent) == per_day  # the day's quota, used exactly, by three processes
     assert len({r["claimed_by"] for r in sent}) >= 2
-    assert sorted(r["slot_seq"] for r in sent) == list(range(1, per_day + 1))
-    # Paced together: no ten slots' worth of time holds more than the ten sends of one
-    # paced mailbox (plus the edge, the catch-up, and those a LATE mark lets follow closer
-    # on a loaded machine); three processes pacing alone would put ~30 there.
+    # The `sending` marks' times (updated_at) are when each went on the wire: paced
+    # together, no ten slots' worth of time holds more than the ten sends of one paced
+    # mailbox (plus the edge, and those a slot's grace lets follow closer); three
+    # processes pacing alone would put ~30 there.
     spacing = MINUTE / per_minute
-    wire = sorted(r["slot_at"].timestamp() for r in sent)
-    assert over_quota(wire, 12 + int(LATE / spacing), 10 * spacing) == 0, wire
+    wire = sorted(r["updated_at"].timestamp() for r in sent)
+    assert over_quota(wire, 11 + int(SLOT_GRACE / spacing), 10 * spacing) == 0, wire
+    slots = sorted(r["slot_at"].timestamp() for r in sent)
+    assert over_quota(slots, 11, 10 * spacing) == 0, slots
 
 
 # ---------------------------------------------------------------------------- ingest, log

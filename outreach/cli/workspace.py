@@ -6,12 +6,17 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from outreach.cli.app import Context, pass_ctx
 from outreach.cli.output import err_console, out_console, print_next, print_problems
 from outreach.errors import ExitCode
+
+if TYPE_CHECKING:
+    from outreach.errors import Problem
+    from outreach.workspace.loader import Workspace
 
 
 @click.command()
@@ -70,4 +75,35 @@ def check(
         if report.rendered:
             summary += f", {report.rendered} messages rendered"
         err_console.print(f"{summary}: {errors} error(s), {warnings} warning(s)")
+        if report.workspace is not None:
+            print_limits(report.workspace, report.problems, list(campaigns))
     sys.exit(ExitCode.FAILED if errors else ExitCode.OK)
+
+
+def print_limits(ws: Workspace, problems: list[Problem], campaigns: list[str]) -> None:
+    """The limits each sender of each valid campaign gets, and the least time the campaign
+    takes at them."""
+    from outreach.deliver.pace import campaign_time, duration
+
+    broken = {p.location.file for p in problems if p.severity == "error"}
+    ids = [c for c in campaigns if c in ws.campaigns] if campaigns else list(ws.campaigns)
+    ids = [c for c in ids if ws.rel(ws.campaigns[c].path) not in broken]
+    if not ids:
+        return
+    kind = ws.settings.transport.kind
+    where = "" if kind == "smtp" else f" (they apply to SMTP; transport.kind is {kind})"
+    out_console.print(f"Limits per sender and the least time at them{where}:", highlight=False)
+    for cid in ids:
+        timed = campaign_time(ws, cid)
+        out_console.print(
+            f"  {cid}: {timed.messages} message(s) from {len(timed.senders)} sender(s), "
+            f"{duration(timed.seconds)}",
+            highlight=False,
+        )
+        for s in timed.senders:
+            out_console.print(
+                f"    {s.sender_id} <{s.address}>: {s.pace.describe()}, "
+                f"{s.messages} message(s), {duration(s.seconds)}",
+                highlight=False,
+                markup=False,
+            )

@@ -1,7 +1,7 @@
 """Who holds a lock, a lease or a claim, and whether that process is gone.
 
 A run's name in the store (``campaign_locks.owner``, ``send_workers.worker``,
-``ledger.claimed_by``, ``sender_slots.pending_worker``) says where it runs:
+``ledger.claimed_by``) says where it runs:
 ``host:pid:start:machine:random[:tag]``. ``start`` is the process's start time in clock
 ticks since boot (field 22 of ``/proc/<pid>/stat``); ``machine`` is the kernel's boot id
 and the pid namespace, so "this host" means this boot of this kernel and these pids, not
@@ -35,7 +35,6 @@ from outreach.store.schema import (
     campaign_locks,
     ledger,
     send_workers,
-    sender_slots,
 )
 
 PROC = Path("/proc")
@@ -139,10 +138,11 @@ def started_at(name: str) -> datetime | None:
 
 def lapse_gone_holders(store: Store, campaign_id: str) -> list[str]:
     """End at once every lease of ``campaign_id`` whose holder is gone (a run killed on
-    this host): the solo lock, team workers' leases, their claims and their quota
-    bookings are made to have expired a moment ago, so the usual rules (a lapsed lock is
-    taken over, lapsed claims are recovered, a lapsed booking frees its mailbox) apply
-    now instead of after the lease. Returns the names lapsed.
+    this host): the solo lock, team workers' leases and their claims are made to have
+    expired a moment ago, so the usual rules (a lapsed lock is taken over, lapsed claims
+    are recovered) apply now instead of after the lease. (Its quota slots need nothing:
+    they lapse a second after their time, see outreach.deliver.quota.) Returns the names
+    lapsed.
 
     Safe against a live holder: its process exists with its start time, so it is not
     gone; and a gone process renews nothing."""
@@ -168,12 +168,7 @@ def lapse_gone_holders(store: Store, campaign_id: str) -> list[str]:
                 ledger.c.claimed_by.isnot(None),
             )
         ).scalars()
-        bookers = conn.execute(
-            select(sender_slots.c.pending_worker)
-            .distinct()
-            .where(sender_slots.c.pending_worker.isnot(None))
-        ).scalars()
-        names = set(workers) | set(claimants) | set(bookers)
+        names = set(workers) | set(claimants)
         if lock is not None and lock.mode == SOLO:
             names.add(lock.owner)
         gone = sorted(n for n in names if is_gone(n))
@@ -193,11 +188,6 @@ def lapse_gone_holders(store: Store, campaign_id: str) -> list[str]:
                 ledger.c.claimed_by.in_(gone),
             )
             .values(lease_until=past)
-        )
-        conn.execute(
-            update(sender_slots)
-            .where(sender_slots.c.pending_worker.in_(gone))
-            .values(pending_until=past)
         )
         if lock is not None and as_utc(lock.expires_at) > past:
             solo_gone = lock.mode == SOLO and lock.owner in gone

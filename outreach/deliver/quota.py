@@ -1,48 +1,62 @@
-"""Quota slots across processes: every process sending as a mailbox books each message's
-slot in ``sender_slots`` under that sender's row lock, so no per-minute or per-day window
-is ever exceeded, whichever runs, campaigns and machines send as it (see ``QuotaSlots.book``).
+"""Quota slots across processes: a rate, not a queue.
+
+Every process sending as a mailbox books its messages' slots in ``sender_slots`` under that
+sender's row lock, several at a time and ahead of when they are used (``QuotaSlots.book``),
+so no per-minute or per-day window is ever exceeded, whichever runs, campaigns and machines
+send as it, while many messages of one mailbox are on their way at once.
+
+The rule, and why it holds. Slot times never go down with the slot's number (``slot_seq``);
+a message goes on the wire (its `sending` mark) at or after its slot's time and less than
+``SLOT_GRACE`` later (``LedgerRows.mark_sending`` refuses it otherwise: the slot has
+lapsed, and the message waits for a new one). A slot is given only at least ``window +
+SLOT_GRACE`` after the slot numbered k below it (k = the window's quota). So of any k + 1
+sends, the last went out at least ``window`` after the first: no window holds more than k.
+A number with no send (a slot given back or lapsed, an erased person) only makes the rule
+count a send that did not happen: stricter, never looser.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select, update
 
-from outreach.deliver.scheduler import DAY, MINUTE
 from outreach.store import Store, as_utc, utcnow
 from outreach.store.schema import CLAIMED, SENDING, ledger, sender_slots
+from outreach.workspace.settings import Pace
+
+MINUTE = 60.0
+DAY = 86400.0
+# How long after its time a booked slot may still be used (its message's `sending` mark):
+# render, MAIL and RCPT take milliseconds; a second covers a loaded machine. Its price is
+# that a full window waits this much longer once per quota's worth of sends (1.7% at a
+# per-minute quota that binds).
+SLOT_GRACE = 1.0
+# Slots are handed out at most this far ahead of their time: enough for a process to have
+# its next messages booked before their time comes, little enough that a crashed process's
+# unused slots hold nobody up for long.
+HORIZON = 0.5
+
+
+class SlotLost(Exception):
+    """A booked slot lapsed before its message reached DATA (``SLOT_GRACE`` passed): the
+    message must not go out now (nothing was sent; it waits for a new slot)."""
 
 
 @dataclass(frozen=True)
 class Booking:
-    """The answer of ``QuotaSlots.book``: ``granted`` now, or try again at ``retry_at``."""
+    """The answer of ``QuotaSlots.book``: the rows given a slot, in order, each with its
+    time; ``retry_at``: when to ask again for the others (None: every row has a slot)."""
 
-    granted: bool
-    retry_at: datetime
-    lost: bool = False  # the row is no longer this worker's claim
-
-
-class SlotLost(Exception):
-    """A booked quota slot expired before DATA and may have gone to another process: the
-    message must not go out now (nothing was sent; the row is handed back)."""
-
-
-# Ends a sender's pending booking: its message went on the wire (``LedgerRows.mark_sending``)
-# or never will (``QuotaSlots.unbook``).
-END_PENDING_BOOKING = (
-    update(sender_slots)
-    .where(
-        sender_slots.c.sender_id == bindparam("sender"),
-        sender_slots.c.pending_row == bindparam("row_id"),
-    )
-    .values(pending_row=None, pending_worker=None, pending_until=None)
-)
+    slots: list[tuple[int, datetime]] = field(default_factory=list)
+    retry_at: datetime | None = None
+    lost: bool = False  # a row is no longer this worker's claim (its lease lapsed)
 
 
 class QuotaSlots:
-    """Each mailbox's send slots, booked one message at a time."""
+    """Each mailbox's send slots, booked several at a time."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -51,111 +65,107 @@ class QuotaSlots:
     def book(
         self,
         sender_id: str,
-        row_id: int,
+        row_ids: Sequence[int],
         worker: str,
-        per_minute: int,
-        per_day: int,
+        pace: Pace,
         *,
-        hold_seconds: float = 120.0,
+        horizon: float = HORIZON,
         now: datetime | None = None,
     ) -> Booking:
-        """Book the next quota slot of ``sender_id`` for ``row_id``, or say when to ask again.
+        """Book the next slots of ``sender_id`` for ``row_ids`` (this worker's claims), in
+        one transaction, as far as ``horizon`` seconds ahead of ``now``.
 
         Under the sender's ``sender_slots`` row lock (FOR UPDATE; the write lock on SQLite):
 
-        * at most one booking per sender is between booking and DATA (``pending_row``), so
-          every earlier send's time on the wire is known when the next is booked (a crashed
-          holder's booking lapses after ``hold_seconds``, and ``mark_sending`` refuses a
-          lapsed booking);
-        * pacing: one slot every 60/per_minute s after the previous one;
-        * windows: the k-th latest send must be 60 s (k = per_minute) and a day
-          (k = per_day) old. Slots are numbered per sender (``slot_seq``) and their times
-          never go down, so the k-th latest is one index probe: the latest numbered at or
-          below n − k + 1. A number with no row (a slot given back, an erased person) only
-          makes the probe land on a later send: stricter, never looser.
+        * pacing: one slot every 60/per_minute s after the previous one (none when
+          ``per_minute`` is None);
+        * windows: the slot numbered k below (k = per_minute, per_day) must be ``window +
+          SLOT_GRACE`` older. Slots are numbered per sender and their times never go down,
+          so that slot is one index probe: the latest numbered at or below n − k + 1.
 
-        Every send of every campaign and process counts; granted means "send now".
-        """
+        Every slot of every campaign and process counts. A granted slot's message may go
+        on the wire from its time until ``SLOT_GRACE`` after it."""
         now = now or utcnow()
-        spacing = timedelta(seconds=MINUTE / per_minute)
-        mine = self.store.for_update(
-            select(sender_slots).where(sender_slots.c.sender_id == sender_id)
-        )
+        spacing = timedelta(seconds=MINUTE / pace.per_minute) if pace.per_minute else timedelta()
+        ahead = now + timedelta(seconds=horizon)
+        windows = [
+            (k, timedelta(seconds=w + SLOT_GRACE))
+            for k, w in ((pace.per_minute, MINUTE), (pace.per_day, DAY))
+            if k is not None
+        ]
+        slots: list[tuple[int, datetime]] = []
+        retry: datetime | None = None
+        lost = False
         with self.store.write() as conn:
-            slot = conn.execute(mine).first()
-            if slot is None:  # the sender's first booking: number on from the ledger
-                top = conn.execute(
-                    select(ledger.c.slot_seq, ledger.c.slot_at)
-                    .where(ledger.c.sender_id == sender_id, ledger.c.slot_seq.isnot(None))
-                    .order_by(ledger.c.slot_seq.desc())
-                    .limit(1)
-                ).first()
-                conn.execute(
-                    self.store.insert_ignore(sender_slots).values(
-                        sender_id=sender_id,
-                        n=top.slot_seq if top else 0,
-                        last_at=top.slot_at if top else None,
+            n, last = self._pointer(conn, sender_id)
+            for row_id in row_ids:
+                at = now if last is None else max(now, last + spacing)
+                for k, window in windows:
+                    kth = self._kth_latest(conn, sender_id, n + 1, k)
+                    if kth is not None:
+                        at = max(at, kth + window)
+                if at > ahead:
+                    retry = at - timedelta(seconds=horizon)
+                    break
+                taken = conn.execute(
+                    update(ledger)
+                    .where(
+                        ledger.c.id == row_id,
+                        ledger.c.claimed_by == worker,
+                        ledger.c.status == CLAIMED,
                     )
+                    .values(slot_seq=n + 1, slot_at=at)
+                ).rowcount
+                if not taken:
+                    lost = True
+                    break
+                n, last = n + 1, at
+                slots.append((row_id, at))
+            if slots:
+                conn.execute(
+                    update(sender_slots)
+                    .where(sender_slots.c.sender_id == sender_id)
+                    .values(n=n, last_at=last)
                 )
-                slot = conn.execute(mine).one()
-            last = None if slot.last_at is None else as_utc(slot.last_at)
-            if (
-                slot.pending_row is not None
-                and slot.pending_row != row_id
-                and slot.pending_until is not None
-                and as_utc(slot.pending_until) > now
-            ):
-                # Another process's message of this mailbox is on its way to DATA (a few
-                # milliseconds): ask again shortly, and not before the pace allows.
-                retry = now + timedelta(milliseconds=5)
-                if last is not None:
-                    retry = max(retry, last + spacing)
-                return Booking(False, retry)
-            at = now if last is None else max(now, last + spacing)
-            for k, window in ((per_minute, MINUTE), (per_day, DAY)):
-                kth = self._kth_latest(conn, sender_id, int(slot.n), k)
-                if kth is not None:
-                    at = max(at, kth + timedelta(seconds=window))
-            if at > now:
-                return Booking(False, at)
-            n = int(slot.n) + 1
-            taken = conn.execute(
-                update(ledger)
-                .where(
-                    ledger.c.id == row_id,
-                    ledger.c.claimed_by == worker,
-                    ledger.c.status == CLAIMED,
-                )
-                .values(slot_seq=n, slot_at=now)
-            ).rowcount
-            if not taken:
-                return Booking(False, now, lost=True)
-            # Late by less than a tenth of a slot: keep the even pace (no drift); later
-            # than that (idle, or held up): the pace starts again from now.
-            ideal = now if last is None else last + spacing
+        return Booking(slots, retry, lost)
+
+    def _pointer(self, conn: Connection, sender_id: str) -> tuple[int, datetime | None]:
+        """The sender's slot count and latest slot time, its row locked (made on the
+        sender's first booking, numbering on from the ledger)."""
+        mine = self.store.for_update(
+            select(sender_slots.c.n, sender_slots.c.last_at).where(
+                sender_slots.c.sender_id == sender_id
+            )
+        )
+        slot = conn.execute(mine).first()
+        if slot is None:
+            top = conn.execute(
+                select(ledger.c.slot_seq, ledger.c.slot_at)
+                .where(ledger.c.sender_id == sender_id, ledger.c.slot_seq.isnot(None))
+                .order_by(ledger.c.slot_seq.desc())
+                .limit(1)
+            ).first()
             conn.execute(
-                update(sender_slots)
-                .where(sender_slots.c.sender_id == sender_id)
-                .values(
-                    n=n,
-                    last_at=max(ideal, now - spacing / 10),
-                    pending_row=row_id,
-                    pending_worker=worker,
-                    pending_until=now + timedelta(seconds=hold_seconds),
+                self.store.insert_ignore(sender_slots).values(
+                    sender_id=sender_id,
+                    n=top.slot_seq if top else 0,
+                    last_at=top.slot_at if top else None,
                 )
             )
-        return Booking(True, now)
+            slot = conn.execute(mine).one()
+        return int(slot.n), None if slot.last_at is None else as_utc(slot.last_at)
 
     @staticmethod
     def _kth_latest(conn: Connection, sender_id: str, n: int, k: int) -> datetime | None:
-        """When the k-th latest of the sender's ``n`` numbered sends went out (or later)."""
-        if n < k:
+        """The time of slot ``n``'s k-th predecessor (or of a later slot, where numbers
+        have no row); None when there are fewer than k."""
+        if n <= k:
             return None
         value = conn.execute(
             select(ledger.c.slot_at)
             .where(
                 ledger.c.sender_id == sender_id,
-                ledger.c.slot_seq <= n - k + 1,
+                ledger.c.slot_seq <= n - k,
                 ledger.c.slot_seq.isnot(None),
             )
             .order_by(ledger.c.slot_seq.desc())
@@ -163,25 +173,34 @@ class QuotaSlots:
         ).scalar()
         return None if value is None else as_utc(value)
 
-    def unbook(self, sender_id: str, row_id: int) -> None:
-        """The booked message did not reach DATA (refused at RCPT, connection lost, render
-        error): its slot is given back and the sender is free for the next booking."""
-        with self.engine.begin() as conn:
-            # Still the sender's latest booking (it was pending, so nobody booked since):
-            # its number is given back too, and the numbering keeps no gap.
-            conn.execute(
-                update(sender_slots)
-                .where(
-                    sender_slots.c.sender_id == sender_id,
-                    sender_slots.c.pending_row == row_id,
-                    sender_slots.c.n
-                    == select(ledger.c.slot_seq).where(ledger.c.id == row_id).scalar_subquery(),
+    def unbook(self, sender_id: str, row_ids: Sequence[int]) -> None:
+        """Booked messages that did not reach DATA (refused at RCPT, connection lost, slot
+        lapsed, the run ended first): their slots are given back. The sender's latest
+        numbers are taken back too, so the numbering keeps no gap there; its pace goes on
+        from the latest slot time (a lost slot's worth at most)."""
+        if not row_ids:
+            return
+        mine = self.store.for_update(
+            select(sender_slots.c.n).where(sender_slots.c.sender_id == sender_id)
+        )
+        unsent = (
+            ledger.c.id.in_(list(row_ids)),
+            ledger.c.sender_id == sender_id,
+            ledger.c.status != SENDING,
+            ledger.c.slot_seq.isnot(None),
+        )
+        with self.store.write() as conn:
+            n = conn.execute(mine).scalar()  # the sender's lock first, as `book` takes it
+            seqs = set(conn.execute(select(ledger.c.slot_seq).where(*unsent)).scalars())
+            if not seqs:
+                return
+            conn.execute(update(ledger).where(*unsent).values(slot_seq=None, slot_at=None))
+            if n is None:
+                return
+            top = int(n)
+            while top in seqs:
+                top -= 1
+            if top != n:
+                conn.execute(
+                    update(sender_slots).where(sender_slots.c.sender_id == sender_id).values(n=top)
                 )
-                .values(n=sender_slots.c.n - 1)
-            )
-            conn.execute(END_PENDING_BOOKING, {"sender": sender_id, "row_id": row_id})
-            conn.execute(
-                update(ledger)
-                .where(ledger.c.id == row_id, ledger.c.status != SENDING)
-                .values(slot_seq=None, slot_at=None)
-            )

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
 
-from outreach.deliver.quota import END_PENDING_BOOKING, SlotLost
+from outreach.deliver.quota import SLOT_GRACE, SlotLost
 from outreach.store import Store, as_utc, utcnow
 from outreach.store.schema import (
     CLAIMABLE_ROW,
@@ -99,25 +99,23 @@ _MARK_SENDING = (
         delivered_to=bindparam("delivered_to"),
     )
 )
-# With a booked quota slot: the slot's time becomes the moment the message went on the wire.
-_MARK_SENDING_SLOT = (
+_MARK_SENDING_FENCED = _MARK_SENDING.where(
+    ledger.c.claimed_by == bindparam("worker"), ledger.c.status == CLAIMED
+)
+# With a booked quota slot: only from the slot's time until SLOT_GRACE after it (see
+# outreach.deliver.quota for why that keeps every window).
+_MARK_SENDING_SLOT = _MARK_SENDING_FENCED.where(
+    ledger.c.slot_at <= bindparam("now"), ledger.c.slot_at > bindparam("lapsed")
+)
+# A slotted mark that changed nothing: is the row still ours (the slot lapsed) or not?
+_STILL_CLAIMED = (
     update(ledger)
     .where(
         ledger.c.id == bindparam("row_id"),
         ledger.c.claimed_by == bindparam("worker"),
         ledger.c.status == CLAIMED,
     )
-    .values(
-        status=SENDING,
-        message_id=bindparam("message_id"),
-        updated_at=bindparam("now"),
-        slot_at=bindparam("now"),
-        transport=bindparam("transport"),
-        delivered_to=bindparam("delivered_to"),
-    )
-)
-_MARK_SENDING_FENCED = _MARK_SENDING.where(
-    ledger.c.claimed_by == bindparam("worker"), ledger.c.status == CLAIMED
+    .values(attempts=ledger.c.attempts)
 )
 _MARK_SENT = (
     update(ledger)
@@ -350,16 +348,23 @@ class LedgerRows:
         row_id: int,
         message_id: str,
         worker: str | None = None,
-        slot_sender: str | None = None,
+        *,
+        slotted: bool = False,
         now: datetime | None = None,
     ) -> bool:
         """Commit `sending` right before DATA. With ``worker``, only while the row is still
         this worker's claim: False means another run took it over (a lost lock), and the
         message must not go out.
 
-        With ``slot_sender`` (a booked quota slot), the same transaction ends the booking
-        and records the time on the wire; raises ``SlotLost`` when the booking expired and
-        may have gone to another process (nothing is marked: the message must wait)."""
+        ``slotted`` (a booked quota slot): only within the slot's time (see
+        ``outreach.deliver.quota``); raises ``SlotLost`` when it has lapsed (nothing is
+        marked: the message waits for a new slot)."""
+        if slotted:
+            assert worker is not None
+            (result,) = self.mark_sending_many([(row_id, message_id, True)], worker, now=now)
+            if result is None:
+                raise SlotLost()
+            return result
         params = {
             "row_id": row_id,
             "message_id": message_id,
@@ -367,50 +372,43 @@ class LedgerRows:
             "transport": self.route.transport,
             "delivered_to": self.route.delivered_to,
         }
-        if slot_sender is not None:
-            assert worker is not None
-            done = 0
-            with self._hot_transaction() as run:
-                # the slot first, then the row: the order `book` locks them in
-                freed = run(END_PENDING_BOOKING, {"sender": slot_sender, "row_id": row_id})
-                if freed:
-                    done = run(_MARK_SENDING_SLOT, {**params, "worker": worker})
-                    # not ours any more: the message stays off the wire, the slot is free
-            if not freed:
-                raise SlotLost()
-            return bool(done)
         with self._hot_transaction() as run:
             if worker is None:
-                done = run(_MARK_SENDING, params)
+                count = run(_MARK_SENDING, params)
             else:
-                done = run(_MARK_SENDING_FENCED, {**params, "worker": worker})
-        return bool(done)
+                count = run(_MARK_SENDING_FENCED, {**params, "worker": worker})
+        return bool(count)
 
     def mark_sending_many(
         self,
-        rows: Sequence[tuple[int, str]],
+        rows: Sequence[tuple[int, str, bool]],
         worker: str,
         sent_marks: list[dict[str, Any]] | None = None,
-    ) -> list[bool]:
-        """``mark_sending`` (fenced, no quota slot) for several (row, Message-ID) pairs in
-        one transaction: the connections that reach DATA at the same moment share a commit.
-        One result per row, as ``mark_sending`` gives.
+        now: datetime | None = None,
+    ) -> list[bool | None]:
+        """``mark_sending`` (fenced) for several (row, Message-ID, slotted) in one
+        transaction: the connections that reach DATA at the same moment share a commit.
+        One result per row: True marked, False no longer this worker's claim, None (a
+        slotted row) its slot has lapsed.
 
         ``sent_marks`` (from ``take_sent_marks``) are written in the same transaction
         instead of the held-back ones: a caller committing from another thread takes them
         first, in the event loop's thread, and gives them back if the commit fails."""
-        when, route = utcnow(), self.route
+        when, route = now or utcnow(), self.route
+        lapsed = when - timedelta(seconds=SLOT_GRACE)
         way = {"transport": route.transport, "delivered_to": route.delivered_to}
+        out: list[bool | None] = []
         with self._hot_transaction(sent_marks) as run:
-            return [
-                bool(
-                    run(
-                        _MARK_SENDING_FENCED,
-                        {"row_id": row_id, "message_id": mid, "now": when, "worker": worker, **way},
-                    )
-                )
-                for row_id, mid in rows
-            ]
+            for row_id, mid, slotted in rows:
+                params = {"row_id": row_id, "message_id": mid, "now": when, "worker": worker}
+                if not slotted:
+                    out.append(bool(run(_MARK_SENDING_FENCED, {**params, **way})))
+                elif run(_MARK_SENDING_SLOT, {**params, **way, "lapsed": lapsed}):
+                    out.append(True)
+                else:
+                    mine = run(_STILL_CLAIMED, {"row_id": row_id, "worker": worker})
+                    out.append(None if mine else False)
+        return out
 
     def mark_sent(self, row_id: int, reply: str) -> None:
         """Record the server's acceptance (the row keeps the Message-ID its `sending` mark

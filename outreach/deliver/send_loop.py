@@ -1,10 +1,12 @@
-"""The send loop of one run: claim rows → book a quota slot → deliver → record the outcome
+"""The send loop of one run: claim rows → book quota slots → deliver → record the outcome
 (→ back off and retry a deferred message while the retry budget lasts).
 
-Each sender (mailbox) has a queue of claimed rows; the sender whose quota frees soonest
-sends next, so senders interleave. Under quotas every message books its slot in the store
-(``QuotaSlots.book``): sends of earlier runs, other campaigns and other processes count
-against each mailbox.
+Each sender (mailbox) has a queue of claimed rows and a queue of rows with a slot; the
+message whose slot comes first goes next, so senders interleave. Under a quota (the
+sender's ``limits``, see ``Directory.pace``) slots are booked in the store several at a
+time, a little ahead of their time (``QuotaSlots.book``): sends of earlier runs, other
+campaigns and other processes count against each mailbox, and a mailbox has as many
+messages on the wire at once as there are connections.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from outreach.audience.recipients import Recipient
 from outreach.deliver.ledger import Ledger
 from outreach.deliver.quota import SlotLost
 from outreach.deliver.rows import ClaimLost, LedgerRows, Work
-from outreach.deliver.scheduler import MINUTE
 from outreach.deliver.send_options import Progress, SendOptions, SendSummary, pending_by_sender
 from outreach.deliver.sending_marks import SendingMarks
 from outreach.deliver.transports import (
@@ -38,14 +39,19 @@ from outreach.errors import CampaignLocked
 from outreach.message.prepared import PreparedCampaign
 from outreach.store import utcnow
 from outreach.workspace.loader import CampaignFile, Workspace
+from outreach.workspace.settings import Pace
+
+# Slots a sender books at most ahead of its messages on the wire, per connection: several
+# per transaction, few enough that they are used well within their time.
+AHEAD_PER_CONNECTION = 4
 
 
 class SendLoop:
     """Sends one campaign's due rows for ``owner`` (a solo run or one team worker).
 
     ``_send_all`` is the loop; each message goes through ``_claim`` (stock its sender's queue),
-    ``_book_slot`` (under quotas), ``_deliver`` and ``_record_outcome`` (``_back_off`` for
-    a deferral). The first fatal error (a lost lease, a database failure) stops the loop:
+    ``_book`` (its slot, under a quota), ``_deliver`` and ``_record_outcome`` (``_back_off``
+    for a deferral). The first fatal error (a lost lease, a database failure) stops the loop:
     messages already on their way finish, the rest of the claims are handed back."""
 
     def __init__(
@@ -87,26 +93,25 @@ class SendLoop:
         self.total = total
 
         self.throttled = transport.throttled
-        self.per_minute = settings.limits.per_sender_per_minute
-        self.per_day = settings.limits.per_sender_per_day
-        self.spacing = MINUTE / self.per_minute
+        self.paces: dict[str, Pace] = {}
         self.senders = sorted(pending)
         self.queues: dict[str, deque[Work]] = {s: deque() for s in self.senders}
+        # rows with a slot (or, unthrottled, free to go), each with when it may go
+        # (monotonic clock), in order
+        self.ready: dict[str, deque[tuple[float, Work]]] = {s: deque() for s in self.senders}
         self.exhausted: dict[str, bool] = {s: False for s in self.senders}
         batch = min(options.batch, options.team_batch) if self.team else options.batch
         self.per_sender_batch = max(10, batch // max(1, len(self.senders)))
         self.tries: Counter[int] = Counter()  # attempts of each row in this run
         # rows deferred max_attempts times in this run: left for later
         self.parked: set[int] = set()
-        self.semaphore = asyncio.Semaphore(
-            settings.transport.connections if isinstance(transport, SmtpTransport) else 1
-        )
+        connections = settings.transport.connections if isinstance(transport, SmtpTransport) else 1
+        self.semaphore = asyncio.Semaphore(connections)
+        self.ahead = AHEAD_PER_CONNECTION * connections
         self.inflight: set[asyncio.Task[None]] = set()
-        # A sender's next slot is booked only once its previous message has reached DATA
-        # (the store refuses a second booking meanwhile): `booked` spares asking. `hint`
-        # is when the store said to ask again (monotonic clock).
-        self.booked: set[str] = set()
+        # When to ask the store for a sender's next slots (monotonic clock).
         self.hint: dict[str, float] = {}
+        self.lapsed = 0  # slots that lapsed before their message reached DATA
         self.fatal: list[BaseException] = []
         self.budget_end = 0.0  # set when the loop starts: started + options.retry_budget
         self.last_refresh = 0.0
@@ -137,9 +142,9 @@ class SendLoop:
             self.progress.finish()
 
     async def _send_all(self) -> None:
-        rows, queues, senders, hint = self.rows, self.queues, self.senders, self.hint
+        rows, ready, senders = self.rows, self.ready, self.senders
         limit = self.options.limit
-        throttled, semaphore, fatal = self.throttled, self.semaphore, self.fatal
+        semaphore, fatal = self.semaphore, self.fatal
         total_claimed = 0
         self.progress.start(self.total, {s: n for s, n in self.pending.items() if n})
         while not fatal:
@@ -150,45 +155,97 @@ class SendLoop:
                 self.last_refresh = now
             room = None if limit is None or self.only is not None else limit - total_claimed
             total_claimed += self._claim(room)
-            queued = sum(len(q) for q in queues.values())
-            if queued == 0:
-                if await self._wait_for_work(room):
-                    continue
+            wake = self._book(now)
+            if fatal:
                 break
-            # The sender whose quota frees soonest goes next: senders interleave.
+            # The message whose slot comes first goes next: senders interleave.
             best_sender, best_time = "", float("inf")
             for sender in senders:
-                if queues[sender] and sender not in self.booked:
-                    t = hint.get(sender, now) if throttled else now
-                    if t < best_time:
-                        best_sender, best_time = sender, t
-            if best_time > now:
-                # Nothing may go yet: wait for a quota slot, or for a message to reach DATA.
+                line = ready[sender]
+                if line and line[0][0] < best_time:
+                    best_sender, best_time = sender, line[0][0]
+            if not best_sender:
+                if wake is None:  # nothing queued, nothing booked
+                    if await self._wait_for_work(room):
+                        continue
+                    break
+                best_time = wake
+            if best_time > now or not best_sender:
+                # Nothing may go yet: wait for a slot's time, or for the next booking.
                 rows.flush()
-                await asyncio.sleep(min(best_time - now, 0.005 if self.booked else 1.0))
+                await asyncio.sleep(min(max(0.0, min(best_time, wake or best_time) - now), 1.0))
                 continue
             await semaphore.acquire()
             if fatal:
                 semaphore.release()
                 break
-            work = queues[best_sender].popleft()
-            if throttled and not self._book_slot(best_sender, work):
-                continue  # (a lost lease ends the loop: `fatal` is set)
+            at, work = ready[best_sender].popleft()
             self.tries[work.id] += 1
-            task = asyncio.create_task(self._deliver(work, self.by_email[work.email], throttled))
+            slot = at if self.throttled and self._pace(best_sender).paced else None
+            task = asyncio.create_task(self._deliver(work, self.by_email[work.email], slot))
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
         if self.inflight:
             await asyncio.gather(*self.inflight, return_exceptions=True)
         rows.flush()
-        # Anything still queued locally goes back to `planned` for the next run.
-        for q in queues.values():
-            for work in q:
+        # Anything still queued or booked locally goes back to `planned` for the next run.
+        for sender in senders:
+            booked = [w.id for _, w in ready[sender]]
+            if booked and self.throttled and self._pace(sender).paced:
+                with contextlib.suppress(Exception):  # the database may be what failed
+                    self.ledger.quota.unbook(sender, booked)
+            for work in [*self.queues[sender], *(w for _, w in ready[sender])]:
                 rows.release(work.id, self.owner)
         if fatal:
             exc = fatal[0]
             self.summary.aborted = str(exc)
             raise exc
+
+    def _pace(self, sender: str) -> Pace:
+        pace = self.paces.get(sender)
+        if pace is None:
+            pace = self.paces[sender] = self.ws.directory.pace(self.settings.limits, sender)
+        return pace
+
+    def _book(self, now: float) -> float | None:
+        """Give queued rows their slots (unthrottled: let them go): each sender keeps up to
+        ``ahead`` rows ready. Returns when to look again for a sender that has rows but no
+        slot yet (None when no sender has rows left)."""
+        wake: float | None = None
+        for sender in self.senders:
+            queue, line = self.queues[sender], self.ready[sender]
+            if not queue:
+                if line:
+                    wake = now if wake is None else wake
+                continue
+            if not (self.throttled and self._pace(sender).paced):
+                while queue:
+                    line.append((now, queue.popleft()))
+                wake = now if wake is None else wake
+                continue
+            want = self.ahead - len(line)
+            due = self.hint.get(sender, now)
+            if want < self.ahead // 2 or due > now:
+                # enough booked, or the store said when to ask again
+                wake = due if wake is None else min(wake, due)
+                continue
+            work = [queue[i] for i in range(min(want, len(queue)))]
+            booking = self.ledger.quota.book(
+                sender, [w.id for w in work], self.owner, self._pace(sender)
+            )
+            if booking.lost:
+                self.fatal.append(self._lost_lease())
+            offset = time.monotonic() - _utc_seconds()
+            for row_id, at in booking.slots:
+                assert queue[0].id == row_id
+                line.append((at.timestamp() + offset, queue.popleft()))
+            if booking.retry_at is not None:
+                self.hint[sender] = booking.retry_at.timestamp() + offset
+            else:
+                self.hint.pop(sender, None)
+            due = self.hint.get(sender, now)
+            wake = due if wake is None else min(wake, due)
+        return wake
 
     def _look_again(self) -> None:
         for sender in self.senders:
@@ -221,6 +278,7 @@ class SendLoop:
                     if sender not in self.queues:
                         self.senders.append(sender)
                         self.queues[sender] = deque()
+                        self.ready[sender] = deque()
                 self._look_again()
                 return True
             return False
@@ -285,72 +343,41 @@ class SendLoop:
             if work.sender_id not in self.queues:
                 self.senders.append(work.sender_id)
                 self.queues[work.sender_id] = deque()
+                self.ready[work.sender_id] = deque()
                 self.exhausted[work.sender_id] = True
         self.queues[work.sender_id].append(work)
 
-    # -- book a slot ----------------------------------------------------------------------
-    def _book_slot(self, sender: str, work: Work) -> bool:
-        """Book ``work``'s quota slot; False (the semaphore released) when it may not go now:
-        the row goes back to the head of its queue, or the lease was lost (``fatal``)."""
-        booking = self.ledger.quota.book(
-            sender,
-            work.id,
-            self.owner,
-            self.per_minute,
-            self.per_day,
-            hold_seconds=self.options.lease_seconds,
-        )
-        if booking.lost:
-            self.semaphore.release()
-            self.fatal.append(self._lost_lease())
-            return False
-        if not booking.granted:
-            self.queues[sender].appendleft(work)
-            ahead = (booking.retry_at - utcnow()).total_seconds()
-            self.hint[sender] = time.monotonic() + max(0.0, ahead)
-            self.semaphore.release()
-            return False
-        self.booked.add(sender)
-        # the next slot is about one spacing away (the store has the last word)
-        self.hint[sender] = time.monotonic() + self.spacing * 0.9
-        return True
-
     # -- deliver --------------------------------------------------------------------------
-    async def _deliver(self, work: Work, recipient: Recipient, slot: bool) -> None:
-        """Render, mark `sending` right before DATA, send; then record the outcome."""
+    async def _deliver(self, work: Work, recipient: Recipient, slot: float | None) -> None:
+        """Render, mark `sending` right before DATA (within its quota slot, when it has
+        one: ``slot``, on the monotonic clock), send; then record the outcome."""
         on_wire = False
+        slotted = slot is not None
         try:
             message = self.prepared.message(recipient)
 
-            def before_data() -> None:
-                nonlocal on_wire
-                if not self.rows.mark_sending(
-                    work.id,
-                    message.composed.message_id,
-                    self.owner,
-                    slot_sender=work.sender_id if slot else None,
-                ):
-                    raise ClaimLost()
-                on_wire = True
-                self.booked.discard(work.sender_id)
-
-            async def before_data_together() -> None:
-                nonlocal on_wire
-                if not await self.marks.mark(work.id, message.composed.message_id):
-                    raise ClaimLost()
-                on_wire = True
+            async def before_data() -> None:
+                nonlocal on_wire, slot
+                while True:
+                    if slot is not None:
+                        await asyncio.sleep(max(0.0, slot - time.monotonic()))
+                    try:
+                        ok = await self.marks.mark(work.id, message.composed.message_id, slotted)
+                    except SlotLost:
+                        # MAIL and RCPT outlasted the slot (a slow server, a loaded
+                        # machine): the session waits at DATA for a new one.
+                        self.lapsed += 1
+                        slot = await self._book_again(work)
+                        continue
+                    if not ok:
+                        raise ClaimLost()
+                    on_wire = True
+                    return
 
             outcome = await self.transport.deliver(
-                message.composed,
-                self._credentials(work.sender_id),
-                before_data if slot else before_data_together,
+                message.composed, self._credentials(work.sender_id), before_data
             )
             self._record_outcome(work, recipient, outcome)
-        except SlotLost:
-            # Our booking lapsed before DATA (a long stall): nothing went out; the row
-            # goes back and is sent in a later slot.
-            with contextlib.suppress(Exception):
-                self.rows.release(work.id, self.owner)
         except ClaimLost:
             self.fatal.append(self._lost_lease())
         except BaseException as exc:
@@ -367,13 +394,24 @@ class SendLoop:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            if slot and not on_wire:  # the slot was not used: the sender is free again
+            if slotted and not on_wire:  # the slot was not used: given back
                 with contextlib.suppress(Exception):
-                    self.ledger.quota.unbook(work.sender_id, work.id)
-                self.booked.discard(work.sender_id)
-            # (on the wire, the mark was dropped then: the sender's next message may
-            # already hold a booking, and its mark must stay)
+                    self.ledger.quota.unbook(work.sender_id, [work.id])
             self.semaphore.release()
+
+    async def _book_again(self, work: Work) -> float:
+        """A new slot for a message whose slot lapsed (monotonic clock)."""
+        while True:
+            booking = self.ledger.quota.book(
+                work.sender_id, [work.id], self.owner, self._pace(work.sender_id)
+            )
+            if booking.lost:
+                raise ClaimLost()
+            offset = time.monotonic() - _utc_seconds()
+            if booking.slots:
+                return booking.slots[0][1].timestamp() + offset
+            assert booking.retry_at is not None
+            await asyncio.sleep(max(0.0, booking.retry_at.timestamp() + offset - time.monotonic()))
 
     def _credentials(self, sender_id: str) -> Credentials:
         if not isinstance(self.transport, SmtpTransport):
@@ -489,3 +527,7 @@ async def _wait_for_others(
         # of rows lingers after the others finish (a cheap query every 0.2 s).
         await asyncio.sleep(min(0.2, max(0.05, ahead)))
     return True
+
+
+def _utc_seconds() -> float:
+    return utcnow().timestamp()

@@ -1,4 +1,4 @@
-"""Group commit of the `sending` marks of messages sent without a quota slot."""
+"""Group commit of the `sending` marks of the messages a run sends."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from outreach.deliver.quota import SlotLost
 from outreach.deliver.rows import LedgerRows
 
 
 class SendingMarks:
-    """Group commit of `sending` marks (sends without a quota slot), each still committed
-    before its own message goes on the wire: the connections that reach DATA while a
-    commit is being made share the next one. The held-back `sent` marks ride along
-    (``LedgerRows.take_sent_marks``). Under a quota every message books a slot and marks alone
-    (``LedgerRows.mark_sending``).
+    """Group commit of `sending` marks, each still committed before its own message goes on
+    the wire: the connections that reach DATA while a commit is being made share the next
+    one. The held-back `sent` marks ride along (``LedgerRows.take_sent_marks``). A message
+    with a quota slot is marked only within its slot's time: its future raises
+    ``SlotLost`` when the slot has lapsed.
 
     On PostgreSQL the commit runs in a thread of its own, one at a time: it waits for the
     server's WAL flush (about a millisecond), and made in the event loop that wait stalled
@@ -26,36 +27,34 @@ class SendingMarks:
     def __init__(self, rows: LedgerRows, owner: str) -> None:
         self.rows = rows
         self.owner = owner
-        self.waiting: list[tuple[int, str, asyncio.Future[bool]]] = []
+        self.waiting: list[tuple[int, str, bool, asyncio.Future[bool]]] = []
         self.busy = False
         self.executor: ThreadPoolExecutor | None = None
         if rows.store.dialect == "postgresql":
             self.executor = ThreadPoolExecutor(1, thread_name_prefix="outreach-marks")
 
-    def mark(self, row_id: int, message_id: str) -> asyncio.Future[bool]:
+    def mark(self, row_id: int, message_id: str, slotted: bool = False) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         if not self.waiting and not self.busy:
             loop.call_soon(self._commit)
-        self.waiting.append((row_id, message_id, done))
+        self.waiting.append((row_id, message_id, slotted, done))
         return done
 
     def _commit(self) -> None:
         if self.busy or not self.waiting:
             return
         batch, self.waiting = self.waiting, []
-        pairs = [(r, m) for r, m, _ in batch]
+        pairs = [(r, m, slotted) for r, m, slotted, _ in batch]
         if self.executor is None:
             try:
                 results = self.rows.mark_sending_many(pairs, self.owner)
             except Exception as exc:  # rolled back: no message of the batch goes on the wire
-                for _, _, done in batch:
+                for *_, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 return
-            for (_, _, done), ok in zip(batch, results, strict=True):
-                if not done.done():
-                    done.set_result(ok)
+            _settle(batch, results)
             return
         sent = self.rows.take_sent_marks()
         self.busy = True
@@ -68,24 +67,34 @@ class SendingMarks:
 
     def _committed(
         self,
-        batch: list[tuple[int, str, asyncio.Future[bool]]],
+        batch: list[tuple[int, str, bool, asyncio.Future[bool]]],
         sent: list[dict[str, Any]],
-        future: asyncio.Future[list[bool]],
+        future: asyncio.Future[list[bool | None]],
     ) -> None:
         self.busy = False
         exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
         if exc is not None:  # rolled back: no message of the batch goes on the wire
             self.rows.give_back_sent_marks(sent)
-            for _, _, done in batch:
+            for *_, done in batch:
                 if not done.done():
                     done.set_exception(exc)
         else:
-            for (_, _, done), ok in zip(batch, future.result(), strict=True):
-                if not done.done():
-                    done.set_result(ok)
+            _settle(batch, future.result())
         if self.waiting:
             self._commit()
 
     def close(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
+
+
+def _settle(
+    batch: list[tuple[int, str, bool, asyncio.Future[bool]]], results: list[bool | None]
+) -> None:
+    for (*_, done), ok in zip(batch, results, strict=True):
+        if done.done():
+            continue
+        if ok is None:
+            done.set_exception(SlotLost())
+        else:
+            done.set_result(ok)

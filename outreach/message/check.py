@@ -21,6 +21,7 @@ class CheckReport:
     experts: int = 0
     campaigns: int = 0
     rendered: int = 0
+    workspace: Workspace | None = None  # what was checked (for the limits `check` prints)
 
     @property
     def ok(self) -> bool:
@@ -45,6 +46,7 @@ def run_check(
         liaisons=len(ws.directory.liaisons),
         experts=len(ws.directory.experts),
         campaigns=len(campaigns) if campaigns else len(ws.campaigns),
+        workspace=ws,
     )
     if render:
         from outreach.message.prepared import render_problems

@@ -76,12 +76,12 @@ send_workers = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
-# A mailbox's quota, shared by every process that sends as it (revision 0002). A slot is
+# A mailbox's quota, shared by every process that sends as it (revision 0002). Slots are
 # booked under this row's lock (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on SQLite): `n`
-# numbers the bookings (ledger.slot_seq), `last_at` is the pacing pointer, and at most one
-# booking per sender is between its booking and DATA (`pending_row`, until
-# `pending_until`), so every earlier send's time on the wire is known when the next is
-# booked and no window of 60 s (or a day) ever holds more than the quota.
+# numbers them (ledger.slot_seq), `last_at` is the latest slot's time (the pacing
+# pointer); see outreach/deliver/quota.py for the rule. The `pending_*` columns held the
+# one booking per sender allowed between booking and DATA before slots became a rate
+# (issue 17); nothing writes them now.
 sender_slots = Table(
     "sender_slots",
     metadata,

@@ -41,6 +41,7 @@ from outreach.workspace.validation import (
     check_approval,
     check_campaign,
     check_directory,
+    check_limits,
     check_settings,
     check_templates,
 )
@@ -193,6 +194,7 @@ def load_workspace(
         raise SettingsInvalid(problems)
     directory, more = load_directory(root, settings, check_deliverability)
     problems += more + check_approval(settings, settings_doc, directory)
+    problems += check_limits(settings, settings_doc, directory)
     campaigns, more = load_campaigns(root, settings)
     problems += more + check_templates(root, settings)
     ws = Workspace(root, settings, directory, campaigns, problems, settings_doc)

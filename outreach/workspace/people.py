@@ -20,7 +20,14 @@ from pydantic import (
 )
 
 from outreach.errors import Problem
-from outreach.workspace.settings import LocalText, StrictModel, header_text
+from outreach.workspace.settings import (
+    Limits,
+    LocalText,
+    Pace,
+    SenderLimits,
+    StrictModel,
+    header_text,
+)
 from outreach.workspace.yamlio import YamlDoc
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -177,6 +184,7 @@ class Liaison(Person):
     capacity: int | None = Field(None, ge=1)
     smtp: SmtpCredentials | None = None
     active: bool = True
+    limits: SenderLimits | None = None  # over outreach.yaml's (see Limits.pace)
 
 
 class Expert(Person):
@@ -228,6 +236,12 @@ class Directory:
     service: ServiceIdentity
     liaison_docs: YamlDoc | None = None
     expert_docs: YamlDoc | None = None
+
+    def pace(self, limits: Limits, sender_id: str) -> Pace:
+        """The quota of ``sender_id`` (a liaison's id, or ``service``): outreach.yaml's
+        ``limits``, then the liaison's own ``limits:`` in liaisons.yaml."""
+        liaison = self.liaisons.get(sender_id)
+        return limits.pace(sender_id, liaison.limits if liaison else None)
 
 
 # --------------------------------------------------------------------- a row as a researcher

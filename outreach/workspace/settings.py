@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -197,9 +198,67 @@ class TransportSettings(StrictModel):
         )
 
 
+@dataclass(frozen=True)
+class Pace:
+    """The quota one sender (mailbox) gets: at most ``per_minute`` messages in any 60 s and
+    ``per_day`` in any 24 h; None lifts that bound (a relay that needs no pacing)."""
+
+    per_minute: int | None
+    per_day: int | None
+
+    @property
+    def paced(self) -> bool:
+        return self.per_minute is not None or self.per_day is not None
+
+    def describe(self) -> str:
+        if not self.paced:
+            return "no limit"
+        minute = "no pacing" if self.per_minute is None else f"{self.per_minute:,}/minute"
+        day = "no daily cap" if self.per_day is None else f"{self.per_day:,}/day"
+        return f"{minute}, {day}"
+
+
+_PER_MINUTE = "messages one sender may send in any 60 seconds; null: no pacing (a relay)"
+_PER_DAY = "messages one sender may send in any 24 hours; null: no daily cap"
+
+
+class SenderLimits(StrictModel):
+    """A sender's own limits (``limits.service``, ``limits.liaisons.<id>``, or ``limits:`` on
+    a liaison in people/liaisons.yaml): a key written here replaces the default, a key left
+    out keeps it, ``null`` lifts that bound."""
+
+    per_sender_per_minute: int | None = Field(None, ge=1, description=_PER_MINUTE)
+    per_sender_per_day: int | None = Field(None, ge=1, description=_PER_DAY)
+
+    def over(self, base: Pace) -> Pace:
+        """``base`` with the keys written here put in its place."""
+        written = self.model_fields_set
+        return Pace(
+            self.per_sender_per_minute if "per_sender_per_minute" in written else base.per_minute,
+            self.per_sender_per_day if "per_sender_per_day" in written else base.per_day,
+        )
+
+
 class Limits(StrictModel):
-    per_sender_per_minute: int = Field(30, ge=1)
-    per_sender_per_day: int = Field(10000, ge=1)
+    per_sender_per_minute: int | None = Field(30, ge=1, description=_PER_MINUTE)
+    per_sender_per_day: int | None = Field(10000, ge=1, description=_PER_DAY)
+    service: SenderLimits | None = Field(
+        None, description="the service address's own limits (over the defaults above)"
+    )
+    liaisons: dict[str, SenderLimits] = Field(
+        {}, description="limits of single liaisons, by liaison id (over the defaults above)"
+    )
+
+    def pace(self, sender_id: str, own: SenderLimits | None = None) -> Pace:
+        """What ``sender_id`` (a liaison's id, or ``service``) gets: the defaults, then
+        ``service`` or ``liaisons.<id>`` here, then ``own`` (the liaison's ``limits:`` in
+        people/liaisons.yaml); each replaces only the keys it writes."""
+        pace = Pace(self.per_sender_per_minute, self.per_sender_per_day)
+        extra = self.service if sender_id == "service" else self.liaisons.get(sender_id)
+        for layer in (extra, own):
+            if layer is not None:
+                pace = layer.over(pace)
+        return pace
 
 
 class Tracking(StrictModel):

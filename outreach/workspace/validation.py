@@ -53,6 +53,20 @@ def check_settings(root: Path, settings: Settings, doc: YamlDoc) -> list[Problem
     return problems
 
 
+def check_limits(settings: Settings, doc: YamlDoc | None, d: Directory) -> list[Problem]:
+    """``limits.liaisons`` names liaisons of people/liaisons.yaml."""
+    where = doc.where if doc is not None else None
+    return [
+        Problem(
+            f"limits for `{lid}`, who is not a liaison",
+            where(("limits", "liaisons", lid)) if where else Location("outreach.yaml"),
+            f"known liaisons: {', '.join(sorted(d.liaisons)) or 'none'}",
+        )
+        for lid in settings.limits.liaisons
+        if lid not in d.liaisons
+    ]
+
+
 _ALLOW_HINT = "or name the folder it is in under `allowed_paths:` in outreach.yaml"
 
 
@@ -455,6 +469,7 @@ def _introductions_reaching_nobody(
 __all__ = [
     "check_campaign",
     "check_directory",
+    "check_limits",
     "check_settings",
     "check_templates",
     "photo_problems",
