@@ -813,7 +813,9 @@ def test_a_run_that_lost_its_lock_sends_nothing_it_no_longer_owns(
     smtp_server: SMTPTestServer,
     store_url: str | None,
 ) -> None:
-    smtp_server.slow(0.03)
+    # Slow enough that the run is surely still sending when the thief strikes: with
+    # several messages of the mailbox on the wire at once, 0.03 s left it a second or two.
+    smtp_server.slow(0.08)
     root, cid = pharmacy_over_smtp(tmp_path, smtp_server, store_url, "stolen")
     expected = audience(root, cid)
     outcome: list[BaseException | SendSummary] = []

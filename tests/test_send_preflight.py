@@ -82,7 +82,8 @@ def _assert_preflight(text: str, server: SMTPTestServer, n: int, held: int) -> N
     arms = next(ln for ln in text.splitlines() if ln.strip().startswith("arms:"))
     assert "liaison" in arms and "service" in arms, arms
     schedule = next(ln for ln in text.splitlines() if ln.strip().startswith("schedule:"))
-    assert "no schedule" in schedule and "a minute per sender" in schedule, schedule
+    assert "no schedule" in schedule and "at the senders' limits " in schedule, schedule
+    assert "/minute" in schedule, schedule
 
 
 def test_the_confirmation_names_server_count_senders_arms_and_schedule(

@@ -5,11 +5,11 @@ the dry run prints the same counts, from the same ``SendPlan``."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
+from outreach.deliver.pace import duration, least_time
 from outreach.deliver.plan import OVER_LIMIT, SendPlan
 from outreach.store import utcnow
 from outreach.workspace.campaign import Campaign
@@ -39,23 +39,19 @@ def sender_text(ws: Workspace, per_sender: Counter[str]) -> str:
 def schedule_text(
     campaign: Campaign, now_flag: bool, per_sender: Counter[str], ws: Workspace
 ) -> str:
-    """When the messages go: the campaign's schedule, and how long the senders' quotas
-    make the run (the busiest sender sets it)."""
+    """When the messages go: the campaign's schedule, and how long the senders' limits
+    make the run (the slowest sender sets it; see ``outreach.deliver.pace``)."""
     when = _when(campaign.schedule, now_flag, utcnow())
-    busiest = max(per_sender.values(), default=0)
-    limits = ws.settings.limits
-    if busiest <= limits.per_sender_per_day:
-        minutes = math.ceil(busiest / limits.per_sender_per_minute) if busiest else 0
-        pace = (
-            f"at most {limits.per_sender_per_minute} a minute per sender: about {minutes} minute(s)"
-        )
-    else:
-        days = math.ceil(busiest / limits.per_sender_per_day)
-        pace = (
-            f"at most {limits.per_sender_per_day} a day per sender: the rest waits, "
-            f"about {days} day(s) of runs"
-        )
-    return f"{when}; {pace}"
+    slowest, seconds = "", 0.0
+    for sender, n in sorted(per_sender.items()):
+        took = least_time(n, ws.directory.pace(ws.settings.limits, sender))
+        if took > seconds:
+            slowest, seconds = sender, took
+    if not slowest:
+        return f"{when}; no sender's limits hold it up"
+    pace = ws.directory.pace(ws.settings.limits, slowest).describe()
+    length = f"about {duration(seconds)}" if seconds >= 1 else duration(seconds)
+    return f"{when}; at the senders' limits {length} ({slowest}: {pace})"
 
 
 def _when(schedule: datetime | None, now_flag: bool, now: datetime) -> str:

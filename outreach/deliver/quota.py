@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, case, select, update
 
 from outreach.store import Store, as_utc, utcnow
 from outreach.store.schema import CLAIMED, SENDING, ledger, sender_slots
@@ -38,6 +38,10 @@ SLOT_GRACE = 1.0
 # its next messages booked before their time comes, little enough that a crashed process's
 # unused slots hold nobody up for long.
 HORIZON = 0.5
+
+
+class _Lost(Exception):
+    """A row of a booking is no longer the worker's claim: the booking is rolled back."""
 
 
 class SlotLost(Exception):
@@ -81,53 +85,80 @@ class QuotaSlots:
           ``per_minute`` is None);
         * windows: the slot numbered k below (k = per_minute, per_day) must be ``window +
           SLOT_GRACE`` older. Slots are numbered per sender and their times never go down,
-          so that slot is one index probe: the latest numbered at or below n − k + 1.
+          so that slot is one index probe (the latest numbered at or below), or one of
+          this booking's.
 
         Every slot of every campaign and process counts. A granted slot's message may go
         on the wire from its time until ``SLOT_GRACE`` after it."""
         now = now or utcnow()
         spacing = timedelta(seconds=MINUTE / pace.per_minute) if pace.per_minute else timedelta()
-        ahead = now + timedelta(seconds=horizon)
         windows = [
             (k, timedelta(seconds=w + SLOT_GRACE))
             for k, w in ((pace.per_minute, MINUTE), (pace.per_day, DAY))
             if k is not None
         ]
+        try:
+            return self._book(sender_id, row_ids, worker, spacing, windows, now, horizon)
+        except _Lost:  # rolled back: nothing of it was booked
+            return Booking([], None, lost=True)
+
+    def _book(
+        self,
+        sender_id: str,
+        row_ids: Sequence[int],
+        worker: str,
+        spacing: timedelta,
+        windows: list[tuple[int, timedelta]],
+        now: datetime,
+        horizon: float,
+    ) -> Booking:
+        ahead = now + timedelta(seconds=horizon)
         slots: list[tuple[int, datetime]] = []
         retry: datetime | None = None
-        lost = False
         with self.store.write() as conn:
-            n, last = self._pointer(conn, sender_id)
+            first, last = self._pointer(conn, sender_id)
             for row_id in row_ids:
+                m = first + len(slots) + 1  # this slot's number
                 at = now if last is None else max(now, last + spacing)
                 for k, window in windows:
-                    kth = self._kth_latest(conn, sender_id, n + 1, k)
+                    if m - k > first:  # a slot of this booking
+                        at = max(at, slots[m - k - first - 1][1] + window)
+                        continue
+                    kth = self._kth_latest(conn, sender_id, m, k)
                     if kth is not None:
                         at = max(at, kth + window)
                 if at > ahead:
                     retry = at - timedelta(seconds=horizon)
                     break
-                taken = conn.execute(
-                    update(ledger)
-                    .where(
-                        ledger.c.id == row_id,
-                        ledger.c.claimed_by == worker,
-                        ledger.c.status == CLAIMED,
-                    )
-                    .values(slot_seq=n + 1, slot_at=at)
-                ).rowcount
-                if not taken:
-                    lost = True
-                    break
-                n, last = n + 1, at
                 slots.append((row_id, at))
-            if slots:
-                conn.execute(
-                    update(sender_slots)
-                    .where(sender_slots.c.sender_id == sender_id)
-                    .values(n=n, last_at=last)
+                last = at
+            if not slots:
+                return Booking([], retry)
+            # One statement for the whole booking; every row must still be this worker's
+            # claim, else nothing of it is booked.
+            ids = [row_id for row_id, _ in slots]
+            taken = conn.execute(
+                update(ledger)
+                .where(
+                    ledger.c.id.in_(ids),
+                    ledger.c.claimed_by == worker,
+                    ledger.c.status == CLAIMED,
                 )
-        return Booking(slots, retry, lost)
+                .values(
+                    slot_seq=case(
+                        {row_id: first + i + 1 for i, row_id in enumerate(ids)}, value=ledger.c.id
+                    ),
+                    slot_at=case(dict(slots), value=ledger.c.id),
+                )
+            ).rowcount
+            if taken != len(slots):
+                raise _Lost()
+            conn.execute(
+                update(sender_slots)
+                .where(sender_slots.c.sender_id == sender_id)
+                .values(n=first + len(slots), last_at=last)
+            )
+        return Booking(slots, retry)
 
     def _pointer(self, conn: Connection, sender_id: str) -> tuple[int, datetime | None]:
         """The sender's slot count and latest slot time, its row locked (made on the

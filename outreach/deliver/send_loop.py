@@ -43,7 +43,7 @@ from outreach.workspace.settings import Pace
 
 # Slots a sender books at most ahead of its messages on the wire, per connection: several
 # per transaction, few enough that they are used well within their time.
-AHEAD_PER_CONNECTION = 4
+AHEAD_PER_CONNECTION = 8
 
 
 class SendLoop:
