@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {c: statistics.median(mailbox[c]) for c in settings}
     for c in settings:
         print(f"| {c} | {med[c]:.1f} | {statistics.median(whole[c]):.1f} |")
+    for c in settings:
         print(f"RESULT latency_connections{c}_msgs_per_s={med[c]:.1f}")
     lo, hi = min(settings), max(settings)
     if med[lo]:

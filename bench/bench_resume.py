@@ -94,19 +94,21 @@ def main(argv: list[str] | None = None) -> int:
                 killed_at = time.monotonic()
                 before = server.count()
                 refused = 0
+                rerun = subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+                )
                 while True:
-                    rerun = subprocess.Popen(
-                        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-                    )
                     try:
-                        first = server.wait_for(before + 1, timeout=2)
+                        first = server.wait_for(before + 1, timeout=0.2)
                         break
                     except TimeoutError:
-                        if rerun.poll() is None:  # still starting (a loaded machine)
-                            first = server.wait_for(before + 1, timeout=300)
-                            break
+                        if rerun.poll() is None:
+                            continue  # still starting (a loaded machine) or sending
                         refused += 1  # refused: the lock is held; retry, as cron would
                         time.sleep(0.5)
+                        rerun = subprocess.Popen(
+                            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+                        )
                 out, err = rerun.communicate(timeout=600)
                 resumed.append(first - killed_at)
                 got = Counter(rcpt for _, _, rcpt in server.arrivals[start:])
