@@ -216,3 +216,22 @@ def test_a_render_error_in_one_language_stops_the_send_before_any_message(
     assert not sent_emails(root)
     outbox = root / "outbox"
     assert not outbox.exists() or not [p for p in outbox.rglob("*") if p.is_file()]
+
+
+def test_a_team_under_limit_sends_what_its_dry_run_said(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    """`--workers 3 --limit N`: the workers share the rows the coordinator's plan chose,
+    so the per-sender split is the dry run's (not whatever their claims happened to be)."""
+    root = make_ws(tmp_path / "ws", store_url)
+    add_campaign(root, CID, include=PHARMACY, sender="split", split={"seed": 15})
+    for n in ("9", "3"):
+        before = sent_emails(root)
+        dry = cli(root, "send", CID, "--dry-run", "--workers", "3", "--limit", n)
+        real = cli(root, "send", CID, "--workers", "3", "--limit", n)
+        assert dry.code == real.code == 0, f"{dry}\n{real}"
+        would = {s: c["would_send"] for s, c in table(dry).items()}
+        sent = {s: c["sent"] for s, c in table(real).items() if c.get("sent")}
+        assert would == sent, f"{dry}\n{real}"
+        assert per_arm(dry) == per_arm(real)
+        assert len(sent_emails(root) - before) == int(n)

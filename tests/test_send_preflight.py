@@ -19,6 +19,7 @@ from servers.smtp import SMTPTestServer
 from sqlalchemy import func, select
 from store_helpers import add_campaign, make_ws, smtp_settings
 
+from outreach.audience.recipients import Recipient
 from outreach.message.tokens import message_token
 from outreach.store import open_store
 from outreach.store.schema import ledger, suppressions
@@ -133,27 +134,46 @@ def test_a_scheduled_campaign_sent_early_says_so(
 # ---------------------------------------------------------------------------- --test-to
 
 
+INTRODUCING = "two-introductions"
+
+
+def _introducing(root: Path) -> None:
+    """Pharmacy and Science: Mikko introduced to everyone, Sofia to Pharmacy only."""
+    add_campaign(root, INTRODUCING, include={"faculty": ["Pharmacy", "Science"]})
+    path = root / "campaigns" / f"{INTRODUCING}.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        + "introduce:\n"
+        + "  - {expert: mikko}\n"
+        + "  - {expert: sofia, audience: {include: {faculty: [Pharmacy]}}}\n",
+        encoding="utf-8",
+    )
+
+
 def _combinations(root: Path, campaign: str) -> set[tuple[str, str, str, str]]:
+    """Liaison × language × arm × who is introduced, worked out here from the people."""
     from outreach.message.prepared import PreparedCampaign
 
     ws = load_workspace(explicit=root, only_campaigns=[campaign])
     prepared = PreparedCampaign(ws, ws.campaign(campaign), create_secret=False)
+
+    def introduced(r: Recipient) -> str:
+        if campaign == INTRODUCING:
+            return "mikko+sofia" if r.researcher.faculty == "Pharmacy" else "mikko"
+        return "mikko" if campaign == "rdm-launch-2026" else "-"
+
     return {
-        (
-            r.liaison.id if r.liaison else "-",
-            r.lang,
-            r.arm,
-            r.introduces.id if r.introduces else "-",
-        )
+        (r.liaison.id if r.liaison else "-", r.lang, r.arm, introduced(r))
         for r in prepared.recipients
     }
 
 
-@pytest.mark.parametrize("campaign", [CID, "rdm-launch-2026"])
+@pytest.mark.parametrize("campaign", [CID, "rdm-launch-2026", INTRODUCING])
 def test_test_to_sends_one_marked_sample_per_combination_and_records_nothing(
     tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None, campaign: str
 ) -> None:
     root = _smtp_ws(tmp_path, smtp_server, store_url)
+    _introducing(root)
     expected = _combinations(root, campaign)
     run = cli(root, "send", campaign, "--test-to", ME)
     assert run.code == 0, run

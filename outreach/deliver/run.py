@@ -173,13 +173,12 @@ def plan_this_run(
     """The prepared ledger's rows this run sends (``plan.decide``, as the dry run asks
     it); rows whose recipient left the audience are skipped now, saying why, and rows
     whose sender changed follow the new one, before anything is claimed."""
-    plan = decide(
-        recipients,
-        (),
-        ledger_entries(store, campaign_id),
-        rules_for(ws, options, rehearsal),
-        utcnow(),
-    )
+    rules = rules_for(ws, options, rehearsal)
+    if options.rows is not None:  # the coordinator's choice, shared by the team
+        rules = replace(rules, limit=None)
+    plan = decide(recipients, (), ledger_entries(store, campaign_id), rules, utcnow())
+    if options.rows is not None:
+        plan.mail = [m for m in plan.mail if m.row_id in options.rows]
     for entry in plan.left_audience:
         ledger.rows.mark_skipped(entry.id, "no longer in the campaign's audience")
     for entry, recipient in plan.reassigned:
@@ -189,13 +188,21 @@ def plan_this_run(
     return plan
 
 
+def _chosen_rows(options: SendOptions, plan: SendPlan) -> set[int] | None:
+    if options.rows is not None:
+        return set(options.rows)
+    if options.limit is not None and not options.team:
+        return plan.row_ids
+    return None
+
+
 def refuse_render_errors(prepared: PreparedCampaign, plan: SendPlan, every: bool) -> None:
     """Render before the first message goes out: one message of each combination of
     liaison × language × arm × introduction a run sends (``every``: each message, as the
     dry run does); any error stops the run here, all of them listed."""
     by_email = {r.email: r for r in prepared.recipients}
     going = [by_email[m.email] for m in plan.mail if m.email in by_email]
-    chosen = going if every else list(combinations(going).values())
+    chosen = going if every else list(combinations(going, prepared.campaign).values())
     _count, problems = render_each(prepared, chosen)
     if problems:
         raise ValidationFailed(problems)
@@ -281,9 +288,9 @@ def send_campaign(
                     progress,
                     dict(pending),
                     prepared=prepared,
-                    # Alone under --limit, exactly the rows the plan chose (a team's
-                    # workers share the limit as they claim).
-                    only=plan.row_ids if options.limit is not None and not options.team else None,
+                    # Under --limit, exactly the rows the plan chose (a team: those of
+                    # the coordinator's plan).
+                    only=_chosen_rows(options, plan),
                 )
                 asyncio.run(loop.run())
         finally:

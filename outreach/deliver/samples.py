@@ -79,7 +79,7 @@ def send_samples(
     finally:
         if store is not None:
             store.close()
-    chosen = list(combinations(recipients).values())
+    chosen = list(combinations(recipients, cf.campaign).values())
     result = SampleResult(to, kind, "", combinations=len(chosen))
     if sample is not None:
         chosen = chosen[:sample]
@@ -116,7 +116,7 @@ async def _send(
         for recipient, composed in messages:
             creds = _credentials(ws, transport, recipient.sender_id)
             outcome = await transport.deliver(composed, creds, _nothing_to_mark)
-            key = combination(recipient)
+            key = combination(recipient, prepared.campaign)
             if outcome.status == SENT:
                 result.sent.append(key)
             else:

@@ -16,6 +16,9 @@ from outreach.deliver.transports import DEFERRED, FAILED, UNCERTAIN
 class SendOptions:
     transport: str | None = None  # overrides transport.kind ("dry-run": a dry run)
     dry_run: bool = False  # say what the run of ``transport`` would send, send nothing
+    # The rows a --limit run sends, chosen once (``plan.decide``); a team's workers share
+    # the set of their coordinator's plan, so the team sends what its dry run said.
+    rows: frozenset[int] | None = None
     limit: int | None = None
     resend_uncertain: bool = False
     force: bool = False

@@ -88,6 +88,8 @@ def send_with_workers(
         recipients = prepare_ledger(ws, cf, store, ledger, summary, options)
         plan = plan_this_run(ws, campaign.id, store, ledger, recipients, options, summary.rehearsal)
         summary.plan = plan
+        if options.limit is not None:  # the workers send exactly the rows chosen here
+            options = replace(options, rows=frozenset(plan.row_ids))
         pending = plan.per_sender
         summary.preflight = {"sender": pending, "arm": plan.per_arm}
         if pending:
@@ -216,6 +218,7 @@ def _team_worker(
     mine = replace(options, worker=holder_name(label.rsplit(":", 1)[-1])) if own_name else options
     try:
         summary = send_campaign(ws, campaign_id, mine, recipients=recipients)
+        summary.plan = None  # the parent has its own; the queue need not carry every row
         results.put((options.worker, "ok", summary))
     except OutreachError as exc:
         results.put(

@@ -14,6 +14,7 @@ from outreach.audience.recipients import Recipient, plan_recipients
 from outreach.errors import Location, OutreachError, Problem, ValidationFailed
 from outreach.message.compose import Composed, Composer, PhotoCache
 from outreach.message.dkim import signer_from_settings
+from outreach.message.letter import Introductions
 from outreach.message.render import Links, Rendered, Renderer
 from outreach.message.tokens import message_token
 from outreach.workspace.campaign import Campaign
@@ -128,22 +129,33 @@ class PreparedCampaign:
 Combination = tuple[str, str, str, str]
 
 
-def combination(r: Recipient) -> Combination:
+def combination(
+    r: Recipient, campaign: Campaign, chooser: Introductions | None = None
+) -> Combination:
     """What makes a message differ in its template: liaison × language × arm ×
-    introduction (the expert or, in a handover, the new liaison introduced)."""
+    introduction (the experts introduced to this reader, or in a handover the new
+    liaison)."""
+    chooser = chooser or Introductions()
+    intros = campaign.introductions()
+    introduced = [intros[n].expert for n in chooser.of(campaign, r.researcher)]
+    if r.introduces is not None:
+        introduced.insert(0, r.introduces.id)
     return (
         r.liaison.id if r.liaison else "-",
         r.lang,
         r.arm,
-        r.introduces.id if r.introduces else "-",
+        "+".join(introduced) or "-",
     )
 
 
-def combinations(recipients: Iterable[Recipient]) -> dict[Combination, Recipient]:
+def combinations(
+    recipients: Iterable[Recipient], campaign: Campaign
+) -> dict[Combination, Recipient]:
     """The first recipient of each combination, in the recipients' order."""
+    chooser = Introductions()
     seen: dict[Combination, Recipient] = {}
     for r in recipients:
-        seen.setdefault(combination(r), r)
+        seen.setdefault(combination(r, campaign, chooser), r)
     return seen
 
 
