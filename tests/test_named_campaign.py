@@ -20,6 +20,7 @@ COMMANDS = [
     ["preview", CAMPAIGN],
     ["status", CAMPAIGN],
     ["report", "--campaign", CAMPAIGN],
+    ["responses", "assign", "1", CAMPAIGN],
 ]
 
 

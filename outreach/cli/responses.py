@@ -86,7 +86,7 @@ def responses_assign(obj: Context, response_id: int, campaign: str) -> None:
     ws = obj.load(only_campaigns=[])
     store = open_store(ws.database_url())
     try:
-        cid = resolve_campaign(campaign, ws.campaigns, sent_campaigns(store))
+        cid = resolve_campaign(campaign, ws.campaigns, sent_campaigns(store), ws.root, ws.problems)
         done = assign(store, response_id, cid)
     finally:
         store.close()
