@@ -31,6 +31,10 @@ from outreach.message.sandbox import MAX_VALUE, MAX_WRITTEN
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN = REPO / "outreach" / "templates"
 CAMPAIGN = "rdm-launch-2026"
+EN_SUBJECT = (
+    'en: "{% if researcher.first_name %}{{ researcher.first_name }}, a new research data '
+    'service{% else %}A new research data service{% endif %}"'
+)
 CAMPAIGN_FILE = f"campaigns/{CAMPAIGN}.yaml"
 MEMORY_CAP = 1 << 30  # `check` of the example workspace needs well under 800 MB
 FEW = settings(max_examples=6, phases=[Phase.explicit, Phase.generate])  # each runs the CLI
@@ -111,7 +115,7 @@ def test_a_template_that_builds_too_much_is_a_located_error(
     if place == "subject":
         line = edit(
             root / CAMPAIGN_FILE,
-            'en: "{{ researcher.first_name }}, a new research data service"',
+            EN_SUBJECT,
             f'en: "{expression.replace(chr(34), chr(39))}"',
         )
         file = CAMPAIGN_FILE
@@ -136,7 +140,7 @@ def test_ordinary_arithmetic_and_text_still_work(tmp_path: Path) -> None:
     root = workspace(tmp_path)
     edit(
         root / CAMPAIGN_FILE,
-        'en: "{{ researcher.first_name }}, a new research data service"',
+        EN_SUBJECT,
         "en: \"{{ researcher.first_name }} {{ '=' * 3 }} {{ [1, 2] + [3] }} {{ '%05d' % 42 }} "
         "{{ '{:,}'.format(1234567) }} {{ 2 ** 10 }} {{ 'a' ~ 'b' }} {{ 'ab'|center(6) }}\"",
     )

@@ -723,7 +723,11 @@ def test_corrupt_photo(ws_root: Path) -> None:
 def test_language_without_subject(ws_root: Path) -> None:
     path = ws_root / "campaigns" / "familiar-faces-2027.yaml"
     text = path.read_text(encoding="utf-8")
-    sv = '  sv: "{{ researcher.first_name }}, välkommen till vår klinik för datahantering"\n'
+    sv = (
+        '  sv: "{% if researcher.first_name %}{{ researcher.first_name }}, välkommen till vår '
+        "klinik för datahantering{% else %}Välkommen till vår klinik för datahantering"
+        '{% endif %}"\n'
+    )
     assert sv in text
     path.write_text(text.replace(sv, ""), encoding="utf-8")
     line = yaml_line(path, "subject:")
@@ -741,7 +745,10 @@ def test_empty_subject_in_one_language(ws_root: Path) -> None:
     p = prepared(load(ws_root), "familiar-faces-2027")
     swedish = next(r.email for r in p.recipients if r.lang == "sv")
     text = path.read_text(encoding="utf-8")
-    old = '  sv: "{{ researcher.first_name }}, välkommen till vår klinik för datahantering"'
+    old = (
+        '  sv: "{% if researcher.first_name %}{{ researcher.first_name }}, välkommen till vår '
+        'klinik för datahantering{% else %}Välkommen till vår klinik för datahantering{% endif %}"'
+    )
     path.write_text(text.replace(old, "  sv: \"{{ '' }}  \""), encoding="utf-8")
     line = yaml_line(path, "  sv: \"{{ '' }}")
     assert_refused(

@@ -41,7 +41,10 @@ def init(directory: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON lines.")
 @click.option("--no-render", is_flag=True, help="Skip rendering every recipient.")
 @click.option(
-    "--verbose", "-v", is_flag=True, help="Under a warning about many rows, list each row."
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Under a warning about many rows, list each row; under a note, each reader it counts.",
 )
 @pass_ctx
 def check(
@@ -60,12 +63,15 @@ def check(
         campaigns=list(campaigns),
         check_deliverability=check_deliverability,
         render=not no_render,
+        verbose=verbose,
     )
     errors = sum(p.severity == "error" for p in report.problems)
     if as_json:
         for p in report.problems:
             click.echo(json.dumps(p.as_dict(), ensure_ascii=False))
     else:
+        for note in report.notes:
+            err_console.print(note)
         print_problems(report.problems, verbose)
         warnings = len(report.problems) - errors
         summary = (

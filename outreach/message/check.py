@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from outreach.errors import Location, Problem
+from outreach.message.greetings import campaign_sources, greeting_problems
 from outreach.message.headers import wire_address
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ class CheckReport:
     campaigns: int = 0
     rendered: int = 0
     workspace: Workspace | None = None  # what was checked (for the limits `check` prints)
+    notes: list[str] = field(default_factory=list)  # what check read and decided: printed
 
     @property
     def ok(self) -> bool:
@@ -34,6 +36,7 @@ def run_check(
     check_deliverability: bool = False,
     render: bool = True,
     start: Path | None = None,
+    verbose: bool = False,
 ) -> CheckReport:
     from outreach.workspace.loader import load_workspace
 
@@ -48,13 +51,26 @@ def run_check(
         campaigns=len(campaigns) if campaigns else len(ws.campaigns),
         workspace=ws,
     )
+    sheet = ws.directory.sheet
+    if sheet is not None and sheet.describe():
+        report.notes.append(f"{people_file(ws)}: {sheet.describe()}")
+    if campaigns:
+        ids = [c for c in (_loaded(ws, name) for name in campaigns) if c is not None]
+    else:
+        ids = list(ws.campaigns)
+    for cid in ids:
+        cf = ws.campaigns[cid]
+        campaign = cf.campaign
+        report.problems += greeting_problems(
+            campaign,
+            ws.rel(cf.path),
+            ws.audience(campaign),
+            people_file(ws),
+            campaign_sources(campaign, ws.template_dirs()),
+        )
     if render:
         from outreach.message.prepared import render_problems
 
-        if campaigns:
-            ids = [c for c in (_loaded(ws, name) for name in campaigns) if c is not None]
-        else:
-            ids = list(ws.campaigns)
         for cid in ids:
             cf = ws.campaigns[cid]
             if any(
@@ -78,14 +94,18 @@ def _loaded(ws: Workspace, name: str) -> str | None:
         return None
 
 
+def people_file(ws: Workspace) -> str:
+    """The researcher list as ``check`` names it."""
+    if (ws.root / "people" / "researchers.csv").is_file():
+        return "people/researchers.csv"
+    return "people/researchers.yaml"
+
+
 def utf8_address_warnings(ws: Workspace) -> list[Problem]:
     """One warning for the researchers whose address has a non-ASCII local part (müller@…),
     each row in its details: such mail needs SMTPUTF8, so ``check`` says what ``send``
     will do with it."""
-    people = ws.root / "people"
-    shown = "people/researchers.csv"
-    if not (people / "researchers.csv").is_file():
-        shown = "people/researchers.yaml"
+    shown = people_file(ws)
     transport = ws.settings.transport
     if transport.kind == "smtp":
         fate = (

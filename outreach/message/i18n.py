@@ -21,6 +21,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "your_liaison": "Your liaison at {organisation}",
         "view_online": "Read in your browser",
         "sent_on": "Sent {date}",
+        "colleague": "colleague",
     },
     "fi": {
         "unsubscribe": "Peru tilaus",
@@ -38,6 +39,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "your_liaison": "Yhteyshenkilösi, {organisation}",
         "view_online": "Lue selaimessa",
         "sent_on": "Lähetetty {date}",
+        "colleague": "kollega",
     },
     "sv": {
         "unsubscribe": "Avsluta prenumerationen",
@@ -56,6 +58,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "your_liaison": "Din kontaktperson vid {organisation}",
         "view_online": "Läs i webbläsaren",
         "sent_on": "Skickat {date}",
+        "colleague": "kollega",
     },
 }
 

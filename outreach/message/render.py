@@ -246,7 +246,10 @@ class Renderer:
             return None
         r = recipient.researcher
         # in the order of FIELDS: the researcher's fields, then the unsubscribe link's
-        values = [getattr(r, f) or "" for f in RESEARCHER_FIELDS]
+        values = [
+            greeting_name(r, recipient.lang) if f == "greeting_name" else getattr(r, f) or ""
+            for f in RESEARCHER_FIELDS
+        ]
         values += [links.unsubscribe_url or "", links.unsubscribe_mailto or ""]
         if not layout.accepts(zip(FIELDS, values, strict=True)):
             return None
@@ -300,6 +303,7 @@ class Renderer:
     ) -> Rendered:
         lang = recipient.lang
         r = recipient.researcher
+        researcher.setdefault("greeting_name", greeting_name(r, lang))
         service_view = self.person_view(self.service, lang)
         liaison_view = (
             self.person_view(recipient.liaison, lang) if recipient.liaison else service_view
@@ -480,6 +484,12 @@ class Renderer:
         }
 
 
+def greeting_name(r: Researcher, lang: str) -> str:
+    """``researcher.greeting_name``: the first name, else "colleague" in ``lang`` (for
+    "Dear colleague" where the list gives no first name)."""
+    return r.first_name or translate(lang, "colleague")
+
+
 def _is_block(doc: YamlDoc, path: tuple[str | int, ...]) -> bool:
     """True when the YAML value is a `|` or `>` block (its text starts on the next line)."""
     value: Any = doc.data
@@ -491,4 +501,4 @@ def _is_block(doc: YamlDoc, path: tuple[str | int, ...]) -> bool:
     return isinstance(value, str) and "\n" in value
 
 
-__all__ = ["Links", "Rendered", "Renderer", "html_to_text", "photo_cid"]
+__all__ = ["Links", "Rendered", "Renderer", "greeting_name", "html_to_text", "photo_cid"]

@@ -37,7 +37,18 @@ OPEN, CLOSE = "\ue000", "\ue001"
 SENTINEL = re.compile("\ue000([0-9]+)\ue001")
 
 # Per-recipient roots of the template context, and their fields a stamp may vary.
-RESEARCHER_FIELDS = ("email", "name", "first_name", "faculty", "department", "unit", "language")
+# ``greeting_name`` (the first name, else the word for "colleague") is not a Researcher
+# attribute: render.py computes it, in the reader's language.
+RESEARCHER_FIELDS = (
+    "email",
+    "name",
+    "first_name",
+    "faculty",
+    "department",
+    "unit",
+    "language",
+    "greeting_name",
+)
 UNSUBSCRIBE_FIELDS = ("url", "mailto")
 FIELDS: tuple[tuple[str, str], ...] = tuple(("researcher", f) for f in RESEARCHER_FIELDS) + tuple(
     ("unsubscribe", f) for f in UNSUBSCRIBE_FIELDS

@@ -23,6 +23,7 @@ from outreach.errors import (
     WorkspaceNotFound,
 )
 from outreach.workspace.campaign import Campaign, select_audience
+from outreach.workspace.columns import ColumnMap
 from outreach.workspace.people import (
     Directory,
     Expert,
@@ -218,9 +219,15 @@ def load_directory(
     people = root / "people"
     csv_path, yaml_path = people / "researchers.csv", people / "researchers.yaml"
     researchers: list[Researcher] = []
+    sheet: ColumnMap | None = None
     if csv_path.is_file():
+        sheet = ColumnMap()
         researchers, more = load_researchers_csv(
-            csv_path, "people/researchers.csv", settings.languages, check_deliverability
+            csv_path,
+            "people/researchers.csv",
+            settings.languages,
+            check_deliverability,
+            columns_read=sheet,
         )
         problems += more
     elif yaml_path.is_file():
@@ -266,7 +273,9 @@ def load_directory(
         phone=settings.service.phone,
         photo=settings.service.photo,
     )
-    directory = Directory(researchers, liaisons, experts, service, liaison_doc, expert_doc)
+    directory = Directory(
+        researchers, liaisons, experts, service, liaison_doc, expert_doc, sheet=sheet
+    )
     problems += check_directory(root, settings, directory)
     return directory, problems
 

@@ -20,6 +20,8 @@ from pydantic import (
 )
 
 from outreach.errors import Problem
+from outreach.workspace.columns import ColumnMap
+from outreach.workspace.names import first_name_of
 from outreach.workspace.settings import (
     Limits,
     LocalText,
@@ -95,7 +97,7 @@ class Researcher(BaseModel):
 
     email: str
     name: str
-    first_name: str
+    first_name: str  # empty when none can be told from the list (workspace/names.py)
     faculty: str = ""
     department: str = ""
     unit: str = ""
@@ -236,6 +238,9 @@ class Directory:
     service: ServiceIdentity
     liaison_docs: YamlDoc | None = None
     expert_docs: YamlDoc | None = None
+    # how researchers.csv was read: its encoding, delimiter and the headers read by another
+    # spelling (workspace/columns.py), for `check` to print
+    sheet: ColumnMap | None = None
 
     def pace(self, limits: Limits, sender_id: str) -> Pace:
         """The quota of ``sender_id`` (a liaison's id, or ``service``): outreach.yaml's
@@ -261,7 +266,7 @@ def researcher_from_row(
     row: dict[str, str], email: str, name: str, line: int | None, delimiter: str
 ) -> Researcher:
     """One researchers.csv row as a Researcher (its address and name already checked)."""
-    first = row.get("first_name") or (name.split()[0] if name.split() else name)
+    first = first_name_of(name, row.get("first_name", ""))
     language = row.get("language") or None
     # Faculty, department, unit, language and tags repeat on every row: intern them, and
     # share one fields-set, so 100,000 researchers stay small in memory.

@@ -16,6 +16,13 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from outreach.errors import Location, Problem
+from outreach.workspace.columns import (
+    COLUMN_SPELLINGS,
+    ColumnMap,
+    column_for,
+    header_key,
+    map_columns,
+)
 from outreach.workspace.people import (
     AddressError,
     InvalidAddress,
@@ -24,12 +31,14 @@ from outreach.workspace.people import (
     normalise_address,
     researcher_from_row,
 )
+from outreach.workspace.sheet_text import Undecodable, decode_sheet
 from outreach.workspace.yamlio import YamlDoc, load_yaml, pydantic_problems, suggest
 
 RESEARCHER_COLUMNS = (
     "email",
     "name",
     "first_name",
+    "last_name",
     "faculty",
     "department",
     "unit",
@@ -48,23 +57,20 @@ def load_researchers_csv(
     shown: str,
     languages: list[str],
     check_deliverability: bool = False,
+    *,
+    columns_read: ColumnMap | None = None,
 ) -> tuple[list[Researcher], list[Problem]]:
+    """``columns_read``, when given, is filled with what each header was read as (for
+    ``check`` to print)."""
     problems: list[Problem] = []
     try:
         raw = path.read_bytes()
     except OSError as exc:
         return [], [Problem(f"cannot read: {exc.strerror}", Location(shown), "check the path")]
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return [], [
-            Problem(
-                f"not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded",
-                Location(shown, line),
-                "save as 'CSV UTF-8' (Excel) or convert with `iconv -f latin1 -t utf-8`",
-            )
-        ]
+        text, encoding = decode_sheet(raw)
+    except Undecodable as exc:
+        return [], [Problem(exc.message, Location(shown, exc.line), exc.hint)]
     first_line = text.split("\n", 1)[0]
     delimiter = max((",", ";", "\t"), key=first_line.count)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -74,35 +80,15 @@ def load_researchers_csv(
         return [], [Problem("the file is empty", Location(shown, 1), "add a header row")]
     except csv.Error as exc:
         return [], [Problem(f"unreadable header: {exc}", Location(shown, 1), "fix the first row")]
-    columns = [h.strip().lower() for h in header]
-    for col in REQUIRED_COLUMNS:
-        if col not in columns:
-            guess = next((c for c in columns if suggest(c, [col])), None)
-            problems.append(
-                Problem(
-                    f"missing column `{col}`",
-                    Location(shown, 1, None, col),
-                    f"rename `{guess}` to `{col}`?"
-                    if guess
-                    else f"the header needs: {', '.join(REQUIRED_COLUMNS)}",
-                )
-            )
-    for index, col in enumerate(columns):
-        if col not in RESEARCHER_COLUMNS:
-            guess = suggest(col, RESEARCHER_COLUMNS)
-            problems.append(
-                Problem(
-                    f"unknown column `{header[index]}` is ignored",
-                    Location(shown, 1, None, header[index]),
-                    f"did you mean `{guess}`?"
-                    if guess
-                    else f"known columns: {', '.join(RESEARCHER_COLUMNS)}",
-                    severity="warning",
-                )
-            )
+    found = map_columns(header)
+    found.encoding, found.delimiter = encoding, delimiter
+    if columns_read is not None:
+        columns_read.__dict__.update(found.__dict__)
+    problems += _header_problems(found, shown)
     if any(p.severity == "error" for p in problems):
         return [], problems
-    positions = {c: i for i, c in enumerate(columns) if c in RESEARCHER_COLUMNS}
+    columns = header
+    positions = found.positions
 
     def rows() -> Iterator[tuple[int, dict[str, str]]]:
         # A generator: each row becomes a Researcher as it is read, so 100,000 rows are
@@ -151,6 +137,49 @@ def load_researchers_csv(
     return researchers, problems + more
 
 
+def _header_problems(found: ColumnMap, shown: str) -> list[Problem]:
+    problems: list[Problem] = []
+    for column, headers in found.clashes.items():
+        problems.append(
+            Problem(
+                f"the columns {' and '.join(f'`{h}`' for h in headers)} both read as "
+                f"`{column}`: which one is meant is not clear",
+                Location(shown, 1, None, headers[1]),
+                "rename or delete one of them (the header spellings are listed in "
+                "docs/CONTRACTS.md)",
+            )
+        )
+    has = found.positions
+    for col in REQUIRED_COLUMNS:
+        if col in has or (col == "name" and {"first_name", "last_name"} <= set(has)):
+            continue
+        spellings = ", ".join(f"`{s}`" for s in COLUMN_SPELLINGS[col][:4])
+        guess = next((h for _, h in found.unknown if suggest(header_key(h), [col])), None)
+        problems.append(
+            Problem(
+                f"missing column `{col}`",
+                Location(shown, 1, None, col),
+                f"rename `{guess}` to `{col}`?"
+                if guess
+                else f"the header needs: {', '.join(REQUIRED_COLUMNS)} ({col} may also be "
+                f"headed {spellings})",
+            )
+        )
+    for _, written in found.unknown:
+        guess = suggest(written.lower(), RESEARCHER_COLUMNS)
+        problems.append(
+            Problem(
+                f"unknown column `{written}` is ignored",
+                Location(shown, 1, None, written),
+                f"did you mean `{guess}`?"
+                if guess
+                else f"known columns: {', '.join(RESEARCHER_COLUMNS)}",
+                severity="warning",
+            )
+        )
+    return problems
+
+
 def load_researchers_yaml(
     path: Path, shown: str, languages: list[str], check_deliverability: bool = False
 ) -> tuple[list[Researcher], list[Problem]]:
@@ -174,13 +203,14 @@ def load_researchers_yaml(
             problems.append(Problem("expected a mapping with email and name", loc))
             continue
         row: dict[str, str] = {}
-        for key, value in item.items():
+        for written, value in item.items():
+            key = column_for(str(written)) or written
             if key not in RESEARCHER_COLUMNS:
                 guess = suggest(str(key), RESEARCHER_COLUMNS)
                 problems.append(
                     Problem(
                         f"unknown key `{key}`",
-                        doc.where(base + (index, key)),
+                        doc.where(base + (index, written)),
                         f"did you mean `{guess}`?"
                         if guess
                         else f"known keys: {', '.join(RESEARCHER_COLUMNS)}",
@@ -191,6 +221,8 @@ def load_researchers_yaml(
                 row[key] = "|".join(str(v) for v in value)
             else:
                 row[key] = "" if value is None else str(value)
+        if not row.get("name") and row.get("first_name") and row.get("last_name"):
+            row["name"] = f"{row['first_name']} {row['last_name']}"
         for col in REQUIRED_COLUMNS:
             if not row.get(col):
                 problems.append(Problem(f"missing `{col}`", loc, "add it"))
@@ -215,6 +247,10 @@ def _build_researchers(
     for line, row in rows:
         email_raw = row.get("email", "")
         name = row.get("name", "")
+        if not name and (row.get("first_name") or row.get("last_name")):
+            # "First name" and "Last name" columns, no full name: the two make it
+            name = " ".join(p for p in (row.get("first_name"), row.get("last_name")) if p)
+            row["name"] = name
         if not email_raw:
             problems.append(Problem("empty email", Location(shown, line, None, "email"), "fill it"))
             continue

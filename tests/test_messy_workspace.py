@@ -1,0 +1,109 @@
+"""A workspace made the way a library makes one, through the CLI: a researcher list
+exported from a spreadsheet (`;` with a BOM and CRLF, "Last, First" names, a "First name"
+header; or Excel's UTF-16 "Unicode text"), readers whose language has no body. The
+messages written to the outbox, parsed back with the email package, greet each reader
+right, in the language the campaign's stated fallback gives."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import email
+import io
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+
+import pytest
+from foundation_helpers import cli, copy_example
+
+HEADER = ["Sähköposti", "Name", "First name", "Faculty", "Department", "Unit", "Language", "Tags"]
+ROWS = [
+    ["maja.holmstrom@uni.example", "Holmström, Maja", "", "Medicine", "", "", "sv", ""],
+    ["pekka.virtanen@uni.example", "Virtanen, Pekka", "Pekka", "Medicine", "", "", "fi", ""],
+    ["anna.lindqvist@uni.example", "Lindqvist,", "", "Medicine", "", "", "en", ""],
+    ["kalle.nieminen@uni.example", "K. Nieminen", "", "Medicine", "", "", "fi", ""],
+]
+
+
+def sheet(delimiter: str) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerows([HEADER, *ROWS])
+    return out.getvalue()
+
+
+def messy(root: Path, kind: str) -> Path:
+    copy_example(root)
+    path = root / "people" / "researchers.csv"
+    if kind == "semicolon-bom-crlf":
+        path.write_bytes(codecs.BOM_UTF8 + sheet(";").encode("utf-8"))
+    else:  # Excel's "Unicode text": UTF-16 with its BOM, tab-separated
+        path.write_bytes(sheet("\t").encode("utf-16"))
+    return root
+
+
+def outbox_messages(root: Path) -> dict[str, EmailMessage]:
+    out = {}
+    for path in sorted((root / "outbox").rglob("*")):
+        if path.is_file() and path.parent.name == "new":
+            msg = email.message_from_bytes(path.read_bytes(), policy=default)
+            assert isinstance(msg, EmailMessage)
+            out[str(msg["To"].addresses[0].addr_spec)] = msg
+    return out
+
+
+def text_of(msg: EmailMessage) -> str:
+    part = msg.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+@pytest.fixture(params=["semicolon-bom-crlf", "utf16-tab"])
+def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    return messy(tmp_path / "ws", request.param)
+
+
+def test_check_prints_the_column_mapping_and_each_greeting_it_cannot_build(
+    workspace: Path,
+) -> None:
+    campaign = workspace / "campaigns" / "rdm-launch-2026.yaml"
+    text = campaign.read_text(encoding="utf-8")
+    # the greeting a campaign written before greeting_name prints
+    campaign.write_text(text.replace("researcher.greeting_name", "researcher.first_name"), "utf-8")
+    run = cli(workspace, "check", "rdm-launch-2026")
+    assert run.code == 0, run
+    assert "`First name` → first_name" in run.stderr
+    assert "`Sähköposti` → email" in run.stderr
+    lines = [line for line in run.stderr.splitlines() if "empty first name" in line]
+    assert len(lines) == 2, run  # one per cause
+    assert any(
+        line.startswith("people/researchers.csv:4 ") and "nothing after its comma" in line
+        for line in lines
+    )
+    assert any(line.startswith("people/researchers.csv:5 ") and "initial" in line for line in lines)
+    verbose = cli(workspace, "check", "rdm-launch-2026", "--verbose")
+    assert "greet `Lindqvist,` with an empty first name" in verbose.stderr
+    assert "greet `K. Nieminen` with an empty first name" in verbose.stderr
+
+
+def test_the_built_in_campaigns_check_clean_and_greet_by_first_name_or_colleague(
+    workspace: Path,
+) -> None:
+    run = cli(workspace, "check")
+    assert run.code == 0, run
+    assert "empty first name" not in run.stderr
+    sent = cli(workspace, "send", "rdm-launch-2026", "--transport", "outbox", "--now")
+    assert sent.code == 0, sent
+    messages = outbox_messages(workspace)
+    assert len(messages) == 4
+    maja = messages["maja.holmstrom@uni.example"]
+    assert text_of(maja).startswith("Hej Maja,")
+    assert str(maja["Subject"]).startswith("Maja, en ny tjänst")
+    assert text_of(messages["pekka.virtanen@uni.example"]).startswith("Hei Pekka,")
+    anna = messages["anna.lindqvist@uni.example"]
+    assert text_of(anna).startswith("Dear colleague,")
+    assert str(anna["Subject"]) == "A new research data service"
+    assert text_of(messages["kalle.nieminen@uni.example"]).startswith("Hei kollega,")
+    for msg in messages.values():
+        assert ",," not in str(msg["Subject"]) and ",," not in text_of(msg)
