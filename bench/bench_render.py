@@ -194,7 +194,10 @@ class Naive:
         token = message_token(self.secret, c.id, r.email)
         url, mailto = self.links(token, c.id)
         ctx: dict[str, Any] = {
-            "researcher": res.model_dump(),
+            "researcher": {
+                **res.model_dump(),
+                "greeting_name": res.first_name or translate(lang, "colleague"),
+            },
             "sender": sender,
             "liaison": liaison,
             "service": service,

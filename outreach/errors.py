@@ -117,6 +117,11 @@ class WorkspaceNotFound(ConfigError):
     pass
 
 
+class ScheduleRefused(ConfigError):
+    """A campaign's schedule has not come, or has passed with nothing sent: ``send --due``
+    reports it and goes on with the other campaigns."""
+
+
 class ValidationFailed(OutreachError):
     """Raised with every problem found, so a user fixes them all in one pass."""
 

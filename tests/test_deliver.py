@@ -649,7 +649,7 @@ def test_a_second_campaign_of_the_same_experiment_keeps_every_researchers_arm(
     store_url: str | None,
 ) -> None:
     root = make_ws(tmp_path / "ws", database=store_url)
-    assert cli(root, "send", SPLIT).code == 0
+    assert cli(root, "send", SPLIT, "--now").code == 0  # scheduled 2027-01-15
     first = _arms_by_email(root, SPLIT)
     assert set(first.values()) == {"liaison", "service"}
     # Same experiment, another seed and share: the persisted arms win for known people.

@@ -107,3 +107,89 @@ def test_the_built_in_campaigns_check_clean_and_greet_by_first_name_or_colleague
     assert text_of(messages["kalle.nieminen@uni.example"]).startswith("Hei kollega,")
     for msg in messages.values():
         assert ",," not in str(msg["Subject"]) and ",," not in text_of(msg)
+
+
+# ----------------------------------------------------------------------------- languages
+
+LETTER = """\
+id: letter
+title: A letter
+template: newsletter
+sender: liaison
+subject:
+  fi: "{% if researcher.first_name %}{{ researcher.first_name }}, kirje{% else %}Kirje{% endif %}"
+  en: "{% if researcher.first_name %}{{ researcher.first_name }}, letter{% else %}Letter{% endif %}"
+audience:
+  include: {faculty: [Medicine, Humanities]}
+body:
+  fi: |
+    Hei {{ researcher.greeting_name }},
+
+    suomeksi.
+  en: |
+    Dear {{ researcher.greeting_name }},
+
+    in English.
+"""
+# Emily (Humanities) lists only en; Aino (Medicine) lists fi and en.
+HUMANIST = ["sven.berg@uni.example", "Berg, Sven", "", "Humanities", "", "", "sv", ""]
+
+
+def with_letter(root: Path, fallback: str, humanist: bool = False) -> Path:
+    (root / "campaigns" / "letter.yaml").write_text(LETTER + fallback, encoding="utf-8")
+    if humanist:
+        path = root / "people" / "researchers.csv"
+        text = path.read_bytes().decode("utf-16") + "\t".join(HUMANIST) + "\r\n"
+        path.write_bytes(text.encode("utf-16"))
+    return root
+
+
+@pytest.fixture
+def utf16(tmp_path: Path) -> Path:
+    return messy(tmp_path / "ws", "utf16-tab")
+
+
+def test_a_reader_whose_language_has_no_body_gets_the_campaigns_fallback(utf16: Path) -> None:
+    root = with_letter(utf16, "fallback: [fi, en]\n")
+    run = cli(root, "check", "letter")
+    assert run.code == 0, run
+    note = next(line for line in run.stderr.splitlines() if line.startswith("letter: aino"))
+    assert "1 reader(s) get fi, from the campaign's `fallback:` ['fi', 'en']" in note
+    assert "their language sv has no body" in note
+    verbose = cli(root, "check", "letter", "--verbose")
+    assert "people/researchers.csv:2 maja.holmstrom@uni.example" in verbose.stderr
+    assert cli(root, "send", "letter", "--transport", "outbox", "--now").code == 0
+    messages = outbox_messages(root)
+    maja = messages["maja.holmstrom@uni.example"]
+    assert maja["Content-Language"] == "fi"
+    assert text_of(maja).startswith("Hei Maja,") and str(maja["Subject"]) == "Maja, kirje"
+    anna = messages["anna.lindqvist@uni.example"]  # her own language
+    assert anna["Content-Language"] == "en" and text_of(anna).startswith("Dear colleague,")
+    assert str(anna["Subject"]) == "Letter"
+
+
+def test_without_a_fallback_the_workspace_default_not_the_liaisons_first_language(
+    utf16: Path,
+) -> None:
+    root = with_letter(utf16, "")  # Aino lists fi first; default_language is en
+    run = cli(root, "check", "letter")
+    assert "from the workspace's default_language ['en']" in run.stderr, run
+    assert cli(root, "send", "letter", "--transport", "outbox", "--now").code == 0
+    maja = outbox_messages(root)["maja.holmstrom@uni.example"]
+    assert maja["Content-Language"] == "en" and text_of(maja).startswith("Dear Maja,")
+
+
+def test_no_language_the_liaison_lists_is_an_error_naming_liaison_and_reader(
+    utf16: Path,
+) -> None:
+    root = with_letter(utf16, "fallback: [fi]\n", humanist=True)
+    run = cli(root, "check", "letter")
+    assert run.code == 1, run
+    error = next(line for line in run.stderr.splitlines() if "no language fits" in line)
+    assert error.startswith("campaigns/letter.yaml:")
+    assert "emily (Emily Carter)" in error and "sven.berg@uni.example" in error
+    assert "(en)" in error  # what Emily lists
+    sent = cli(root, "send", "letter", "--transport", "outbox", "--now")
+    assert sent.code != 0, sent
+    assert "no language fits" in sent.stderr
+    assert outbox_messages(root) == {}

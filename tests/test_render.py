@@ -35,6 +35,7 @@ from render_support import (
 )
 
 import outreach.message.compose as compose_module
+from outreach.audience.languages import UNFIT, choose
 from outreach.audience.recipients import choose_language
 from outreach.errors import HeaderInjection
 from outreach.message.compose import Composer, PhotoCache
@@ -320,6 +321,7 @@ subject:
   en: "EN {{ researcher.first_name }}"
 audience:
   include: {tags: [langtest]}
+fallback: [fi, en]
 body:
   fi: |
     Päivä {{ "2026-12-01" | date }} / {{ 1234567.5 | number }}
@@ -345,12 +347,23 @@ def test_language_fallback_chain_and_locale_filters(ws_root: Path) -> None:
     p = prepared(ws, "lang-test")
     got = {r.email: (r.liaison.id if r.liaison else None, r.lang) for r in p.recipients}
     assert got == {
-        "sv.aino@uni.example": ("aino", "fi"),  # no sv text: the liaison's first language
-        "sv.emily@uni.example": ("emily", "en"),  # emily writes only en
-        "sv.lars@uni.example": ("lars", "fi"),  # lars: sv (missing), then fi
-        "none.aino@uni.example": ("aino", "fi"),  # no language: the liaison's
+        "sv.aino@uni.example": ("aino", "fi"),  # no sv text: the campaign's fallback
+        "sv.emily@uni.example": ("emily", "en"),  # emily lists only en: the next in the chain
+        "sv.lars@uni.example": ("lars", "fi"),
+        "none.aino@uni.example": ("aino", "fi"),  # no language: the fallback too
         "en.aino@uni.example": ("aino", "en"),  # the researcher's own language wins
-        "sv.nobody@uni.example": (None, "en"),  # no liaison: the workspace default
+        "sv.nobody@uni.example": (None, "fi"),  # no liaison: the chain's first
+    }
+    # without `fallback:` the workspace default, whatever the liaison lists first
+    unstated = LANG_CAMPAIGN.replace("fallback: [fi, en]\n", "")
+    (ws_root / "campaigns" / "lang-test.yaml").write_text(unstated, encoding="utf-8")
+    plain = prepared(load(ws_root), "lang-test")
+    assert {r.email: r.lang for r in plain.recipients if r.email.startswith(("sv.", "none."))} == {
+        "sv.aino@uni.example": "en",
+        "sv.emily@uni.example": "en",
+        "sv.lars@uni.example": "en",
+        "none.aino@uni.example": "en",
+        "sv.nobody@uni.example": "en",
     }
     nbsp = "\u00a0"
     for r in p.recipients:
@@ -374,10 +387,15 @@ def test_choose_language_order(ws_root: Path) -> None:
     only_sv = Liaison(id="x", name="X Y", email="x@uni.example", languages=["sv"])
     fi_en = Liaison(id="z", name="Z Y", email="z@uni.example", languages=["fi", "en"])
     assert choose_language(swedish, fi_en, {"sv", "fi", "en"}, settings) == "sv"
-    assert choose_language(swedish, fi_en, {"fi", "en"}, settings) == "fi"
-    assert choose_language(swedish, only_sv, {"fi", "en"}, settings) == "en"  # the default
+    # no Swedish body: the workspace default (en), not the liaison's first language (fi)
+    assert choose_language(swedish, fi_en, {"fi", "en"}, settings) == "en"
+    # the campaign's own chain, first language that fits the liaison
+    assert choose_language(swedish, fi_en, {"fi", "en"}, settings, ["sv", "fi"]) == "fi"
     assert choose_language(nobody, None, {"fi", "en"}, settings) == "en"
     assert choose_language(swedish, None, None, settings) == "sv"  # language-neutral text
+    # never a language the liaison does not list (check and send refuse: see languages.py)
+    choice = choose(swedish, only_sv, {"fi", "en"}, ("en", "fi"))
+    assert choice.via == UNFIT
 
 
 # --------------------------------------------------------------------------- photos

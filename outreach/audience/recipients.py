@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from outreach.audience.arms import LIAISON, SERVICE, allocate_arms
+from outreach.audience.languages import choose, fallback_chain
 from outreach.workspace.campaign import Campaign
 from outreach.workspace.people import Liaison, Researcher
 from outreach.workspace.segments import SegmentIndex
@@ -39,18 +40,13 @@ def choose_language(
     liaison: Liaison | None,
     available: set[str] | None,
     settings: Settings,
+    fallback: Sequence[str] = (),
 ) -> str:
-    """Researcher's language, then the liaison's languages, then the workspace default."""
-    chain: list[str] = []
-    if researcher.language:
-        chain.append(researcher.language)
-    if liaison is not None:
-        chain.extend(liaison.languages)
-    chain.append(settings.default_language)
-    for code in chain:
-        if available is None or code in available:
-            return code
-    return settings.default_language
+    """The reader's language, else the first of ``fallback`` (the campaign's chain; the
+    workspace default when empty) that the campaign has and the liaison lists
+    (audience/languages.py)."""
+    chain = tuple(fallback) or (settings.default_language,)
+    return choose(researcher, liaison, available, chain).lang
 
 
 def campaign_languages(campaign: Campaign) -> set[str] | None:
@@ -103,12 +99,13 @@ def plan_recipients(
         strata.setdefault(owners[r.email] or "", []).append(r.email)
     arms = allocate_arms(campaign, strata, existing_arms)
     available = campaign_languages(campaign)
+    chain = fallback_chain(campaign, settings)
     out: list[Recipient] = []
     for r in audience:
         owner_id = owners[r.email]
         liaison = liaisons.get(owner_id) if owner_id else None
         arm = arms[r.email] if liaison is not None else SERVICE
-        out.append(Recipient(r, liaison, arm, choose_language(r, liaison, available, settings)))
+        out.append(Recipient(r, liaison, arm, choose(r, liaison, available, chain).lang))
     return out
 
 
@@ -135,7 +132,7 @@ def _plan_handover(
         if outgoing is not None and not outgoing.active:
             outgoing = None
         arm = LIAISON if outgoing is not None and campaign.sender != "service" else SERVICE
-        lang = choose_language(r, outgoing or incoming, available, settings)
+        lang = choose(r, outgoing or incoming, available, fallback_chain(campaign, settings)).lang
         out.append(Recipient(r, outgoing, arm, lang, introduces=incoming))
     return out
 

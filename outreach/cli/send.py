@@ -10,7 +10,7 @@ import click
 
 from outreach.cli.app import Context, pass_ctx, print_error
 from outreach.cli.output import err_console, out_console, print_next
-from outreach.errors import ExitCode, NotApproved
+from outreach.errors import ExitCode, NotApproved, ScheduleRefused
 
 
 def _summary_table(summary: Any) -> None:
@@ -138,7 +138,10 @@ def _test_send(
     "--resend-uncertain", is_flag=True, help="Also resend messages whose fate is unknown."
 )
 @click.option(
-    "--force", is_flag=True, help="Send although the campaign was edited after sending began."
+    "--force",
+    is_flag=True,
+    help="Send although the campaign was edited after sending began, or its schedule has "
+    "passed with nothing sent.",
 )
 @click.option("--now", "send_now", is_flag=True, help="Send before the campaign's schedule.")
 @click.option("--due", is_flag=True, help="Send every campaign whose schedule has come (for cron).")
@@ -246,10 +249,11 @@ def send(
                 summary = send_with_workers(ws, cid, workers, options, shown, confirm)
             else:
                 summary = send_campaign(ws, cid, options, shown, confirm)
-        except NotApproved as exc:
+        except (NotApproved, ScheduleRefused) as exc:
             if not due:
                 raise
-            # cron: a campaign awaiting approval does not hold back the others that are due
+            # cron: a campaign awaiting approval, or whose schedule passed with nothing
+            # sent, does not hold back the others that are due; it waits for a person
             print_error(exc)
             failed = True
             continue

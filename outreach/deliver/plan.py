@@ -23,10 +23,12 @@ from sqlalchemy import select
 
 from outreach.audience.arms import SERVICE
 from outreach.audience.assignments import current_owners
-from outreach.audience.recipients import Recipient, plan_recipients
+from outreach.audience.languages import language_report
+from outreach.audience.recipients import Recipient, campaign_languages, plan_recipients
 from outreach.audience.suppressions import suppressions_for_planning
 from outreach.deliver.records import existing_arms
 from outreach.deliver.rows import PlannedRow
+from outreach.errors import ValidationFailed
 from outreach.store import Store, as_utc, open_store
 from outreach.store.schema import (
     CLAIMED,
@@ -160,7 +162,26 @@ def plan_audience(
     recipients = plan_recipients(
         campaign, ws.audience(campaign), ws.directory.liaisons, ws.settings, arms, owners
     )
+    refuse_unfit_languages(ws, cf, recipients)
     return recipients, planned_rows(recipients, suppressed) + invalid_rows(ws, campaign)
+
+
+def refuse_unfit_languages(ws: Workspace, cf: CampaignFile, recipients: list[Recipient]) -> None:
+    """No message in a language neither the reader reads nor their liaison lists: the
+    error ``check`` shows (audience/languages.py), before anything is planned."""
+    if cf.campaign.handover:
+        return
+    _, problems = language_report(
+        cf.campaign,
+        ws.rel(cf.path),
+        cf.doc,
+        [(r.researcher, r.liaison) for r in recipients],
+        campaign_languages(cf.campaign),
+        ws.settings,
+        "people/researchers.csv",
+    )
+    if problems:
+        raise ValidationFailed(problems)
 
 
 def planned_rows(recipients: list[Recipient], suppressed: Mapping[str, str]) -> list[PlannedRow]:

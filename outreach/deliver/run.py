@@ -50,10 +50,11 @@ from outreach.deliver.transports import (
     SmtpTransport,
     Transport,
 )
-from outreach.errors import ConfigError, ValidationFailed
+from outreach.errors import ConfigError, ScheduleRefused, ValidationFailed
 from outreach.message.prepared import PreparedCampaign, combinations, render_each
 from outreach.store import Store, open_store, utcnow
 from outreach.workspace.loader import CampaignFile, Workspace
+from outreach.workspace.schedule import describe, is_past, past_schedule, sending_began
 
 
 def make_transport(ws: Workspace, kind: str) -> Transport:
@@ -83,10 +84,15 @@ def check_sendable(
         and kind != "dry-run"
         and datetime.now(UTC) < campaign.schedule
     ):
-        raise ConfigError(
-            f"campaign `{campaign.id}` is scheduled for {campaign.schedule.isoformat()}",
+        raise ScheduleRefused(
+            f"campaign `{campaign.id}` is scheduled "
+            f"{describe(campaign.schedule, ws.settings.zone())}",
             hint="wait (cron: `outreach send --due`), or pass --now to send it today",
         )
+    if campaign.schedule is not None and not options.force and is_past(campaign.schedule):
+        missed = past_schedule(campaign, cf.doc, ws.settings.zone(), ws.rel(cf.path))
+        if missed is not None and not sending_began(ws.database_url(), campaign.id):
+            raise ScheduleRefused(missed.message, location=missed.location, hint=missed.hint)
     gate(ws, cf, real=delivers(ws, kind))
     return cf, kind
 

@@ -6,12 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from outreach.errors import Location, Problem
+from outreach.audience.assignments import persisted_owners
+from outreach.audience.languages import language_report
+from outreach.audience.recipients import campaign_languages, owners_of
+from outreach.errors import Location, OutreachError, Problem
 from outreach.message.greetings import campaign_sources, greeting_problems
 from outreach.message.headers import wire_address
+from outreach.workspace.people import Researcher
+from outreach.workspace.schedule import describe, past_schedule, sending_began
 
 if TYPE_CHECKING:
-    from outreach.workspace.loader import Workspace
+    from outreach.workspace.loader import CampaignFile, Workspace
 
 
 @dataclass
@@ -61,13 +66,19 @@ def run_check(
     for cid in ids:
         cf = ws.campaigns[cid]
         campaign = cf.campaign
+        audience = ws.audience(campaign)
         report.problems += greeting_problems(
             campaign,
             ws.rel(cf.path),
-            ws.audience(campaign),
+            audience,
             people_file(ws),
             campaign_sources(campaign, ws.template_dirs()),
         )
+        report.notes += schedule_of(ws, cf, report.problems)
+        if not campaign.handover:  # a handover's letters follow the outgoing liaison
+            notes, problems = languages_of(ws, cf, audience, verbose)
+            report.notes += notes
+            report.problems += problems
     if render:
         from outreach.message.prepared import render_problems
 
@@ -92,6 +103,50 @@ def _loaded(ws: Workspace, name: str) -> str | None:
         return ws.campaign(name).campaign.id
     except ValidationFailed:
         return None
+
+
+def schedule_of(ws: Workspace, cf: CampaignFile, problems: list[Problem]) -> list[str]:
+    """The schedule stated in the workspace's zone and UTC; an error added to
+    ``problems`` when it has passed with nothing sent."""
+    campaign = cf.campaign
+    if campaign.schedule is None:
+        return []
+    zone = ws.settings.zone()
+    note = f"{campaign.id}: scheduled {describe(campaign.schedule, zone)}"
+    missed = past_schedule(campaign, cf.doc, zone, ws.rel(cf.path))
+    if missed is not None:
+        try:
+            began = sending_began(ws.database_url(), campaign.id)
+        except OutreachError:
+            began = True  # the store's own problem is reported where it is opened
+        if began:
+            note += ", sending began"
+        else:
+            problems.append(missed)
+    return [note]
+
+
+def languages_of(
+    ws: Workspace, cf: CampaignFile, audience: list[Researcher], verbose: bool
+) -> tuple[list[str], list[Problem]]:
+    """Who gets which fallback language, per liaison; an error where none fits."""
+    try:
+        assigned = persisted_owners(ws.database_url())
+    except OutreachError:
+        assigned = {}  # the store's own problem is reported where it is opened
+    liaisons = ws.directory.liaisons
+    owners = owners_of(audience, liaisons, assigned)
+    readers = [(r, liaisons.get(owners[r.email] or "")) for r in audience]
+    return language_report(
+        cf.campaign,
+        ws.rel(cf.path),
+        cf.doc,
+        readers,
+        campaign_languages(cf.campaign),
+        ws.settings,
+        people_file(ws),
+        verbose,
+    )
 
 
 def people_file(ws: Workspace) -> str:

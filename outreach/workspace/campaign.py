@@ -8,11 +8,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -158,7 +160,7 @@ class Item(StrictModel):
 
 
 class Campaign(Recorded):
-    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"signoff"})
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"signoff", "fallback"})
 
     id: str
     title: LocalText
@@ -174,11 +176,18 @@ class Campaign(Recorded):
     # The closing above the signature ("Terveisin\nKaisa"); without it, the body's last
     # paragraph when it looks like one (message/letter.py)
     signoff: LocalText | None = None
+    # Readers whose language has no body get the first of these the campaign is written in
+    # and their liaison lists (else the workspace's default_language): audience/languages.py
+    fallback: list[str] = []
     items: list[Item] = []
     schedule: datetime | None = None
     # Written by `outreach assign --handover-campaign`: exactly these researchers, each
     # from their outgoing liaison, who introduces the incoming one (face and contact).
     handover: dict[str, HandoverMove] = {}
+
+    _fallback_list = field_validator("fallback", mode="before")(
+        classmethod(lambda cls, v: _as_list(v))
+    )
 
     @field_validator("id")
     @classmethod
@@ -202,9 +211,12 @@ class Campaign(Recorded):
 
     @field_validator("schedule")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        """A schedule written without a zone is in the workspace's ``timezone:`` (the
+        loader passes it as context; UTC without one)."""
         if value is not None and value.tzinfo is None:
-            raise ValueError("give a time zone, e.g. 2026-12-01T09:00+02:00")
+            zone = (info.context or {}).get("timezone") or "UTC"
+            value = value.replace(tzinfo=ZoneInfo(zone))
         return value
 
     @model_validator(mode="after")

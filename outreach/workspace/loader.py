@@ -303,7 +303,7 @@ def load_campaigns(root: Path, settings: Settings) -> tuple[dict[str, CampaignFi
             )
             continue
         try:
-            campaign = Campaign.model_validate(doc.data)
+            campaign = Campaign.model_validate(doc.data, context={"timezone": settings.timezone})
         except ValidationError as exc:
             problems += pydantic_problems(exc, doc, (), Campaign)
             continue

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -419,6 +420,11 @@ class Settings(StrictModel):
     service: ServiceSettings
     languages: list[str] = Field(min_length=1)
     default_language: str
+    timezone: str = Field(
+        "UTC",
+        description="the time zone of a campaign `schedule:` written without one (an IANA "
+        "name such as Europe/Helsinki); UTC when absent",
+    )
     database: str = "sqlite:///outreach.db"
     transport: TransportSettings = TransportSettings()
     limits: Limits = Limits()
@@ -447,6 +453,21 @@ class Settings(StrictModel):
             if not (2 <= len(code) <= 8 and code.replace("-", "").replace("_", "").isalpha()):
                 raise ValueError(f"`{code}` is not a language code such as fi, sv or en")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"`{value}` is not a time zone: write an IANA name such as Europe/Helsinki, "
+                "Europe/Stockholm or UTC"
+            ) from None
+        return value
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @field_validator("dkim")
     @classmethod

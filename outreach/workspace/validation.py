@@ -400,25 +400,49 @@ def check_campaign(
                             doc.where((name, code)),
                         )
                     )
-            if settings.default_language not in text:
+            chain = c.fallback or [settings.default_language]
+            source = "`fallback:`" if c.fallback else "the default_language"
+            if not any(code in text for code in chain):
                 problems.append(
                     Problem(
-                        f"no `{settings.default_language}` {name}: readers whose languages are "
-                        "all missing would get nothing",
+                        f"no {name} in {' or '.join(f'`{code}`' for code in chain)} ({source}): "
+                        "readers whose language is missing would get nothing",
                         doc.where((name,)),
-                        f"add `{settings.default_language}:` (the default_language fallback)",
+                        f"add `{chain[0]}:` (the fallback language)",
                     )
                 )
+                continue
             missing = [code for code in settings.languages if code not in text]
-            if missing and settings.default_language in text:
+            if missing:
                 problems.append(
                     Problem(
-                        f"no {name} in {', '.join(missing)}: those readers get a fallback language",
+                        f"no {name} in {', '.join(missing)}: those readers get the first of "
+                        f"{chain} ({source}) that their liaison lists",
                         doc.where((name,)),
-                        "add a translation if they should read it in their own language",
+                        "add a translation if they should read it in their own language; "
+                        "`check` says who gets which",
                         severity="warning",
                     )
                 )
+    for index, code in enumerate(c.fallback):
+        if code not in settings.languages:
+            problems.append(
+                Problem(
+                    f"fallback language `{code}` is not one of the workspace's "
+                    f"{settings.languages}",
+                    doc.where(("fallback", index)),
+                    "name languages of `languages:` in outreach.yaml, first choice first",
+                )
+            )
+        elif c.languages() and code not in c.languages():
+            problems.append(
+                Problem(
+                    f"fallback language `{code}` has no subject or body in this campaign",
+                    doc.where(("fallback", index)),
+                    f"add `{code}:` to subject and body, or drop it from `fallback:`",
+                    severity="warning",
+                )
+            )
     if isinstance(c.subject, dict) and isinstance(c.body, dict) and set(c.subject) != set(c.body):
         problems.append(
             Problem(
