@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -314,8 +315,10 @@ def test_approval_not_required_is_recorded_and_shown_but_sends(tmp_path: Path) -
 def test_send_due_sends_the_approved_and_names_the_one_awaiting_approval(tmp_path: Path) -> None:
     root = workspace(tmp_path, None)
     other = add_campaign(root, "science-news", include={"faculty": ["Science"]})
+    when = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="minutes")
     for cid in (CID, other):
-        append_line(root / "campaigns" / f"{cid}.yaml", "schedule: 2026-01-01T09:00:00+02:00")
+        # due a few minutes ago (a schedule long past with nothing sent is refused)
+        append_line(root / "campaigns" / f"{cid}.yaml", f"schedule: {when}")
     assert cli(root, "approve", other, "--as", "aino").code == 0
     due = cli(root, "send", "--due")
     assert due.code == 1, due

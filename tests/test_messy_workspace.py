@@ -82,9 +82,10 @@ def test_check_prints_the_column_mapping_and_each_greeting_it_cannot_build(
         for line in lines
     )
     assert any(line.startswith("people/researchers.csv:5 ") and "initial" in line for line in lines)
+    assert "(1 rows: --verbose lists them)" in run.stderr
     verbose = cli(workspace, "check", "rdm-launch-2026", "--verbose")
-    assert "greet `Lindqvist,` with an empty first name" in verbose.stderr
-    assert "greet `K. Nieminen` with an empty first name" in verbose.stderr
+    assert "- people/researchers.csv:4 `Lindqvist,` <anna.lindqvist@uni.example>" in verbose.stderr
+    assert "- people/researchers.csv:5 `K. Nieminen` <kalle.nieminen@uni.example>" in verbose.stderr
 
 
 def test_the_built_in_campaigns_check_clean_and_greet_by_first_name_or_colleague(

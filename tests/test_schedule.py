@@ -103,3 +103,25 @@ def test_send_due_reports_a_missed_campaign_and_sends_the_due_one(root: Path) ->
     assert run.code == 1, run  # one campaign needs a person
     assert f"`{CAMPAIGN}`" in run.stderr and "has passed" in run.stderr
     assert re.search(r"newsletter-autumn-2026: rehearsed \d+", run.stdout), run
+
+
+def test_a_campaign_without_the_keys_added_keeps_its_fingerprint() -> None:
+    """`fallback:` and a zone-less schedule are new: a campaign written before them (the
+    example's rdm-launch-2026 as it was) keeps the fingerprint it was sent with, else
+    `send` would refuse to finish it (edited after sending began)."""
+    from outreach.workspace.campaign import Campaign
+
+    before = {
+        "id": "x",
+        "title": "T",
+        "subject": {"en": "S"},
+        "body": {"en": "B"},
+        "schedule": "2026-12-01T09:00+02:00",
+    }
+    first = Campaign.model_validate(before).fingerprint()
+    assert Campaign.model_validate({**before, "fallback": []}).fingerprint() == first
+    with_zone = Campaign.model_validate(
+        {**before, "schedule": "2026-12-01 09:00"}, context={"timezone": "Europe/Helsinki"}
+    )
+    assert with_zone.fingerprint() == first
+    assert Campaign.model_validate({**before, "fallback": ["en"]}).fingerprint() != first

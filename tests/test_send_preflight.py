@@ -128,7 +128,9 @@ def test_a_scheduled_campaign_sent_early_says_so(
     )
     run = cli(root, "send", CID, "--now", "--yes", "--limit", "2")
     assert run.code == 0, run
-    assert "schedule: now, before its schedule (2099-01-05T09:00:00+00:00; --now)" in run.stdout
+    # in the workspace's zone and UTC (workspace/schedule.py)
+    when = "2099-01-05 11:00 Europe/Helsinki (09:00 UTC)"
+    assert f"schedule: now, before its schedule ({when}; --now)" in run.stdout
 
 
 # ---------------------------------------------------------------------------- --test-to

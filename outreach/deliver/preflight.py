@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from outreach.deliver.pace import duration, least_time
 from outreach.deliver.plan import OVER_LIMIT, SendPlan
 from outreach.store import utcnow
 from outreach.workspace.campaign import Campaign
 from outreach.workspace.loader import Workspace
+from outreach.workspace.schedule import describe
 
 
 def counts_text(counts: Mapping[str, int]) -> str:
@@ -41,7 +43,7 @@ def schedule_text(
 ) -> str:
     """When the messages go: the campaign's schedule, and how long the senders' limits
     make the run (the slowest sender sets it; see ``outreach.deliver.pace``)."""
-    when = _when(campaign.schedule, now_flag, utcnow())
+    when = _when(campaign.schedule, now_flag, utcnow(), ws.settings.zone())
     slowest, seconds = "", 0.0
     for sender, n in sorted(per_sender.items()):
         took = least_time(n, ws.directory.pace(ws.settings.limits, sender))
@@ -54,10 +56,10 @@ def schedule_text(
     return f"{when}; at the senders' limits {length} ({slowest}: {pace})"
 
 
-def _when(schedule: datetime | None, now_flag: bool, now: datetime) -> str:
+def _when(schedule: datetime | None, now_flag: bool, now: datetime, zone: ZoneInfo) -> str:
     if schedule is None:
         return "now (the campaign has no schedule)"
-    at = schedule.isoformat()
+    at = describe(schedule, zone)  # in the workspace's zone and UTC
     if schedule <= now:
         return f"now (scheduled for {at}, which has come)"
     if now_flag:
