@@ -194,3 +194,33 @@ def test_no_language_the_liaison_lists_is_an_error_naming_liaison_and_reader(
     assert sent.code != 0, sent
     assert "no language fits" in sent.stderr
     assert outbox_messages(root) == {}
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_two_first_name_columns_stop_check_naming_both_and_the_file(tmp_path: Path) -> None:
+    root = copy_example(tmp_path / "ws")
+    path = root / "people" / "researchers.csv"
+    header = ["email", "name", "Etunimi", "First name", "faculty", "language"]
+    row = ["maja.holmstrom@uni.example", "Holmström, Maja", "Maja", "Maja", "Medicine", "sv"]
+    path.write_bytes(codecs.BOM_UTF8 + (";".join(header) + "\r\n" + ";".join(row)).encode())
+    run = cli(root, "check", "--no-render")
+    assert run.code == 1, run
+    error = next(line for line in run.stderr.splitlines() if "both read as" in line)
+    assert error.startswith("people/researchers.csv:1 ")
+    assert "`Etunimi` and `First name` both read as `first_name`" in error
+
+
+def test_a_windows_1252_export_is_refused_naming_the_encoding_and_the_fix(tmp_path: Path) -> None:
+    root = copy_example(tmp_path / "ws")
+    path = root / "people" / "researchers.csv"
+    path.write_bytes(sheet(";").encode("cp1252"))
+    run = cli(root, "check", "--no-render")
+    assert run.code == 1, run
+    # the header's "Sähköposti" is the first byte UTF-8 cannot read, shown as cp1252 reads it
+    assert "people/researchers.csv:1: error: not UTF-8" in run.stderr
+    assert "Windows-1252" in run.stderr and "`Sähköposti`" in run.stderr
+    assert "iconv -f cp1252 -t utf-8" in run.stderr
+    path.write_bytes(sheet("\t").encode("utf-16"))  # saved again as "Unicode text"
+    assert cli(root, "check", "--no-render").code == 0
