@@ -416,8 +416,8 @@ def test_a_subject_or_body_cannot_pull_in_a_file(
     }[spelled]
     line = edit(
         root / "campaigns" / f"{CAMPAIGN}.yaml",
-        "Dear {{ researcher.first_name }},",
-        "Dear {{ researcher.first_name }}, " + statement.replace("PATH", name),
+        "Dear {{ researcher.greeting_name }},",
+        "Dear {{ researcher.greeting_name }}, " + statement.replace("PATH", name),
     )
     run = cli(root, "check")
     assert run.code == 1, run
