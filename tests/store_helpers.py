@@ -72,10 +72,10 @@ def pg_database(prefix: str = "outreach_t") -> Iterator[str]:
 
 # Workspaces, campaigns and SMTP settings shared by the deliver and team tests.
 
-# How late a message may reach DATA after its quota slot was booked, on a loaded machine
-# (connecting, rendering, MAIL and RCPT). The ledger's slot time is when it reached DATA;
-# the next slot is booked on the even pace, so a late message brings its successor closer
-# by that much. Pacing checks on recorded times allow for it.
+# How late a message may reach the server after the moment it was due, on a loaded
+# machine (connecting, rendering, MAIL and RCPT). The ledger's slot time is when it was
+# due (it went on the wire within SLOT_GRACE after it); checks on recorded times allow
+# for it.
 LATE = 0.5
 
 

@@ -376,3 +376,32 @@ def test_limits_that_cannot_be_are_refused_at_their_line(tmp_path: Path) -> None
     assert unknown.code == 1, unknown.output
     assert re.search(r"outreach\.yaml:\d+:\d+ field `limits\.liaisons\.nobody`", unknown.output)
     assert "known liaisons: aino, emily, helena, lars, pekka" in unknown.output
+
+
+def test_one_mailbox_has_as_many_messages_on_the_wire_as_connections(
+    tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
+) -> None:
+    """A server 0.1 s away per reply: one message at a time in flight, a mailbox could not
+    send one every 0.2 s (its next booked once the previous reached DATA); with its slots
+    booked ahead and 8 connections, the messages follow about 0.05 s apart."""
+    smtp_server.slow(0.1)
+    root = make_ws(
+        tmp_path / "ws",
+        store_url,
+        transport=smtp_settings(smtp_server, connections=8),
+        limits={"per_sender_per_minute": 100_000, "per_sender_per_day": 1_000_000},
+    )
+    cid = add_campaign(root, "wire", include={"faculty": ["Pharmacy"]})  # lars alone, 39
+    sent = cli(root, "send", cid)
+    assert sent.code == 0, sent.output
+    arrivals = sorted(m.monotonic for m in smtp_server.messages)
+    assert len(arrivals) == len(audience(root, cid)) == 39
+    gaps = sorted(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
+    assert gaps[len(gaps) // 2] < 0.14, gaps
+    assert len({m.connection for m in smtp_server.messages}) >= 4
+    # ... and its quota is booked all the same: every message has its slot.
+    led = Ledger(open_store(load_workspace(explicit=root).database_url()))
+    try:
+        assert all(r["slot_seq"] for r in led.rows.with_status(cid, ["sent"]))
+    finally:
+        led.store.close()
