@@ -365,9 +365,12 @@ class SendLoop:
                         ok = await self.marks.mark(work.id, message.composed.message_id, slotted)
                     except SlotLost:
                         # MAIL and RCPT outlasted the slot (a slow server, a loaded
-                        # machine): the session waits at DATA for a new one.
+                        # machine): the session waits at DATA for a new one, if one is
+                        # near; else the message waits its turn in the queue.
                         self.lapsed += 1
-                        slot = await self._book_again(work)
+                        slot = self._book_again(work)
+                        if slot is None:
+                            raise
                         continue
                     if not ok:
                         raise ClaimLost()
@@ -378,6 +381,10 @@ class SendLoop:
                 message.composed, self._credentials(work.sender_id), before_data
             )
             self._record_outcome(work, recipient, outcome)
+        except SlotLost:
+            # No slot near enough: nothing went out; the row, still ours, waits for one.
+            self.tries[work.id] -= 1
+            self.queues[work.sender_id].appendleft(work)
         except ClaimLost:
             self.fatal.append(self._lost_lease())
         except BaseException as exc:
@@ -399,19 +406,17 @@ class SendLoop:
                     self.ledger.quota.unbook(work.sender_id, [work.id])
             self.semaphore.release()
 
-    async def _book_again(self, work: Work) -> float:
-        """A new slot for a message whose slot lapsed (monotonic clock)."""
-        while True:
-            booking = self.ledger.quota.book(
-                work.sender_id, [work.id], self.owner, self._pace(work.sender_id)
-            )
-            if booking.lost:
-                raise ClaimLost()
-            offset = time.monotonic() - _utc_seconds()
-            if booking.slots:
-                return booking.slots[0][1].timestamp() + offset
-            assert booking.retry_at is not None
-            await asyncio.sleep(max(0.0, booking.retry_at.timestamp() + offset - time.monotonic()))
+    def _book_again(self, work: Work) -> float | None:
+        """A new slot for a message whose slot lapsed (monotonic clock); None when the
+        sender has none within the horizon (its minute or day is full)."""
+        booking = self.ledger.quota.book(
+            work.sender_id, [work.id], self.owner, self._pace(work.sender_id)
+        )
+        if booking.lost:
+            raise ClaimLost()
+        if not booking.slots:
+            return None
+        return booking.slots[0][1].timestamp() + time.monotonic() - _utc_seconds()
 
     def _credentials(self, sender_id: str) -> Credentials:
         if not isinstance(self.transport, SmtpTransport):
