@@ -78,8 +78,12 @@ def status(root: Path, campaign: str) -> Counter[str]:
     assert run.code == 0, run
     total: Counter[str] = Counter()
     for row in json.loads(run.stdout):
+        # delivered + bounced split `sent` by what came back; they are not ledger states
+        assert int(row.get("delivered") or 0) + int(row.get("bounced") or 0) == int(
+            row.get("sent") or 0
+        )
         for state, n in row.items():
-            if state not in ("campaign_id", "sender_id", "total"):
+            if state not in ("campaign_id", "sender_id", "total", "delivered", "bounced"):
                 total[state] += int(n or 0)
     return +total
 

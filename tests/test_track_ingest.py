@@ -6,6 +6,7 @@ what is suppressed and what the next send skips. Plus `outreach log` (contacts b
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -476,12 +477,10 @@ def test_log_one_bad_input(log_root: Path, args: list[str], needle: str, code: i
 def test_domain_spelled_with_capitals_still_matches_by_message_id(tmp_path: Path) -> None:
     root = outbox_delivers(copy_example(tmp_path / "ws"))
     settings = root / "outreach.yaml"
-    settings.write_text(
-        settings.read_text(encoding="utf-8").replace(
-            "domain: uni.example}", "domain: Uni.Example}"
-        ),
-        encoding="utf-8",
-    )
+    text = settings.read_text(encoding="utf-8")
+    capitalised = re.sub(r"(?m)^(\s*domain:\s*)uni\.example\b", r"\1Uni.Example", text, count=1)
+    assert capitalised != text, "the example's organisation domain was not found"
+    settings.write_text(capitalised, encoding="utf-8")
     ws = load_workspace(explicit=root, only_campaigns=[CAMPAIGN])
     send_campaign(ws, CAMPAIGN, SendOptions(transport="outbox", now=True, limit=2))
     s = read_sent(root, CAMPAIGN)[0]
