@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import queue
@@ -105,6 +106,9 @@ def send_with_workers(
         baseline = _progress_counts(ledger.rows, campaign.id) if watched else {}
         shown = time.monotonic()
         store.engine.dispose()  # no connection may cross the fork
+        # nor one left unclosed in garbage (a store some caller dropped): collected in a
+        # worker, it would close the parent's SQLite file under it ("database is damaged")
+        gc.collect()
         methods = multiprocessing.get_all_start_methods()
         mp: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         results = mp.Queue()
