@@ -283,6 +283,11 @@ def test_a_crashed_workers_slots_lapse_and_the_others_go_on(workers: list[Ledger
     # The dead worker's slots have lapsed: even if it came back, they cannot be used.
     with pytest.raises(SlotLost):
         dead.rows.mark_sending(theirs[0], "<d@x>", "dead", slotted=True, now=at + timedelta(1))
+    # Nor can it book another's rows: nothing of such a booking is kept.
+    stolen = dead.quota.book("aino", [ours[1], theirs[2]], "dead", pace, now=at)
+    assert stolen.lost and not stolen.slots
+    again = alive.quota.book("aino", ours[1:2], "alive", pace, now=at + timedelta(seconds=0.3))
+    assert [a for _, a in again.slots] == [at + timedelta(seconds=0.5)]  # no slot was taken
 
 
 # ------------------------------------------------------------------------- through the CLI

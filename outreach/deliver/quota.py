@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, case, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from outreach.store import Store, as_utc, utcnow
 from outreach.store.schema import CLAIMED, SENDING, ledger, sender_slots
@@ -38,6 +38,18 @@ SLOT_GRACE = 1.0
 # its next messages booked before their time comes, little enough that a crashed process's
 # unused slots hold nobody up for long.
 HORIZON = 0.5
+
+
+_STILL_MINE = select(ledger.c.id).where(
+    ledger.c.id.in_(bindparam("ids", expanding=True)),
+    ledger.c.claimed_by == bindparam("worker"),
+    ledger.c.status == CLAIMED,
+)
+_SET_SLOT = (
+    update(ledger)
+    .where(ledger.c.id == bindparam("row_id"))
+    .values(slot_seq=bindparam("seq"), slot_at=bindparam("at"))
+)
 
 
 class _Lost(Exception):
@@ -134,25 +146,21 @@ class QuotaSlots:
                 last = at
             if not slots:
                 return Booking([], retry)
-            # One statement for the whole booking; every row must still be this worker's
-            # claim, else nothing of it is booked.
+            # Every row must still be this worker's claim (locked now), else nothing of
+            # the booking is kept; then one prepared statement, executed for each slot.
             ids = [row_id for row_id, _ in slots]
-            taken = conn.execute(
-                update(ledger)
-                .where(
-                    ledger.c.id.in_(ids),
-                    ledger.c.claimed_by == worker,
-                    ledger.c.status == CLAIMED,
-                )
-                .values(
-                    slot_seq=case(
-                        {row_id: first + i + 1 for i, row_id in enumerate(ids)}, value=ledger.c.id
-                    ),
-                    slot_at=case(dict(slots), value=ledger.c.id),
-                )
-            ).rowcount
-            if taken != len(slots):
+            mine = conn.execute(
+                self.store.for_update(_STILL_MINE), {"ids": ids, "worker": worker}
+            ).all()
+            if len(mine) != len(slots):
                 raise _Lost()
+            conn.execute(
+                _SET_SLOT,
+                [
+                    {"row_id": row_id, "seq": first + i + 1, "at": at}
+                    for i, (row_id, at) in enumerate(slots)
+                ],
+            )
             conn.execute(
                 update(sender_slots)
                 .where(sender_slots.c.sender_id == sender_id)
