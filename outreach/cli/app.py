@@ -19,6 +19,7 @@ from outreach.cli.output import err_console, print_problems
 from outreach.errors import ExitCode, OutreachError, ValidationFailed
 
 if TYPE_CHECKING:
+    from outreach.store import Store
     from outreach.workspace.loader import Workspace
 
 
@@ -33,6 +34,15 @@ class Context:
         from outreach.workspace.loader import load_workspace
 
         return load_workspace(explicit=self.workspace_arg, **kwargs)
+
+    def store(self, ws: Workspace) -> Store:
+        """The workspace's store, closed when the command ends: a command run in-process
+        (tests, the web app's helpers) must not leave an open SQLite file to a later fork."""
+        from outreach.store import open_store
+
+        store = open_store(ws.database_url())
+        click.get_current_context().call_on_close(store.close)
+        return store
 
 
 pass_ctx: Callable[..., Any] = click.make_pass_decorator(Context)

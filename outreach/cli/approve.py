@@ -23,10 +23,9 @@ def approve(obj: Context, campaign: str, approver: str) -> None:
 
     A later edit of any of them needs a new approval before a real send."""
     from outreach.deliver.approval import approve as record
-    from outreach.store import open_store
 
     ws = obj.load(only_campaigns=[campaign])
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     try:
         done, before = record(ws, campaign, approver, store)
     finally:

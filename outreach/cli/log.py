@@ -58,10 +58,9 @@ def log_cmd(
         raise click.UsageError(
             "give KIND and the researcher's EMAIL (outreach log meeting EMAIL), or --csv FILE"
         )
-    from outreach.store import open_store
 
     ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     if csv_file is not None:
         logged = log_csv(ws, store, csv_file, kind)
         added, already = Logged.per_kind(logged.added), Logged.per_kind(logged.already)

@@ -36,10 +36,9 @@ def forget(obj: Context, email: str, dry_run: bool, yes: bool, from_people: bool
     """
     from outreach.privacy.forget import describe
     from outreach.privacy.forget import forget as forget_person
-    from outreach.store import open_store
 
     ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
 
     def show(plan: Any, heading: str) -> None:
         out_console.print(heading)
@@ -85,10 +84,9 @@ def export(obj: Context, email: str, out: Path | None) -> None:
     """Print, as JSON, everything outreach holds about EMAIL (GDPR access request)."""
     from outreach.privacy.export import export as export_person
     from outreach.privacy.export import holds_anything
-    from outreach.store import open_store
 
     ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     try:
         data = export_person(ws, store, email)
     finally:

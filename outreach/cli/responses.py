@@ -30,11 +30,10 @@ def responses_list(obj: Context, ambiguous: bool, as_json: bool) -> None:
     campaigns it may answer)."""
     from rich.table import Table
 
-    from outreach.store import open_store
     from outreach.track.resolve import list_responses
 
     ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     try:
         listed = list_responses(store, ws.settings.tracking.reply_window_days, ambiguous=ambiguous)
     finally:
@@ -80,11 +79,10 @@ def responses_assign(obj: Context, response_id: int, campaign: str) -> None:
     it came): counted as a reply that names our message."""
     from outreach.report.build import sent_campaigns
     from outreach.report.workspace_report import resolve_campaign
-    from outreach.store import open_store
     from outreach.track.resolve import assign
 
     ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     try:
         cid = resolve_campaign(campaign, ws.campaigns, sent_campaigns(store), ws.root, ws.problems)
         done = assign(store, response_id, cid)

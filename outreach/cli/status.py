@@ -53,7 +53,6 @@ def status(
     from outreach.deliver.approval import campaign_states
     from outreach.deliver.ledger import Ledger
     from outreach.report.status import bounced
-    from outreach.store import open_store
 
     if show and not campaign:
         raise click.UsageError("--show needs a CAMPAIGN")
@@ -61,7 +60,7 @@ def status(
         raise click.UsageError("--show and --suppressed list different things: use one")
     ws = obj.load(only_campaigns=[])
     cid = ws.campaign(campaign).campaign.id if campaign else None
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     if suppressed:
         _print_suppressed(store, cid, as_json)
         return

@@ -80,10 +80,9 @@ def assign_cmd(
     from outreach.audience.assignment_plan import fmt_churn
     from outreach.audience.handover import check_handover_target, write_handover_campaign
     from outreach.report.assignment import print_table, to_csv
-    from outreach.store import open_store
 
     ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     if history_of:
         _print_history(store, history_of, fmt, out)
         return
@@ -151,11 +150,10 @@ def coverage_cmd(obj: Context, year: int | None, fmt: str, out: Path | None, nex
     from outreach.audience.assignments import current_owners
     from outreach.audience.coverage import check_year, compute_coverage
     from outreach.report.coverage import print_table, to_csv, to_html, to_json
-    from outreach.store import open_store
 
     y = check_year(year)
     ws = obj.load(only_campaigns=[])
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     d = ws.directory
     cov = compute_coverage(
         store, d.researchers, d.liaisons, y, next_n=next_n, assigned=current_owners(store)

@@ -36,7 +36,6 @@ def track_ingest(
     obj: Context, sources: tuple[str, ...], all_boxes: bool, mailbox_names: tuple[str, ...]
 ) -> None:
     """Ingest SOURCES: imap://… imaps://… maildir:PATH mbox:PATH FILE.eml or - (stdin)."""
-    from outreach.store import open_store
     from outreach.track.ingest import ingest_sources
 
     ws = obj.load(only_campaigns=[])
@@ -45,7 +44,7 @@ def track_ingest(
         specs += [b.name for b in ws.settings.mailboxes]
     if not specs and not mailbox_names:
         raise click.UsageError("name a source (or --all for the mailboxes in outreach.yaml)")
-    store = open_store(ws.database_url())
+    store = obj.store(ws)
     count = [0]
 
     def tick() -> None:

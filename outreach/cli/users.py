@@ -29,10 +29,9 @@ def _password(from_stdin: bool) -> str:
 
 
 def _store(obj: Context) -> tuple[Workspace, Store]:
-    from outreach.store import open_store
 
     ws = obj.load(only_campaigns=[])
-    return ws, open_store(ws.database_url())
+    return ws, obj.store(ws)
 
 
 @user.command("add")
