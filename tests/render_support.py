@@ -1,4 +1,4 @@
-"""Shared helpers of the render/compose/preview tests (test_render, test_fastpath,
+"""Shared helpers of the render/compose/preview tests (test_render, test_shortcuts_same_bytes,
 test_spamassassin, test_preview_browser): a private copy of the example workspace with a
 fixed token secret, so that tokens and links are the same in every run."""
 

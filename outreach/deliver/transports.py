@@ -97,7 +97,7 @@ async def _data(
     whole cost of sending one. Our messages are CRLF already, so the same protocol steps
     run here with the payload from ``wire_form`` (about 35 µs). It uses the command lock
     of aiosmtplib's protocol (5.x); where that is missing, ``data()`` does the work.
-    tests/test_fastpath.py checks that the installed aiosmtplib takes this path."""
+    tests/test_shortcuts_same_bytes.py checks that the installed aiosmtplib takes this path."""
     protocol = client.protocol
     payload = wire if wire is not None else wire_form(data)
     if payload is None or protocol is None or not _fast_data_supported(protocol):

@@ -7,7 +7,7 @@ RFC 2047-encoded. compose.py builds no header line from data itself.
 The common cases (short ASCII subjects and names, names and subjects with non-ASCII words)
 are written directly, as the email package's folder costs about 150 µs a subject and 1 ms an
 address; whatever these fast paths do not cover goes through the email package's SMTP
-policy. tests/test_fastpath.py checks that fast-path lines parse back to the same text.
+policy. tests/test_shortcuts_same_bytes.py checks that fast-path lines parse back to the same text.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The foundation through the CLI: the example workspace, workspace discovery, `init`, and
+"""The workspace through the CLI: the example workspace, workspace discovery, `init`, and
 every bad input of issue 2. Each bad input must give a located problem with a hint, the
 right exit code (0 ok, 1 problems, 2 usage/configuration), no traceback, and leave the
 workspace exactly as it was."""
