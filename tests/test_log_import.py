@@ -77,7 +77,8 @@ def test_import_twice_adds_nothing_and_counts_per_kind(root: Path, tmp_path: Pat
     assert f"logged 5 contact(s) from {sheet}: 2 meeting, 1 call, 1 inbound, 1 visit" in run.stdout
     first = contacts(root)
     assert Counter(r[0] for r in first) == {"meeting": 2, "call": 1, "visit": 1, "inbound": 1}
-    assert first[1][3] == "2026-09-02T14:30+00:00"
+    # the example's timezone: is Europe/Helsinki (summer time, UTC+3 in September)
+    assert first[1][3] == "2026-09-02T11:30+00:00"
 
     again = cli(root, "log", "--csv", str(sheet))
     assert again.code == 0, again
@@ -137,11 +138,13 @@ def test_a_spreadsheet_export_with_local_dates(root: Path, tmp_path: Path) -> No
     assert run.code == 0, run
     assert "logged 4 contact(s)" in run.stdout
     got = contacts(root)
+    # times are the workspace's (timezone: Europe/Helsinki, UTC+2 in winter); a date
+    # alone is noon there
     assert [(r[0], r[1], r[3]) for r in got] == [
-        ("meeting", p[0], "2026-11-20T12:00+00:00"),
-        ("call", p[1], "2026-02-03T14:30+00:00"),
-        ("visit", p[2], "2026-12-01T09:05+00:00"),
-        ("reply", p[3], "2026-11-19T12:00+00:00"),
+        ("meeting", p[0], "2026-11-20T10:00+00:00"),
+        ("call", p[1], "2026-02-03T12:30+00:00"),
+        ("visit", p[2], "2026-12-01T07:05+00:00"),
+        ("reply", p[3], "2026-11-19T10:00+00:00"),
     ]
     assert got[1][2] == "helena"
     assert got[0][4] == 'kahvi; "puoli" tuntia'
@@ -248,3 +251,27 @@ def test_two_imports_of_one_file_at_once_add_it_once(tmp_path: Path, store_url: 
     assert len(contacts(root)) == 40
     if store_url is None:
         assert query(root, "select count(*) from contacts") == [(40,)]
+
+
+def test_a_time_is_the_workspaces_own_unless_it_gives_its_offset(
+    root: Path, tmp_path: Path
+) -> None:
+    """A liaison in Stockholm who writes 14:30 met at 14:30 Stockholm time; a time with its
+    own offset keeps it; without `timezone:` a time is UTC."""
+    p = people(root)
+    settings = root / "outreach.yaml"
+    text = settings.read_text(encoding="utf-8")
+    assert "timezone: Europe/Helsinki" in text
+    settings.write_text(
+        text.replace("timezone: Europe/Helsinki", "timezone: Europe/Stockholm"), "utf-8"
+    )
+    rows = [f"call,{p[0]},20.11.2026 14:30,,", f"call,{p[1]},2026-11-20T14:30+05:00,,"]
+    assert cli(root, "log", "--csv", str(write_csv(tmp_path / "a.csv", rows))).code == 0
+    assert [r[3] for r in contacts(root)] == ["2026-11-20T13:30+00:00", "2026-11-20T09:30+00:00"]
+
+    settings.write_text(
+        "\n".join(x for x in text.splitlines() if not x.startswith("timezone:")) + "\n", "utf-8"
+    )
+    rows = [f"call,{p[2]},20.11.2026 14:30,,"]
+    assert cli(root, "log", "--csv", str(write_csv(tmp_path / "b.csv", rows))).code == 0
+    assert contacts(root)[-1][3] == "2026-11-20T14:30+00:00"

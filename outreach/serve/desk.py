@@ -159,7 +159,7 @@ async def log_meeting(request: Request, state: AppState, ws: Workspace, lid: str
     if isinstance(fields, Response):
         return fields
     land = await run_in_threadpool(desk_data.territory, state.store, ws)
-    form = check_meeting(fields, land.members(lid), lid)
+    form = check_meeting(fields, land.members(lid), lid, zone=ws.settings.zone())
     if form.contact is None:
         return await run_in_threadpool(_log_page, request, ws, lid, form, 422)
     user = session(request).user

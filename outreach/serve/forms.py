@@ -8,7 +8,7 @@ source naming the user who logged it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from outreach.store import utcnow
 from outreach.track.contacts import Contact, parse_when
@@ -50,7 +50,11 @@ def _researcher(text: str, members: list[Researcher]) -> Researcher | str:
 
 
 def check_meeting(
-    fields: dict[str, str], members: list[Researcher], liaison_id: str, now: datetime | None = None
+    fields: dict[str, str],
+    members: list[Researcher],
+    liaison_id: str,
+    now: datetime | None = None,
+    zone: tzinfo = UTC,
 ) -> MeetingForm:
     now = now or utcnow()
     form = MeetingForm({k: fields.get(k, "") for k in ("kind", "researcher", "date", "note")})
@@ -73,7 +77,7 @@ def check_meeting(
             errors["date"] = "give the date (YYYY-MM-DD)"
         else:
             try:
-                happened = parse_when(v["date"])
+                happened = parse_when(v["date"], zone)
             except ValueError:
                 errors["date"] = "not a date: write YYYY-MM-DD or DD.MM.YYYY"
             else:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,11 @@ DATE_FORMATS = (
 _LOCAL = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T]+(?:klo\s*)?(\d{1,2})[:.](\d{2}))?")
 
 
-def parse_when(value: str | None) -> datetime:
-    """A date (noon UTC) or a date and time (UTC unless it gives its offset), in UTC.
-    ISO 8601 (2026-11-20, 2026-11-20T14:30) or the local 20.11.2026 [14:30]."""
+def parse_when(value: str | None, zone: tzinfo = UTC) -> datetime:
+    """A date (noon in ``zone``) or a date and time (in ``zone`` unless it gives its
+    offset), returned in UTC. ISO 8601 (2026-11-20, 2026-11-20T14:30) or the local
+    20.11.2026 [14:30]. ``zone`` is the workspace's ``timezone:``: a liaison in Helsinki
+    who writes 14:30 met at 14:30 Helsinki time."""
     if not value:
         return utcnow()
     raw = value.strip()
@@ -84,9 +86,10 @@ def parse_when(value: str | None) -> datetime:
             day, month, year, hour, minute = local.groups()
             d = date(int(year), int(month), int(day))
             at = time(int(hour), int(minute)) if hour is not None else time(12, 0)
-            return datetime.combine(d, at, tzinfo=UTC)
+            return datetime.combine(d, at, tzinfo=zone).astimezone(UTC)
         if len(raw) == 10:
-            return datetime.combine(date.fromisoformat(raw), time(12, 0), tzinfo=UTC)
+            noon = datetime.combine(date.fromisoformat(raw), time(12, 0), tzinfo=zone)
+            return noon.astimezone(UTC)
         parsed = datetime.fromisoformat(raw)
     except ValueError as exc:
         # "day is out of range for month" says more than "not a date"; the parser's other
@@ -94,7 +97,7 @@ def parse_when(value: str | None) -> datetime:
         why = f" ({exc})" if "range" in str(exc) or "must be in" in str(exc) else ""
         raise ValueError(f"`{value}` is not a date{why}") from None
     # SQLite keeps the wall time and drops the offset: store UTC
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).astimezone(UTC)
 
 
 def _default_owner(ws: Workspace, email: str) -> str | None:
@@ -174,7 +177,7 @@ def validate_contact(
     if owner is None and address in known:
         owner = _default_owner(ws, address)
     try:
-        happened = parse_when(when)
+        happened = parse_when(when, ws.settings.zone())
     except ValueError as exc:
         problems.append(Problem(str(exc), at(date_field), f"write {DATE_FORMATS}"))
         happened = utcnow()
