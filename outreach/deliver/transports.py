@@ -71,6 +71,58 @@ async def _mail(client: aiosmtplib.SMTP, sender: str, smtputf8: bool = False) ->
         raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
 
 
+def _check_mail(response: aiosmtplib.SMTPResponse, sender: str) -> None:
+    if response.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+def _check_rcpt(response: aiosmtplib.SMTPResponse, recipient: str) -> None:
+    if response.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+
+
+async def _pipelined(
+    client: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...]
+) -> list[aiosmtplib.SMTPResponse] | None:
+    """MAIL FROM and every RCPT TO in one write, their replies read in order, when the
+    server offers PIPELINING (RFC 2920) and every address is plain: one write and one wait
+    for the envelope instead of one per command. None where it does not apply (the caller
+    sends the commands one by one). DATA is never in the group: the `sending` mark goes
+    between the envelope's replies and DATA, as without pipelining. A session's first
+    message, which greets the server, goes one command at a time.
+
+    aiosmtplib's protocol parses one reply per arrival of data: replies that came in one
+    packet wait in its buffer, read here before waiting for more."""
+    protocol = client.protocol
+    if (
+        client.is_ehlo_or_helo_needed
+        or not client.supports_extension("pipelining")
+        or protocol is None
+        or not _fast_data_supported(protocol)
+        or not callable(getattr(protocol, "_read_response_from_buffer", None))
+        or not _PLAIN_ADDRESS.match(sender)
+        or not all(_PLAIN_ADDRESS.match(r) for r in recipients)
+    ):
+        return None
+    commands = [b"MAIL FROM:<" + sender.encode("ascii") + b">\r\n"]
+    commands += [b"RCPT TO:<" + r.encode("ascii") + b">\r\n" for r in recipients]
+    lock: asyncio.Lock = protocol._command_lock  # type: ignore[assignment]
+    replies: list[aiosmtplib.SMTPResponse] = []
+    try:
+        async with lock:
+            protocol._response_pending = True  # a reply is expected (aiosmtplib 5.x)
+            protocol.write(b"".join(commands))
+            for _ in commands:
+                reply = protocol._read_response_from_buffer()
+                if reply is None:
+                    reply = await protocol.read_response(timeout=client.timeout)
+                replies.append(reply)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()
+        raise
+    return replies
+
+
 async def _rcpt(client: aiosmtplib.SMTP, recipient: str, smtputf8: bool = False) -> None:
     """RCPT TO, as ``_mail``; 250 and 251 accept, as in aiosmtplib's rcpt()."""
     if not _PLAIN_ADDRESS.match(recipient):
@@ -409,8 +461,16 @@ class SmtpTransport:
                         f"non-ASCII local part and the SMTP server {self.settings.host}:"
                         f"{self.settings.port} does not offer SMTPUTF8",
                     )
+            replies = (
+                None
+                if message.smtputf8
+                else await _pipelined(client, message.mail_from, message.recipients)
+            )
             try:
-                await _mail(client, message.mail_from, message.smtputf8)
+                if replies is None:
+                    await _mail(client, message.mail_from, message.smtputf8)
+                else:
+                    _check_mail(replies[0], message.mail_from)
             except aiosmtplib.SMTPSenderRefused as exc:
                 if exc.code >= 500 or exc.code == 530:
                     # Every message from this sender would fail alike: a set-up problem
@@ -424,9 +484,12 @@ class SmtpTransport:
                 raise
             accepted = 0
             last_refusal: aiosmtplib.SMTPResponseException | None = None
-            for rcpt in message.recipients:
+            for index, rcpt in enumerate(message.recipients):
                 try:
-                    await _rcpt(client, rcpt, message.smtputf8)
+                    if replies is None:
+                        await _rcpt(client, rcpt, message.smtputf8)
+                    else:
+                        _check_rcpt(replies[index + 1], rcpt)
                     accepted += 1
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     if exc.code == 530:
