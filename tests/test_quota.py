@@ -410,3 +410,28 @@ def test_one_mailbox_has_as_many_messages_on_the_wire_as_connections(
         assert all(r["slot_seq"] for r in led.rows.with_status(cid, ["sent"]))
     finally:
         led.store.close()
+
+
+def test_a_fast_sender_books_more_slots_at_a_time_a_slow_one_the_base() -> None:
+    """A booking is sized by the sender's rate since its previous one: what it sends in
+    AHEAD_SECONDS (fewer write transactions for a fast mailbox), never below the base nor
+    above AHEAD_MOST, and a rate measured over less than 10 ms is not used."""
+    from outreach.deliver.send_loop import AHEAD_MOST, AHEAD_SECONDS, SendLoop
+
+    loop = SendLoop.__new__(SendLoop)  # only the sizing's own state
+    loop.ahead, loop.taken, loop.booked_at, loop.aheads = 32, Counter(), {}, {}
+
+    def booking(sender: str, now: float, sent_since: int) -> int:
+        loop.taken[sender] += sent_since
+        loop._sized(sender, now)
+        return loop.aheads.get(sender, loop.ahead)
+
+    assert booking("fast", 0.0, 0) == 32  # no rate yet: the base
+    assert booking("fast", 0.005, 30) == 32  # 5 ms: too short to measure
+    assert booking("fast", 0.1, 50) == int(800 * AHEAD_SECONDS)  # 80 in 0.1 s: 800/s
+    assert booking("fast", 0.2, 1000) == AHEAD_MOST  # 10,000/s: capped
+    assert booking("slow", 0.0, 0) == 32
+    assert booking("slow", 1.0, 20) == 32  # 20/s: the base
+    # what a sender keeps booked is sent within AHEAD_SECONDS at its rate: far inside
+    # the time a slot may still be used after its own
+    assert AHEAD_SECONDS < SLOT_GRACE / 2

@@ -44,6 +44,12 @@ from outreach.workspace.settings import Pace
 # Slots a sender books at most ahead of its messages on the wire, per connection: several
 # per transaction, few enough that they are used well within their time.
 AHEAD_PER_CONNECTION = 8
+# A sender whose messages go faster books more at a time: as many as it sends in this many
+# seconds (well within SLOT_GRACE, so its slots do not lapse before DATA), at most
+# AHEAD_MOST. At 1,000,000 a minute and ~500 messages a second, 5 times fewer bookings,
+# each a write transaction.
+AHEAD_SECONDS = 0.25
+AHEAD_MOST = 512
 
 
 class SendLoop:
@@ -108,6 +114,11 @@ class SendLoop:
         connections = settings.transport.connections if isinstance(transport, SmtpTransport) else 1
         self.semaphore = asyncio.Semaphore(connections)
         self.ahead = AHEAD_PER_CONNECTION * connections
+        # Per sender: messages taken off its line so far; (when, how many taken then) at
+        # its latest booking; how many rows it keeps booked (see _sized).
+        self.taken: Counter[str] = Counter()
+        self.booked_at: dict[str, tuple[float, int]] = {}
+        self.aheads: dict[str, int] = {}
         self.inflight: set[asyncio.Task[None]] = set()
         # When to ask the store for a sender's next slots (monotonic clock).
         self.hint: dict[str, float] = {}
@@ -180,6 +191,7 @@ class SendLoop:
                 semaphore.release()
                 break
             at, work = ready[best_sender].popleft()
+            self.taken[best_sender] += 1
             self.tries[work.id] += 1
             slot = at if self.throttled and self._pace(best_sender).paced else None
             task = asyncio.create_task(self._deliver(work, self.by_email[work.email], slot))
@@ -223,9 +235,10 @@ class SendLoop:
                     line.append((now, queue.popleft()))
                 wake = now if wake is None else wake
                 continue
-            want = self.ahead - len(line)
+            ahead = self.aheads.get(sender, self.ahead)
+            want = ahead - len(line)
             due = self.hint.get(sender, now)
-            if want < self.ahead // 2 or due > now:
+            if want < ahead // 2 or due > now:
                 # enough booked, or the store said when to ask again
                 wake = due if wake is None else min(wake, due)
                 continue
@@ -233,6 +246,7 @@ class SendLoop:
             booking = self.ledger.quota.book(
                 sender, [w.id for w in work], self.owner, self._pace(sender)
             )
+            self._sized(sender, now)
             if booking.lost:
                 self.fatal.append(self._lost_lease())
             offset = time.monotonic() - _utc_seconds()
@@ -246,6 +260,18 @@ class SendLoop:
             due = self.hint.get(sender, now)
             wake = due if wake is None else min(wake, due)
         return wake
+
+    def _sized(self, sender: str, now: float) -> None:
+        """At a booking: how many rows ``sender`` keeps booked from now on: ``ahead``, or
+        what it sent in AHEAD_SECONDS at its rate since its previous booking, when that is
+        more (a rate measured over less than 10 ms is too rough to go by)."""
+        taken = self.taken[sender]
+        since = self.booked_at.get(sender)
+        if since is None or now - since[0] >= 0.01:
+            self.booked_at[sender] = (now, taken)
+        if since is not None and now - since[0] >= 0.01:
+            rate = (taken - since[1]) / (now - since[0])
+            self.aheads[sender] = max(self.ahead, min(AHEAD_MOST, int(rate * AHEAD_SECONDS)))
 
     def _look_again(self) -> None:
         for sender in self.senders:
