@@ -229,7 +229,7 @@ def build_report(
         "randomised": randomised,
         "label": "randomised comparison"
         if randomised
-        else "observational comparison (not randomised)",
+        else "observational comparison, not randomised",
         "relative_lift": round((p1 - p2) / p2, 6) if both_arms and p2 > 0 else None,
         "comparable": both_arms,
         # the comparison counts replies that name our Message-ID; these were tied to the
