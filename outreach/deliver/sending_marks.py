@@ -10,13 +10,20 @@ from typing import Any
 from outreach.deliver.quota import SlotLost
 from outreach.deliver.rows import LedgerRows
 
+# The event loop turns a commit waits for more marks to join it. A turn with callbacks
+# ready polls the sockets without waiting, so this costs no idle time: the replies to other
+# connections' envelopes that have already arrived are read, and those connections' marks
+# join the commit. 4,000 split messages on 4 connections: 3,502 commits -> 2,052.
+GATHER_TURNS = 2
+
 
 class SendingMarks:
     """Group commit of `sending` marks, each still committed before its own message goes on
     the wire: the connections that reach DATA while a commit is being made share the next
-    one. The held-back `sent` marks ride along (``LedgerRows.take_sent_marks``). A message
-    with a quota slot is marked only within its slot's time: its future raises
-    ``SlotLost`` when the slot has lapsed.
+    one, and those that reach it within GATHER_TURNS turns of the event loop share it too.
+    The held-back `sent` marks ride along (``LedgerRows.take_sent_marks``). A message with
+    a quota slot is marked only within its slot's time: its future raises ``SlotLost``
+    when the slot has lapsed.
 
     On PostgreSQL the commit runs in a thread of its own, one at a time: it waits for the
     server's WAL flush (about a millisecond), and made in the event loop that wait stalled
@@ -37,9 +44,15 @@ class SendingMarks:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         if not self.waiting and not self.busy:
-            loop.call_soon(self._commit)
+            loop.call_soon(self._after_turns, GATHER_TURNS)
         self.waiting.append((row_id, message_id, slotted, done))
         return done
+
+    def _after_turns(self, turns: int) -> None:
+        if turns > 0:
+            asyncio.get_running_loop().call_soon(self._after_turns, turns - 1)
+        else:
+            self._commit()
 
     def _commit(self) -> None:
         if self.busy or not self.waiting:
