@@ -6,7 +6,7 @@
   templates that compute with a recipient's values are never stamped;
 * headers (headers.py): subjects and display names encoded without the email package's
   folder parse back to the same text, with no defects and no line over 78 characters;
-* DATA (transports.py): the pre-stuffed payload arrives unchanged at a real SMTP server,
+* DATA (smtp_commands.py): the pre-stuffed payload arrives unchanged at a real SMTP server,
   lines starting with "." included, and the installed aiosmtplib takes that path.
 """
 
@@ -29,8 +29,9 @@ from render_support import CAMPAIGNS, fixed_env, load, make_workspace, prepared
 from servers.smtp import SMTPTestServer
 from store_helpers import make_ws, smtp_settings
 
-from outreach.deliver import transports
-from outreach.deliver.transports import Credentials, SmtpTransport, wire_form
+from outreach.deliver import smtp_commands
+from outreach.deliver.smtp_commands import wire_form
+from outreach.deliver.transports import Credentials, SmtpTransport
 from outreach.message.compose import _qp, _qp_by_line
 from outreach.message.headers import _encoded_address, _encoded_subject, to_line
 from outreach.message.prepared import PreparedCampaign
@@ -266,10 +267,10 @@ def test_dotted_lines_arrive_unchanged_through_the_fast_data_path(
     message = replace(composed, data=dotted, crlf=False)  # the transport stuffs it
     transport = SmtpTransport(ws.settings.transport, ws.root)
     used: list[bool] = []
-    original = transports._data
+    original = smtp_commands.send_data
 
     async def spy(client, data, wire=None):  # type: ignore[no-untyped-def]
-        used.append(transports._fast_data_supported(client.protocol))
+        used.append(smtp_commands.fast_data_supported(client.protocol))
         return await original(client, data, wire)
 
     async def run() -> str:
@@ -281,7 +282,7 @@ def test_dotted_lines_arrive_unchanged_through_the_fast_data_path(
             await transport.close()
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transports, "_data", spy)
+        mp.setattr(smtp_commands, "send_data", spy)
         assert asyncio.run(run()) == "sent"
     assert used == [True]  # the installed aiosmtplib takes the fast path
     (received,) = smtp_server.messages

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import mailbox
 import os
-import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,9 +24,10 @@ from typing import Protocol
 
 import aiosmtplib
 
+from outreach.deliver import smtp_commands as smtp
 from outreach.deliver.maildir import outbox_error, remove_quietly, why, write_tmp
 from outreach.errors import TransportError
-from outreach.message.compose import Composed, dot_stuffed
+from outreach.message.compose import Composed
 from outreach.workspace.credentials import password_from, token_from_command
 from outreach.workspace.settings import TransportSettings
 
@@ -40,137 +40,6 @@ async def marked(before_data: BeforeData) -> None:
     pending = before_data()
     if pending is not None:
         await pending
-
-
-def wire_form(data: bytes) -> bytes | None:
-    """The bytes DATA sends (``dot_stuffed``); None when the message holds a bare CR or LF
-    (it then goes through aiosmtplib's own normalisation)."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        return None
-    return dot_stuffed(data)
-
-
-# An address that needs no quoting: aiosmtplib's mail()/rcpt() would parse it with
-# email.utils (about 45 µs each) only to write `<address>` again.
-_PLAIN_ADDRESS = re.compile(
-    r"[!#-'*+\-/-9=?A-Z^-~]+(?:\.[!#-'*+\-/-9=?A-Z^-~]+)*@[A-Za-z0-9.\-]+\Z"
-)
-
-
-async def _mail(client: aiosmtplib.SMTP, sender: str, smtputf8: bool = False) -> None:
-    """MAIL FROM, through aiosmtplib's public ``execute_command`` for a plain address."""
-    if smtputf8:  # a UTF-8 address in the envelope or the headers (RFC 6531)
-        await client.mail(sender, options=["SMTPUTF8"], encoding="utf-8")
-        return
-    if client.is_ehlo_or_helo_needed or not _PLAIN_ADDRESS.match(sender):
-        await client.mail(sender)  # greets the server first where needed
-        return
-    response = await client.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
-    if response.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
-
-
-def _check_mail(response: aiosmtplib.SMTPResponse, sender: str) -> None:
-    if response.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
-
-
-def _check_rcpt(response: aiosmtplib.SMTPResponse, recipient: str) -> None:
-    if response.code not in (250, 251):
-        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
-
-
-async def _pipelined(
-    client: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...]
-) -> list[aiosmtplib.SMTPResponse] | None:
-    """MAIL FROM and every RCPT TO in one write, their replies read in order, when the
-    server offers PIPELINING (RFC 2920) and every address is plain: one write and one wait
-    for the envelope instead of one per command. None where it does not apply (the caller
-    sends the commands one by one). DATA is never in the group: the `sending` mark goes
-    between the envelope's replies and DATA, as without pipelining. A session's first
-    message, which greets the server, goes one command at a time.
-
-    aiosmtplib's protocol parses one reply per arrival of data: replies that came in one
-    packet wait in its buffer, read here before waiting for more."""
-    protocol = client.protocol
-    if (
-        client.is_ehlo_or_helo_needed
-        or not client.supports_extension("pipelining")
-        or protocol is None
-        or not _fast_data_supported(protocol)
-        or not callable(getattr(protocol, "_read_response_from_buffer", None))
-        or not _PLAIN_ADDRESS.match(sender)
-        or not all(_PLAIN_ADDRESS.match(r) for r in recipients)
-    ):
-        return None
-    commands = [b"MAIL FROM:<" + sender.encode("ascii") + b">\r\n"]
-    commands += [b"RCPT TO:<" + r.encode("ascii") + b">\r\n" for r in recipients]
-    lock: asyncio.Lock = protocol._command_lock  # type: ignore[assignment]
-    replies: list[aiosmtplib.SMTPResponse] = []
-    try:
-        async with lock:
-            protocol._response_pending = True  # a reply is expected (aiosmtplib 5.x)
-            protocol.write(b"".join(commands))
-            for _ in commands:
-                reply = protocol._read_response_from_buffer()
-                if reply is None:
-                    reply = await protocol.read_response(timeout=client.timeout)
-                replies.append(reply)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-        client.close()
-        raise
-    return replies
-
-
-async def _rcpt(client: aiosmtplib.SMTP, recipient: str, smtputf8: bool = False) -> None:
-    """RCPT TO, as ``_mail``; 250 and 251 accept, as in aiosmtplib's rcpt()."""
-    if not _PLAIN_ADDRESS.match(recipient):
-        await client.rcpt(recipient, encoding="utf-8" if smtputf8 else "ascii")
-        return
-    response = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
-    if response.code not in (250, 251):
-        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
-
-
-def _fast_data_supported(protocol: object) -> bool:
-    return isinstance(getattr(protocol, "_command_lock", None), asyncio.Lock) and all(
-        callable(getattr(protocol, name, None)) for name in ("write", "read_response")
-    )
-
-
-async def _data(
-    client: aiosmtplib.SMTP, data: bytes, wire: bytes | None = None
-) -> aiosmtplib.SMTPResponse:
-    """DATA for a composed message.
-
-    aiosmtplib's ``data()`` rewrites every line ending and dot-stuffs with two regular
-    expressions: about 0.5 ms for an 18 KB newsletter with two faces, a quarter of the
-    whole cost of sending one. Our messages are CRLF already, so the same protocol steps
-    run here with the payload from ``wire_form`` (about 35 µs). It uses the command lock
-    of aiosmtplib's protocol (5.x); where that is missing, ``data()`` does the work.
-    tests/test_shortcuts_same_bytes.py checks that the installed aiosmtplib takes this path."""
-    protocol = client.protocol
-    payload = wire if wire is not None else wire_form(data)
-    if payload is None or protocol is None or not _fast_data_supported(protocol):
-        return await client.data(data)
-    lock: asyncio.Lock = protocol._command_lock  # type: ignore[assignment]
-    try:
-        async with lock:
-            protocol._response_pending = True  # a reply is expected (aiosmtplib 5.x)
-            protocol.write(b"DATA\r\n")
-            start = await protocol.read_response(timeout=client.timeout)
-            if start.code != 354:
-                raise aiosmtplib.SMTPDataError(start.code, start.message)
-            protocol._response_pending = True
-            protocol.write(payload)
-            response = await protocol.read_response(timeout=client.timeout)
-            if response.code != 250:
-                raise aiosmtplib.SMTPDataError(response.code, response.message)
-            return response
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-        client.close()
-        raise
 
 
 SENT, DEFERRED, FAILED, UNCERTAIN, RETRY = "sent", "deferred", "failed", "uncertain", "retry"
@@ -464,13 +333,13 @@ class SmtpTransport:
             replies = (
                 None
                 if message.smtputf8
-                else await _pipelined(client, message.mail_from, message.recipients)
+                else await smtp.pipelined(client, message.mail_from, message.recipients)
             )
             try:
                 if replies is None:
-                    await _mail(client, message.mail_from, message.smtputf8)
+                    await smtp.mail(client, message.mail_from, message.smtputf8)
                 else:
-                    _check_mail(replies[0], message.mail_from)
+                    smtp.check_mail(replies[0], message.mail_from)
             except aiosmtplib.SMTPSenderRefused as exc:
                 if exc.code >= 500 or exc.code == 530:
                     # Every message from this sender would fail alike: a set-up problem
@@ -487,9 +356,9 @@ class SmtpTransport:
             for index, rcpt in enumerate(message.recipients):
                 try:
                     if replies is None:
-                        await _rcpt(client, rcpt, message.smtputf8)
+                        await smtp.rcpt(client, rcpt, message.smtputf8)
                     else:
-                        _check_rcpt(replies[index + 1], rcpt)
+                        smtp.check_rcpt(replies[index + 1], rcpt)
                     accepted += 1
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     if exc.code == 530:
@@ -520,7 +389,7 @@ class SmtpTransport:
             await _rset(client)  # leave the pooled session clean; nothing was sent
             raise
         try:
-            response = await _data(client, message.data, message.wire)
+            response = await smtp.send_data(client, message.data, message.wire)
         except aiosmtplib.SMTPDataError as exc:
             await _rset(client)
             return _classify(exc)
