@@ -271,6 +271,32 @@ def test_workers_with_a_limit_share_it_and_the_outbox_gets_each_message_once(
     assert counts(root, NEWSLETTER) == Counter(sent=247)
 
 
+def _open_outbox(path: str, start: Any) -> None:
+    import asyncio
+
+    from outreach.deliver.transports import OutboxTransport
+
+    start.wait()
+    asyncio.run(OutboxTransport(Path(path)).open())
+
+
+def test_team_workers_opening_a_new_outbox_at_once_all_succeed(tmp_path: Path) -> None:
+    """Forked workers open the same outbox, not yet made, at the same moment: none may fail
+    with "File exists" (seen once in the suite: `--workers 2 --limit 7` on a fresh
+    workspace)."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(15):
+        box = tmp_path / f"round{round_}" / "outbox"
+        start = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_outbox, args=(str(box), start)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0], f"round {round_}"
+        assert all((box / sub).is_dir() for sub in ("tmp", "new", "cur"))
+
+
 def test_plain_send_and_team_exclude_each_other(
     tmp_path: Path, smtp_server: SMTPTestServer, store_url: str | None
 ) -> None:

@@ -89,10 +89,12 @@ class OutboxTransport:
 
     async def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.box = mailbox.Maildir(str(self.path), create=True)
+            # made here, each step allowed to find it made: team workers open the same
+            # outbox at once, and Maildir(create=True) fails the one that comes second
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             for sub in ("tmp", "new", "cur"):  # an empty folder made by hand is fine too
-                (self.path / sub).mkdir(exist_ok=True)
+                (self.path / sub).mkdir(mode=0o700, exist_ok=True)
+            self.box = mailbox.Maildir(str(self.path), create=False)
         except OSError as exc:
             raise outbox_error(self.path, exc) from None
 
