@@ -51,8 +51,13 @@ def _candidate(name: str) -> str:
 
 
 def usable(first: str) -> bool:
-    """A word a greeting can use: not empty, not an initial, no digits, @ or brackets."""
-    return bool(first) and not _INITIAL.fullmatch(first) and not _UNUSABLE.search(first)
+    """A word a greeting can use: with a letter, not an initial, no digits, @ or brackets
+    ("_" or "-" alone is punctuation, not a name)."""
+    return (
+        any(ch.isalpha() for ch in first)
+        and not _INITIAL.fullmatch(first)
+        and not _UNUSABLE.search(first)
+    )
 
 
 def first_name_of(name: str, given: str = "") -> str:
@@ -78,7 +83,7 @@ def why_no_first_name(name: str) -> str | None:
         return "the name is empty or only a title"
     if _INITIAL.fullmatch(first):
         return "the name starts with an initial"
-    return "the name does not start with a first name (digits, @ or brackets)"
+    return "the name does not start with a first name (no letters, or digits, @ or brackets)"
 
 
 __all__ = ["NOT_FIRST_NAMES", "first_name_of", "usable", "why_no_first_name"]
