@@ -5,9 +5,7 @@
 * the state ``rehearsed``: a message written to an outbox that delivers nothing (the
   default outbox). Reports, reply matching, quotas and the familiarity curve read `sent`
   rows only, so they leave rehearsals out; a campaign's first real send plans its
-  rehearsed rows again (``outreach.deliver.rehearsal``);
-* ``ix_ledger_rehearsed``: a partial index of the rehearsed rows (the report's note on
-  them, and the real send that plans them again, read them without a scan).
+  rehearsed rows again (``outreach.deliver.rehearsal``).
 
 Rows sent before this revision keep the meaning they had: `sent` stays `sent`. A migration
 never plans a message again that may have reached a researcher (an outbox a local MTA
@@ -18,7 +16,7 @@ ledger shows it: the outbox transport's own answer ("250 stored in outbox as …
 prints what was decided.
 
 Revision 0001 builds the tables from schema.py as it stands, so on a database made by it
-the columns and the index may already be there: every step checks first.
+the columns may already be there: every step checks first.
 
 Revision ID: 0006
 Revises: 0005
@@ -35,7 +33,6 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-INDEX = "ix_ledger_rehearsed"
 # What OutboxTransport answers for every message it stores (and nothing else does).
 OUTBOX_REPLY = "250 stored in outbox as %"
 
@@ -47,8 +44,6 @@ def upgrade() -> None:
         op.add_column("ledger", sa.Column("transport", sa.String(10)))
     if "delivered_to" not in columns:
         op.add_column("ledger", sa.Column("delivered_to", sa.Text))
-    if INDEX not in {i["name"] for i in sa.inspect(bind).get_indexes("ledger")}:
-        next(i for i in ledger.indexes if i.name == INDEX).create(bind)
     unknown = sa.and_(ledger.c.status == SENT, ledger.c.transport.is_(None))
     bind.execute(
         sa.update(ledger)
@@ -66,8 +61,7 @@ def downgrade() -> None:
     # Before this revision a message written to the outbox was recorded as sent.
     bind = op.get_bind()
     bind.execute(sa.update(ledger).where(ledger.c.status == REHEARSED).values(status=SENT))
-    op.drop_index(INDEX, table_name="ledger")
-    if bind.dialect.name == "sqlite":  # no index names them now: dropped in place
+    if bind.dialect.name == "sqlite":  # no index names them: SQLite drops them in place
         op.execute("ALTER TABLE ledger DROP COLUMN delivered_to")
         op.execute("ALTER TABLE ledger DROP COLUMN transport")
     else:
