@@ -93,7 +93,8 @@ def check_sendable(
         missed = past_schedule(campaign, cf.doc, ws.settings.zone(), ws.rel(cf.path))
         if missed is not None and not sending_began(ws.database_url(), campaign.id):
             raise ScheduleRefused(missed.message, location=missed.location, hint=missed.hint)
-    gate(ws, cf, real=delivers(ws, kind))
+    if delivers(ws, kind):  # a dry run or a rehearsal hears of it in its summary instead
+        gate(ws, cf, real=True)
     return cf, kind
 
 
