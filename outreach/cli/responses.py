@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from outreach.cli.app import Context, pass_ctx
-from outreach.cli.output import out_console
+from outreach.cli.output import out_console, printable_json
 
 
 @click.group("responses")
@@ -34,13 +34,10 @@ def responses_list(obj: Context, ambiguous: bool, as_json: bool) -> None:
 
     ws = obj.load(only_campaigns=[])
     store = obj.store(ws)
-    try:
-        listed = list_responses(store, ws.settings.tracking.reply_window_days, ambiguous=ambiguous)
-    finally:
-        store.close()
+    listed = list_responses(store, ws.settings.tracking.reply_window_days, ambiguous=ambiguous)
     if as_json:
         for item in listed:
-            click.echo(json.dumps(item.as_dict(), ensure_ascii=False))
+            click.echo(printable_json(json.dumps(item.as_dict(), ensure_ascii=False)))
         return
     if not listed:
         out_console.print(
@@ -83,11 +80,8 @@ def responses_assign(obj: Context, response_id: int, campaign: str) -> None:
 
     ws = obj.load(only_campaigns=[])
     store = obj.store(ws)
-    try:
-        cid = resolve_campaign(campaign, ws.campaigns, sent_campaigns(store), ws.root, ws.problems)
-        done = assign(store, response_id, cid)
-    finally:
-        store.close()
+    cid = resolve_campaign(campaign, ws.campaigns, sent_campaigns(store), ws.root, ws.problems)
+    done = assign(store, response_id, cid)
     before = (
         f"was {done.previous_campaign} ({done.previous_match})"
         if done.previous_campaign

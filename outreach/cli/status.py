@@ -86,7 +86,7 @@ def status(
         for row in rows:
             state = approvals.get(row["campaign_id"])
             row["approval"] = state.summary() if state else None
-        click.echo(json.dumps(rows, default=str))
+        click.echo(printable_json(json.dumps(rows, default=str)))
         return
     table = Table(title="ledger")
     for col in ["campaign", "sender", "total", *COLUMNS]:

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 import click
 
 from outreach.cli.app import Context, pass_ctx
-from outreach.cli.output import err_console, out_console, print_next, print_problems
+from outreach.cli.output import (
+    err_console,
+    out_console,
+    print_next,
+    print_problems,
+    printable_json,
+)
 from outreach.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -68,7 +74,7 @@ def check(
     errors = sum(p.severity == "error" for p in report.problems)
     if as_json:
         for p in report.problems:
-            click.echo(json.dumps(p.as_dict(), ensure_ascii=False))
+            click.echo(printable_json(json.dumps(p.as_dict(), ensure_ascii=False)))
     else:
         for note in report.notes:
             err_console.print(note)
