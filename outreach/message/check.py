@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from outreach.audience.recipients import campaign_languages, owners_of
 from outreach.errors import Location, OutreachError, Problem
 from outreach.message.greetings import campaign_sources, greeting_problems
 from outreach.message.headers import wire_address
+from outreach.message.templating import Templates
 from outreach.workspace.people import Researcher
 from outreach.workspace.schedule import describe, past_schedule, sending_began
 
@@ -63,6 +65,11 @@ def run_check(
         ids = [c for c in (_loaded(ws, name) for name in campaigns) if c is not None]
     else:
         ids = list(ws.campaigns)
+    templates = Templates(ws.settings.default_language, ws.template_dirs(), ws.root)
+    try:
+        assigned = persisted_owners(ws.database_url())
+    except OutreachError:
+        assigned = {}  # the store's own problem is reported where it is opened
     for cid in ids:
         cf = ws.campaigns[cid]
         campaign = cf.campaign
@@ -72,11 +79,11 @@ def run_check(
             ws.rel(cf.path),
             audience,
             people_file(ws),
-            campaign_sources(campaign, ws.template_dirs()),
+            campaign_sources(campaign, templates),
         )
         report.notes += schedule_of(ws, cf, report.problems)
         if not campaign.handover:  # a handover's letters follow the outgoing liaison
-            notes, problems = languages_of(ws, cf, audience, verbose)
+            notes, problems = languages_of(ws, cf, audience, assigned, verbose)
             report.notes += notes
             report.problems += problems
     if render:
@@ -127,13 +134,14 @@ def schedule_of(ws: Workspace, cf: CampaignFile, problems: list[Problem]) -> lis
 
 
 def languages_of(
-    ws: Workspace, cf: CampaignFile, audience: list[Researcher], verbose: bool
+    ws: Workspace,
+    cf: CampaignFile,
+    audience: list[Researcher],
+    assigned: Mapping[str, str],
+    verbose: bool,
 ) -> tuple[list[str], list[Problem]]:
-    """Who gets which fallback language, per liaison; an error where none fits."""
-    try:
-        assigned = persisted_owners(ws.database_url())
-    except OutreachError:
-        assigned = {}  # the store's own problem is reported where it is opened
+    """Who gets which fallback language, per liaison (``assigned``: the store's current
+    owners); an error where none fits."""
     liaisons = ws.directory.liaisons
     owners = owners_of(audience, liaisons, assigned)
     readers = [(r, liaisons.get(owners[r.email] or "")) for r in audience]

@@ -7,13 +7,14 @@ it says "colleague" in the reader's language where there is no first name.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import jinja2
 from jinja2 import nodes
 
 from outreach.errors import Location, Problem
 from outreach.message.letter import user_strings
+from outreach.message.sandbox import TemplateRefused
+from outreach.message.templating import Templates
 from outreach.workspace.campaign import Campaign
 from outreach.workspace.names import why_no_first_name
 from outreach.workspace.people import Researcher
@@ -62,15 +63,19 @@ def prints_first_name(sources: Iterable[str]) -> bool:
     return False
 
 
-def campaign_sources(campaign: Campaign, template_dirs: list[Path]) -> Iterator[str]:
-    """The campaign's own strings and its two template files (the first found of each)."""
+def campaign_sources(campaign: Campaign, templates: Templates) -> Iterator[str]:
+    """The campaign's own strings and its two template files, read through the templates'
+    own loader: a file linked out of the workspace, or too large, is not read here (the
+    render check reports it, located)."""
     yield from user_strings(campaign)
     for suffix in (".html.j2", ".txt.j2"):
-        for folder in template_dirs:
-            path = folder / f"{campaign.template}{suffix}"
-            if path.is_file():
-                yield path.read_text(encoding="utf-8", errors="replace")
-                break
+        try:
+            source, _, _ = templates.files.loader.get_source(  # type: ignore[union-attr]
+                templates.files, f"{campaign.template}{suffix}"
+            )
+        except (jinja2.TemplateNotFound, TemplateRefused):
+            continue
+        yield source
 
 
 def greeting_problems(
