@@ -25,11 +25,7 @@ def approve(obj: Context, campaign: str, approver: str) -> None:
     from outreach.deliver.approval import approve as record
 
     ws = obj.load(only_campaigns=[campaign])
-    store = obj.store(ws)
-    try:
-        done, before = record(ws, campaign, approver, store)
-    finally:
-        store.close()
+    done, before = record(ws, campaign, approver, obj.store(ws))
     content = done.content
     templates = content.detail["templates"]
     own = [n for n, where in templates.items() if where.startswith("templates/")]

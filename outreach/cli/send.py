@@ -211,10 +211,11 @@ def send(
     if not due and not campaigns:
         raise click.UsageError("name a campaign (or use --due)")
     targets = campaigns_to_send(ws, campaigns, due=due)
-    kind = "dry-run" if dry_run else (transport or ws.settings.transport.kind)
+    transport_kind = transport or ws.settings.transport.kind
+    kind = "dry-run" if dry_run else transport_kind
     options = SendOptions(
-        transport=transport or ws.settings.transport.kind,
-        dry_run=kind == "dry-run",
+        transport=transport_kind,
+        dry_run=dry_run,
         limit=limit,
         resend_uncertain=resend_uncertain,
         force=force,

@@ -122,7 +122,6 @@ class SendLoop:
         self.inflight: set[asyncio.Task[None]] = set()
         # When to ask the store for a sender's next slots (monotonic clock).
         self.hint: dict[str, float] = {}
-        self.lapsed = 0  # slots that lapsed before their message reached DATA
         self.fatal: list[BaseException] = []
         self.budget_end = 0.0  # set when the loop starts: started + options.retry_budget
         self.last_refresh = 0.0
@@ -393,7 +392,6 @@ class SendLoop:
                         # MAIL and RCPT outlasted the slot (a slow server, a loaded
                         # machine): the session waits at DATA for a new one, if one is
                         # near; else the message waits its turn in the queue.
-                        self.lapsed += 1
                         slot = self._book_again(work)
                         if slot is None:
                             raise

@@ -17,8 +17,7 @@ from sqlalchemy import exists, func, select
 from outreach.audience.suppressions import ONE_CLICK_SOURCE, SUPPRESSION_PREFIX
 from outreach.store import Store, as_utc
 from outreach.store.schema import SENT_ROW, ledger, responses, suppressions
-
-BOUNCE_HARD = "bounce_hard"
+from outreach.track.classify import BOUNCE_HARD
 
 
 def bounced(store: Store, campaign_id: str | None = None) -> dict[tuple[str, str], int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from outreach.report.formats import pct, pvalue
 from outreach.report.stats import fisher_p, newcombe, rate, sample_size_per_arm
 
 LIAISON, SERVICE = "liaison", "service"
@@ -26,16 +27,12 @@ POWER = 0.8
 FALLBACK_BASELINE = 0.1  # the rate assumed when nothing was delivered (as the power note)
 
 
-def pct(x: float) -> str:
-    return f"{x * 100:.1f}%"
-
-
 def points(x: float) -> str:
     return f"{x * 100:+.1f}"
 
 
 def p_words(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
+    return f"p {pvalue(p)}"
 
 
 def count(n: int) -> str:
