@@ -306,6 +306,13 @@ class Unsubscribe(StrictModel):
                 "commas or a #fragment (percent-encode them); it goes into the "
                 "List-Unsubscribe header with the token appended"
             )
+        # With the token appended ("?t=…" or "&t=…") the URL must not hold `=?`: a header
+        # refuses the start of an RFC 2047 encoded word (message/headers.py)
+        if value is not None and "=?" in value + ("&" if "?" in value else "?") + "t=":
+            raise ValueError(
+                "the URL holds `=?` (or ends in `=` before the token's `?`), which mail "
+                "programs read as the start of an encoded word: write `=%3F` for `=?`"
+            )
         return value
 
     @field_validator("mailto")
