@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,99 @@ def test_the_hot_queries_read_the_partial_ledger_indexes(tmp_path: Path) -> None
         Ledger(store).rows.recover("c")  # the recovery statements run against the new indexes
     finally:
         store.close()
+
+
+def _schema_of(url: str) -> dict[str, object]:
+    """Tables, columns, keys and indexes (their partial predicates too) as the database
+    reports them, and the revision it is stamped with."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            seen = inspect(conn)
+            out: dict[str, object] = {}
+            for table in sorted(seen.get_table_names()):
+                out[table] = {
+                    "columns": [
+                        (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                        for c in seen.get_columns(table)
+                    ],
+                    "pk": seen.get_pk_constraint(table)["constrained_columns"],
+                    "unique": sorted(
+                        (u["name"], tuple(u["column_names"]))
+                        for u in seen.get_unique_constraints(table)
+                    ),
+                    "indexes": sorted(
+                        (
+                            i["name"],
+                            tuple(i["column_names"]),
+                            bool(i["unique"]),
+                            sorted(
+                                (k, str(v)) for k, v in (i.get("dialect_options") or {}).items()
+                            ),
+                        )
+                        for i in seen.get_indexes(table)
+                    ),
+                    "foreign": sorted(
+                        (f["referred_table"], tuple(f["constrained_columns"]))
+                        for f in seen.get_foreign_keys(table)
+                    ),
+                }
+            out["revision"] = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+            return out
+    finally:
+        engine.dispose()
+
+
+def test_a_new_database_is_built_as_the_migrations_build_it(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    """``open_store`` builds a new database from schema.py and stamps the head without
+    Alembic; the same schema results from running every migration from nothing, and
+    Alembic finds nothing to change on it."""
+    if store_url is None:
+        _compare_direct_and_migrated(
+            f"sqlite:///{tmp_path / 'direct.db'}", f"sqlite:///{tmp_path / 'migrated.db'}"
+        )
+        return
+    from tests.store_helpers import pg_database
+
+    with pg_database() as migrated:
+        _compare_direct_and_migrated(store_url, migrated)
+
+
+def _compare_direct_and_migrated(direct: str, migrated: str) -> None:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from outreach.store import _alembic_config
+    from outreach.store.schema import metadata
+
+    # In a process of its own, to see what it imports: a new database costs no Alembic.
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from outreach.store import open_store; "
+            f"open_store({direct!r}).close(); print('alembic' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert made.stdout.strip() == "False", made.stdout + made.stderr
+
+    engine = create_engine(migrated)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(engine, conn), "head")
+    engine.dispose()
+
+    assert _schema_of(direct) == _schema_of(migrated)
+    assert _schema_of(direct)["revision"] == [(HEAD_REVISION,)]
+    engine = create_engine(direct)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    engine.dispose()

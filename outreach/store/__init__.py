@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -27,7 +28,19 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no gate
     fcntl = None  # type: ignore[assignment]
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -83,6 +96,38 @@ def alembic_head() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+
+
+# Alembic's version table, as Alembic itself creates it (alembic.runtime.migration): a new
+# database is stamped at the head without importing Alembic.
+_versions = MetaData()
+_alembic_version = Table(
+    "alembic_version",
+    _versions,
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+
+def _create_new(conn: Connection) -> bool:
+    """On a database without tables (checked under the migration lock): the schema as
+    schema.py defines it at the head, stamped with the head. Migration 0001 builds the
+    same tables and the later ones find nothing to change on them, but importing and
+    running Alembic costs a new workspace's first command about a third of a second.
+    False when the database holds tables: Alembic migrates it."""
+    if set(inspect(conn).get_table_names()):
+        return False
+    schema.metadata.create_all(conn)
+    _versions.create_all(conn)
+    conn.execute(_alembic_version.insert().values(version_num=HEAD_REVISION))
+    return True
+
+
+def _alembic_refused(exc: Exception) -> bool:
+    """Alembic's CommandError (an unknown revision): Alembic is imported only when a
+    migration runs, so the class is looked up, not imported."""
+    module = sys.modules.get("alembic.util.exc")
+    return module is not None and isinstance(exc, module.CommandError)
 
 
 # How long a write waits for another process's write lock on SQLite before it fails.
@@ -338,9 +383,6 @@ class Store:
         return rows[0] if len(rows) == 1 else None if not rows else ",".join(sorted(rows))
 
     def upgrade(self) -> tuple[str | None, str]:
-        from alembic import command
-        from alembic.util.exc import CommandError
-
         before = self.current_revision()
         try:
             with self.engine.begin() as conn:
@@ -349,8 +391,13 @@ class Store:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
                 elif self.dialect == "sqlite":
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
-                command.upgrade(_alembic_config(self.engine, conn), "head")
-        except CommandError as exc:
+                if not _create_new(conn):
+                    from alembic import command
+
+                    command.upgrade(_alembic_config(self.engine, conn), "head")
+        except Exception as exc:
+            if not _alembic_refused(exc):
+                raise
             raise StoreError(
                 f"cannot upgrade the database {redact(self.url)} from schema revision "
                 f"{before or 'none'}: {exc}",
