@@ -290,6 +290,50 @@ def test_a_crashed_workers_slots_lapse_and_the_others_go_on(workers: list[Ledger
     assert [a for _, a in again.slots] == [at + timedelta(seconds=0.5)]  # no slot was taken
 
 
+def test_one_commit_marks_some_rows_and_tells_the_others_apart(workers: list[Ledger]) -> None:
+    """``mark_sending_many`` writes a batch with one statement per kind of row; a row it
+    could not mark gets its own answer: False when another run holds it now, None when its
+    slot has lapsed (it may be booked again), True for the rest, in the batch's order."""
+    mine, theirs = workers[0], workers[1]
+    mine.rows.add_missing(
+        "c", [PlannedRow(f"m{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(6)]
+    )
+    rows = [w.id for w in mine.rows.claim("c", "me", 6)]
+    pace = Pace(600, 100_000)  # a slot every 0.1 s
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    booked = mine.quota.book("aino", rows[:3], "me", pace, now=t)
+    assert len(booked.slots) == 3
+    # rows[3] is lost: its claim handed back and taken by another run
+    mine.rows.release(rows[3], "me")
+    assert [w.id for w in theirs.rows.claim("c", "them", 1)] == [rows[3]]
+    at = booked.slots[2][1]  # rows[0]'s slot lapses by then, rows[1] and rows[2] are good
+    now = booked.slots[0][1] + timedelta(seconds=SLOT_GRACE) + timedelta(milliseconds=1)
+    assert now > at
+    batch = [
+        (rows[0], "<0@x>", True),
+        (rows[4], "<4@x>", False),
+        (rows[1], "<1@x>", True),
+        (rows[3], "<3@x>", False),
+        (rows[2], "<2@x>", True),
+        (rows[5], "<5@x>", False),
+    ]
+    assert mine.rows.mark_sending_many(batch, "me", now=now) == [
+        None,
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+    sending = {r["id"]: r["message_id"] for r in mine.rows.with_status("c", ["sending"])}
+    assert sending == {
+        rows[1]: "<1@x>",
+        rows[2]: "<2@x>",
+        rows[4]: "<4@x>",
+        rows[5]: "<5@x>",
+    }  # rows[0] waits for a slot, rows[3] theirs
+
+
 # ------------------------------------------------------------------------- through the CLI
 
 THREE_LIAISONS = {"faculty": ["Pharmacy", "Science"]}  # lars 39, pekka 52, helena 11

@@ -16,6 +16,7 @@ import asyncio
 import email
 import email.policy
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from email.header import decode_header, make_header
@@ -290,34 +291,52 @@ def test_dotted_lines_arrive_unchanged_through_the_fast_data_path(
 
 
 # -- ledger: one commit a message -----------------------------------------------------------
-def test_sent_marks_are_held_back_into_the_next_sending_commit(tmp_path: Path) -> None:
+def test_sent_marks_are_held_back_and_ride_in_a_later_sending_commit(tmp_path: Path) -> None:
+    """A `sent` mark waits, unwritten, until 32 have gathered or the oldest has waited half
+    a second; then the next `sending` commit writes them all. Reading the ledger, or a
+    run ending, writes them at once."""
+    from outreach.deliver import rows as rows_module
     from outreach.deliver.rows import LedgerRows, PlannedRow
     from outreach.store import open_store
 
     led = LedgerRows(open_store(f"sqlite:///{tmp_path / 'o.db'}"))
-    rows = [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(3)]
+    rows = [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(40)]
     led.add_missing("c", rows)
-    first, second, third = led.claim("c", "me", 3)
+    work = led.claim("c", "me", 40)
+
+    def raw_status(row_id: int) -> str:
+        with led.engine.connect() as conn:
+            found = conn.exec_driver_sql("select status from ledger where id = ?", (row_id,))
+            return str(found.scalar())
 
     def status() -> dict[str, int]:
         return {r["status"]: r["total"] for r in _statuses(led)}
 
-    assert led.mark_sending(first.id, "<1@x>", "me")
+    first = work[0]
+    assert led.mark_sending(first.id, "<0@x>", "me")
     led.mark_sent(first.id, "250 ok")
     # held back: another connection still reads `sending` (a crash now: `uncertain`)
-    with led.engine.connect() as conn:
-        raw = conn.exec_driver_sql("select status from ledger where id = ?", (first.id,))
-        assert raw.scalar() == "sending"
-    assert led.mark_sending(second.id, "<2@x>", "me")  # the same commit writes the mark
-    with led.engine.connect() as conn:
-        raw = conn.exec_driver_sql("select status from ledger where id = ?", (first.id,))
-        assert raw.scalar() == "sent"
-    led.mark_sent(second.id, "250 ok")
-    assert status() == {"sent": 2, "claimed": 1}  # reading flushes
-    led.release(third.id, "me")
+    assert raw_status(first.id) == "sending"
+    assert led.mark_sending(work[1].id, "<1@x>", "me")  # one fresh mark: not yet
+    assert raw_status(first.id) == "sending"
+    time.sleep(rows_module._SENT_MARK_WAIT + 0.05)
+    assert led.mark_sending(work[2].id, "<2@x>", "me")  # the oldest has waited: written
+    assert raw_status(first.id) == "sent"
+
+    # by count: 32 held marks ride in the next `sending` commit
+    ride = rows_module._SENT_MARKS_RIDE
+    for index in range(3, 3 + ride):
+        assert led.mark_sending(work[index].id, f"<{index}@x>", "me")
+        led.mark_sent(work[index].id, "250 ok")
+    assert raw_status(work[3].id) == "sending"  # 32 held, none written yet
+    assert led.mark_sending(work[3 + ride].id, "<next@x>", "me")
+    assert all(raw_status(w.id) == "sent" for w in work[3 : 3 + ride])
+    assert status() == {"sent": 1 + ride, "sending": 3, "claimed": 40 - 4 - ride}
 
 
-def test_a_failed_sending_commit_keeps_the_sent_marks_it_carried(tmp_path: Path) -> None:
+def test_a_failed_sending_commit_keeps_the_sent_marks_it_carried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The held-back `sent` mark rides in the next `sending` transaction; when that
     transaction fails (here a trigger aborts the `sending` update), the mark is rolled back
     with it and must be written by the next commit, not lost (the row would read
@@ -329,6 +348,7 @@ def test_a_failed_sending_commit_keeps_the_sent_marks_it_carried(tmp_path: Path)
     rows = [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(3)]
     led.add_missing("c", rows)
     first, second, third = led.claim("c", "me", 3)
+    monkeypatch.setattr("outreach.deliver.rows._SENT_MARK_WAIT", 0.0)  # every commit carries
     with led.engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TRIGGER refuse BEFORE UPDATE OF status ON ledger "

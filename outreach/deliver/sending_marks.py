@@ -69,7 +69,7 @@ class SendingMarks:
                 return
             _settle(batch, results)
             return
-        sent = self.rows.take_sent_marks()
+        sent = self.rows.take_sent_marks(all_held=False)
         self.busy = True
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(

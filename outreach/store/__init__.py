@@ -269,27 +269,27 @@ class HotWrites:
         finally:
             fcntl.flock(self.gate, fcntl.LOCK_UN)
 
+    def _values(self, stmt: Any, params: dict[str, Any]) -> tuple[str, Any]:
+        sql, order, defaults, processors = self._compile(stmt)
+        values = {**defaults, **params}
+        for name, proc in processors.items():
+            value = values.get(name)
+            if value is not None:
+                values[name] = proc(value)
+        return sql, [values[k] for k in order] if order is not None else values
+
     @contextmanager
-    def transaction(self) -> Iterator[Callable[[Any, dict[str, Any]], int]]:
-        """``run(statement, params) -> rowcount`` inside one transaction, committed on exit."""
+    def transaction(self) -> Iterator[HotRun]:
+        """``run(statement, params) -> rowcount`` (and ``run.many``) inside one
+        transaction, committed on exit."""
         if os.getpid() != self.pid:  # pragma: no cover - a forked child opens its own store
             raise RuntimeError("a store's connection cannot cross a fork")
-
-        def run(stmt: Any, params: dict[str, Any]) -> int:
-            sql, order, defaults, processors = self._compile(stmt)
-            values = {**defaults, **params}
-            for name, proc in processors.items():
-                if values.get(name) is not None:
-                    values[name] = proc(values[name])
-            cursor.execute(sql, [values[k] for k in order] if order is not None else values)
-            return int(cursor.rowcount)
-
         with self.lock:
             cursor = self.conn.cursor()
             if self.gate is not None:
                 fcntl.flock(self.gate, fcntl.LOCK_EX)
             try:
-                yield run
+                yield HotRun(self, cursor)
                 self.conn.commit()
             except BaseException as exc:
                 note_database(exc, shown_database(self.engine.url.render_as_string()))
@@ -308,6 +308,28 @@ class HotWrites:
             if self.gate is not None:
                 os.close(self.gate)
         self.gate = None
+
+
+class HotRun:
+    """The statements of one ``HotWrites`` transaction: ``run(statement, params)`` and
+    ``run.many(statement, [params, …])`` (one DBAPI executemany), each returning how many
+    rows changed."""
+
+    def __init__(self, writes: HotWrites, cursor: Any) -> None:
+        self.writes = writes
+        self.cursor = cursor
+
+    def __call__(self, stmt: Any, params: dict[str, Any]) -> int:
+        sql, values = self.writes._values(stmt, params)
+        self.cursor.execute(sql, values)
+        return int(self.cursor.rowcount)
+
+    def many(self, stmt: Any, params: list[dict[str, Any]]) -> int:
+        if not params:
+            return 0
+        values = [self.writes._values(stmt, p)[1] for p in params]
+        self.cursor.executemany(self.writes._compile(stmt)[0], values)
+        return int(self.cursor.rowcount)
 
 
 @dataclass
@@ -443,4 +465,4 @@ def open_store(url: str, *, create: bool = True, check: bool = True) -> Store:
     return store
 
 
-__all__ = ["Store", "open_store", "schema", "utcnow", "head_revision"]
+__all__ = ["HotRun", "Store", "open_store", "schema", "utcnow", "head_revision"]
