@@ -34,6 +34,7 @@ from outreach.message.headers import (
     wire_address,
 )
 from outreach.message.render import Rendered, photo_cid
+from outreach.message.stamp import OPEN, fill
 from outreach.message.tokens import message_id
 from outreach.workspace.photos import PhotoUnusable, open_photo
 
@@ -188,6 +189,7 @@ class Composer:
         self.envelope_from = envelope_from
         self._header_cache: dict[tuple[str, str, str], bytes] = {}
         self._qp_lines: dict[str, bytes] = {}  # see _qp_by_line
+        self._qp_stamps: dict[str, _StampLines] = {}  # see _StampLines
         self._date_cache: tuple[int, str] = (-1, "")
 
     def links(self, token: str, campaign_id: str) -> tuple[str | None, str | None]:
@@ -216,6 +218,14 @@ class Composer:
         if self._date_cache[0] != second:
             self._date_cache = (second, formatdate(second, localtime=True))
         return self._date_cache[1]
+
+    def _stamp_lines(self, stamp: str) -> _StampLines:
+        found = self._qp_stamps.get(stamp)
+        if found is None:
+            if len(self._qp_stamps) >= _STAMPS_KEPT:
+                self._qp_stamps.clear()
+            found = self._qp_stamps[stamp] = _StampLines(stamp, self._qp_lines)
+        return found
 
     def compose(self, r: Rendered, when: float | None = None) -> Composed:
         """MIME bytes for one message.
@@ -250,11 +260,16 @@ class Composer:
         head.append(b"MIME-Version: 1.0\r\n")
         boundary = secrets.token_hex(12)
         alt, rel = f"=_alt_{boundary}".encode(), f"=_rel_{boundary}".encode()
+        if r.filled is not None and r.filled.made(r.text, r.html):
+            text = self._stamp_lines(r.filled.text).encode(r.filled.values, self._qp_lines)
+            html = self._stamp_lines(r.filled.html).encode(r.filled.html_values, self._qp_lines)
+        else:
+            text, html = _qp_by_line(r.text, self._qp_lines), _qp_by_line(r.html, self._qp_lines)
         body = [
             b'Content-Type: multipart/alternative; boundary="' + alt + b'"\r\n\r\n',
             b"--" + alt + b"\r\n",
             _TEXT_HEADERS,
-            _qp_by_line(r.text, self._qp_lines),
+            text,
             b"\r\n--" + alt + b"\r\n",
         ]
         photos = [
@@ -265,12 +280,12 @@ class Composer:
         if photos:
             body.append(b'Content-Type: multipart/related; boundary="' + rel + b'"\r\n\r\n')
             body.append(b"--" + rel + b"\r\n")
-            body.extend((_HTML_HEADERS, _qp_by_line(r.html, self._qp_lines)))
+            body.extend((_HTML_HEADERS, html))
             for part in photos:
                 body.extend((b"\r\n--" + rel + b"\r\n", part))
             body.append(b"\r\n--" + rel + b"--\r\n")
         else:
-            body.extend((_HTML_HEADERS, _qp_by_line(r.html, self._qp_lines)))
+            body.extend((_HTML_HEADERS, html))
         body.append(b"\r\n--" + alt + b"--\r\n")
         head_bytes = b"".join(head)
         check_line_lengths(head_bytes)  # the email package cannot fold one long word
@@ -321,20 +336,56 @@ _QP_LINES_KEPT = 50_000
 _QP_LINE_KEPT_LENGTH = 1_000
 
 
+_STAMPS_KEPT = 256  # stamps (bodies of a group of recipients) whose lines are kept encoded
+
+
+class _StampLines:
+    """A stamped body (see stamp.py) made ready for quoted-printable: each run of lines
+    without a sentinel encoded once, as bytes; each line with one kept as text, filled and
+    encoded per message. Values hold no line break (stamp.py refuses those), so a filled
+    stamp has the same lines as the stamp: ``encode(values)`` is
+    ``_qp_by_line(fill(stamp, values))``, with the work of the constant lines done once
+    (about 70 µs a message for the two bodies of a newsletter)."""
+
+    def __init__(self, stamp: str, cache: dict[str, bytes]) -> None:
+        self.parts: list[bytes | str] = []
+        run: list[str] = []
+        for line in stamp.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+            if OPEN in line:
+                if run:
+                    self.parts.append(_qp_by_line("\n".join(run), cache) + b"\r\n")
+                    run = []
+                self.parts.append(line)
+            else:
+                run.append(line)
+        if run:
+            self.parts.append(_qp_by_line("\n".join(run), cache) + b"\r\n")
+
+    def encode(self, values: tuple[str, ...], cache: dict[str, bytes]) -> bytes:
+        out = [
+            part if isinstance(part, bytes) else _qp_line(fill(part, values), cache)
+            for part in self.parts
+        ]
+        return b"".join(out)[:-2]
+
+
+def _qp_line(line: str, cache: dict[str, bytes]) -> bytes:
+    """One line of ``_qp_by_line``, with its CRLF."""
+    encoded = cache.get(line)
+    if encoded is None:
+        encoded = binascii.b2a_qp(
+            (line + "\r\n").encode("utf-8"), quotetabs=False, istext=True, header=False
+        )
+        if len(line) <= _QP_LINE_KEPT_LENGTH:
+            if len(cache) >= _QP_LINES_KEPT:
+                cache.clear()
+            cache[line] = encoded
+    return encoded
+
+
 def _qp_by_line(text: str, cache: dict[str, bytes]) -> bytes:
     """``_qp(text)``, encoding each line once for all messages: quoted-printable encodes
     every line on its own, and a newsletter's lines are the same for every recipient but
     for the few that hold their name (about 40 µs instead of 150 for a 6 KB HTML body)."""
-    out = []
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        encoded = cache.get(line)
-        if encoded is None:
-            encoded = binascii.b2a_qp(
-                (line + "\r\n").encode("utf-8"), quotetabs=False, istext=True, header=False
-            )
-            if len(line) <= _QP_LINE_KEPT_LENGTH:
-                if len(cache) >= _QP_LINES_KEPT:
-                    cache.clear()
-                cache[line] = encoded
-        out.append(encoded)
-    return b"".join(out)[:-2]
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return b"".join([_qp_line(line, cache) for line in lines])[:-2]

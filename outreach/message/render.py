@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from outreach.message.printed import Printed, TrustedText
 from outreach.message.stamp import (
     FIELDS,
     RESEARCHER_FIELDS,
+    Filled,
     StampLayout,
     fill,
     sentinel,
@@ -66,6 +67,9 @@ class Rendered:
     photos: tuple[str, ...] = ()  # person ids whose photo the HTML references by cid
     cc: tuple[tuple[str, str], ...] = ()  # (name, email)
     token: str = ""
+    # A stamped message: its stamps and values (``text`` and ``html`` are them filled);
+    # how it was made, not what it says: left out of comparisons
+    filled: Filled | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -283,14 +287,16 @@ class Renderer:
                 self._stamps.clear()
             self._stamps[key] = stamp
         in_html = [v.replace("&", "&amp;") for v in values]
+        html, text = fill(stamp.html, in_html), fill(stamp.text, values)
         return replace(
             stamp,
             email=r.email,
             name=r.name,
             subject=fill(stamp.subject, values),
-            html=fill(stamp.html, in_html),
-            text=fill(stamp.text, values),
+            html=html,
+            text=text,
             token=links.token,
+            filled=Filled(stamp.text, stamp.html, tuple(values), tuple(in_html), text, html),
         )
 
     def _render_message(

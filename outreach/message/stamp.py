@@ -211,11 +211,39 @@ def stamp_layout(
     return StampLayout(frozenset(in_strings), frozenset(in_files - in_strings))
 
 
-def fill(stamped: str, values: list[str]) -> str:
+@dataclass(frozen=True)
+class Filled:
+    """How a stamped message's bodies were made: each stamp and the values that filled it
+    (``html_values`` escaped for HTML). Compose encodes a stamp's lines without a sentinel
+    once for every message made from it."""
+
+    text: str
+    html: str
+    values: tuple[str, ...]
+    html_values: tuple[str, ...]
+    # The bodies made from them: a Rendered whose bodies are other objects (replaced since)
+    # is encoded from those (see ``made``)
+    text_made: str
+    html_made: str
+
+    def made(self, text: str, html: str) -> bool:
+        """Whether ``text`` and ``html`` are the very bodies filled from these stamps."""
+        return text is self.text_made and html is self.html_made
+
+
+def fill(stamped: str, values: list[str] | tuple[str, ...]) -> str:
     """The stamp with each sentinel replaced by its value."""
     if OPEN not in stamped:
         return stamped
     return SENTINEL.sub(lambda m: values[int(m.group(1))], stamped)
 
 
-__all__ = ["FIELDS", "RESEARCHER_FIELDS", "StampLayout", "fill", "sentinel", "stamp_layout"]
+__all__ = [
+    "FIELDS",
+    "RESEARCHER_FIELDS",
+    "Filled",
+    "StampLayout",
+    "fill",
+    "sentinel",
+    "stamp_layout",
+]
