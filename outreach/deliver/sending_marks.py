@@ -13,8 +13,9 @@ from outreach.deliver.rows import LedgerRows
 # The event loop turns a commit waits for more marks to join it. A turn with callbacks
 # ready polls the sockets without waiting, so this costs no idle time: the replies to other
 # connections' envelopes that have already arrived are read, and those connections' marks
-# join the commit. 4,000 split messages on 4 connections: 3,502 commits -> 2,052.
-GATHER_TURNS = 2
+# join the commit. 10,000 split messages on 4 connections: 5,920 commits with 2 turns,
+# 2,573 with 6 (whole send 10.0 -> 9.4 s); 10 and 16 turns gather no more.
+GATHER_TURNS = 6
 
 
 class SendingMarks:
