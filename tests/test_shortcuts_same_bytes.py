@@ -582,3 +582,60 @@ def test_handover_recipients_are_the_same_stamped_or_alone(
         assert liaisons[i % len(liaisons)].name in via.html
         used += stamped
     assert used >= 50
+
+
+# -- tokens, links and fills, made the short way --------------------------------------------
+@given(
+    st.binary(min_size=1, max_size=64),
+    st.text(max_size=40),
+    st.emails(),
+)
+def test_a_token_is_the_first_26_base32_characters_of_the_whole_hmac(
+    secret: bytes, campaign_id: str, email: str
+) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from outreach.message.tokens import message_token
+
+    digest = hmac.new(secret, f"{campaign_id}\x00{email.lower()}".encode(), hashlib.sha256)
+    whole = base64.b32encode(digest.digest()).decode("ascii").lower()[:26]
+    assert message_token(secret, campaign_id, email) == whole
+
+
+@given(
+    st.one_of(st.from_regex(r"[a-z2-7]{26}", fullmatch=True), st.text(max_size=30)),
+    st.text(max_size=40),
+)
+def test_unsubscribe_links_quote_as_quote_does(token: str, campaign_id: str) -> None:
+    from urllib.parse import quote
+
+    from outreach.message.compose import Composer, PhotoCache
+
+    composer = Composer(
+        "uni.example",
+        PhotoCache(Path("."), "uni.example"),
+        {},
+        unsubscribe_url="https://uni.example/u?x=1",
+        unsubscribe_mailto="unsubscribe@uni.example",
+    )
+    url, mailto = composer.links(token, campaign_id)
+    assert url == f"https://uni.example/u?x=1&t={token}&c={quote(campaign_id)}"
+    assert mailto == "mailto:unsubscribe@uni.example?subject=" + quote(
+        f"unsubscribe {token}.{campaign_id}"
+    )
+
+
+@given(
+    st.lists(st.one_of(st.text(max_size=20), st.integers(0, 5)), max_size=10),
+    st.lists(st.text(max_size=10), min_size=6, max_size=6),
+)
+def test_a_fill_is_each_sentinel_replaced(pieces: list[str | int], values: list[str]) -> None:
+    from outreach.message.stamp import CLOSE, OPEN, SENTINEL, fill, sentinel
+
+    texts = [p.replace(OPEN, "").replace(CLOSE, "") if isinstance(p, str) else p for p in pieces]
+    stamp = "".join(sentinel(p) if isinstance(p, int) else p for p in texts)
+    expected = SENTINEL.sub(lambda m: values[int(m.group(1))], stamp)
+    assert fill(stamp, values) == expected
+    assert fill(stamp, values) == expected  # split once, then from the kept pieces

@@ -190,17 +190,25 @@ class Composer:
         self._header_cache: dict[tuple[str, str, str], bytes] = {}
         self._qp_lines: dict[str, bytes] = {}  # see _qp_by_line
         self._qp_stamps: dict[str, _StampLines] = {}  # see _StampLines
+        self._quoted_ids: dict[str, str] = {}  # campaign id -> as quoted in a link
         self._date_cache: tuple[int, str] = (-1, "")
 
     def links(self, token: str, campaign_id: str) -> tuple[str | None, str | None]:
         url = mailto = None
+        quoted = self._quoted_ids.get(campaign_id)
+        if quoted is None:
+            quoted = self._quoted_ids[campaign_id] = quote(campaign_id)
         if self.unsubscribe_url:
             sep = "&" if "?" in self.unsubscribe_url else "?"
-            url = f"{self.unsubscribe_url}{sep}t={token}&c={quote(campaign_id)}"
+            url = f"{self.unsubscribe_url}{sep}t={token}&c={quoted}"
         if self.unsubscribe_mailto:
-            mailto = f"mailto:{self.unsubscribe_mailto}?subject=" + quote(
-                f"unsubscribe {token}.{campaign_id}"
+            # our tokens are letters and digits, which quote() leaves as they are
+            subject = (
+                f"unsubscribe%20{token}.{quoted}"
+                if token.isascii() and token.isalnum()
+                else quote(f"unsubscribe {token}.{campaign_id}")
             )
+            mailto = f"mailto:{self.unsubscribe_mailto}?subject={subject}"
         return url, mailto
 
     def _address_line(self, field: str, name: str, email: str, who: str) -> bytes:

@@ -235,7 +235,21 @@ def fill(stamped: str, values: list[str] | tuple[str, ...]) -> str:
     """The stamp with each sentinel replaced by its value."""
     if OPEN not in stamped:
         return stamped
-    return SENTINEL.sub(lambda m: values[int(m.group(1))], stamped)
+    pieces = _pieces.get(stamped)
+    if pieces is None:
+        if len(_pieces) >= _PIECES_KEPT:
+            _pieces.clear()
+        # text, index, text, index, …, text: the stamp split at its sentinels, once
+        pieces = _pieces[stamped] = SENTINEL.split(stamped)
+    out = pieces[:]
+    for i in range(1, len(out), 2):
+        out[i] = values[int(out[i])]
+    return "".join(out)
+
+
+# Stamps split at their sentinels (a campaign has tens of stamps; each is split once).
+_PIECES_KEPT = 1024
+_pieces: dict[str, list[str]] = {}
 
 
 __all__ = [

@@ -16,8 +16,10 @@ MESSAGE_ID = re.compile(r"<?([a-z2-7]{26})\.([a-z0-9][a-z0-9._-]*)@([^>\s]+)>?",
 
 
 def message_token(secret: bytes, campaign_id: str, email: str) -> str:
-    digest = hmac.new(secret, f"{campaign_id}\x00{email.lower()}".encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:TOKEN_LENGTH]
+    digest = hmac.digest(secret, f"{campaign_id}\x00{email.lower()}".encode(), hashlib.sha256)
+    # Base32 writes 8 characters for each 5 bytes on their own: the first 20 bytes give the
+    # same first 26 characters as the whole digest, for less work on every message.
+    return base64.b32encode(digest[:20]).decode("ascii").lower()[:TOKEN_LENGTH]
 
 
 def message_id(token: str, campaign_id: str, domain: str) -> str:
