@@ -334,6 +334,32 @@ def test_sent_marks_are_held_back_and_ride_in_a_later_sending_commit(tmp_path: P
     assert status() == {"sent": 1 + ride, "sending": 3, "claimed": 40 - 4 - ride}
 
 
+def test_a_campaigns_rows_are_stored_sender_by_sender_in_the_plans_order(
+    tmp_path: Path,
+) -> None:
+    """Each sender's new rows are inserted side by side (their ids consecutive), in the
+    order planned: a claim or a booking of one sender's rows then rewrites few pages."""
+    from outreach.deliver.rows import LedgerRows, PlannedRow
+    from outreach.store import open_store
+
+    led = LedgerRows(open_store(f"sqlite:///{tmp_path / 'o.db'}"))
+    senders = ["service", "aino", "lars"]
+    planned = [
+        PlannedRow(f"r{i}@uni.example", None, senders[i % 3], "liaison", "fi") for i in range(30)
+    ]
+    assert led.add_missing("c", planned) == 30
+    with led.engine.connect() as conn:
+        stored = conn.exec_driver_sql("select id, sender_id, email from ledger").all()
+    by_id = sorted(stored)
+    for sender in senders:
+        ids = [i for i, s, _ in by_id if s == sender]
+        assert ids == list(range(ids[0], ids[0] + 10))  # side by side
+        assert [e for _, s, e in by_id if s == sender] == [
+            r.email for r in planned if r.sender_id == sender
+        ]
+    led.store.close()
+
+
 def test_a_failed_sending_commit_keeps_the_sent_marks_it_carried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

