@@ -295,7 +295,7 @@ def test_sent_marks_are_held_back_and_ride_in_a_later_sending_commit(tmp_path: P
     """A `sent` mark waits, unwritten, until 32 have gathered or the oldest has waited half
     a second; then the next `sending` commit writes them all. Reading the ledger, or a
     run ending, writes them at once."""
-    from outreach.deliver import rows as rows_module
+    from outreach.deliver import hot_marks
     from outreach.deliver.rows import LedgerRows, PlannedRow
     from outreach.store import open_store
 
@@ -319,12 +319,12 @@ def test_sent_marks_are_held_back_and_ride_in_a_later_sending_commit(tmp_path: P
     assert raw_status(first.id) == "sending"
     assert led.mark_sending(work[1].id, "<1@x>", "me")  # one fresh mark: not yet
     assert raw_status(first.id) == "sending"
-    time.sleep(rows_module._SENT_MARK_WAIT + 0.05)
+    time.sleep(hot_marks._SENT_MARK_WAIT + 0.05)
     assert led.mark_sending(work[2].id, "<2@x>", "me")  # the oldest has waited: written
     assert raw_status(first.id) == "sent"
 
     # by count: 32 held marks ride in the next `sending` commit
-    ride = rows_module._SENT_MARKS_RIDE
+    ride = hot_marks._SENT_MARKS_RIDE
     for index in range(3, 3 + ride):
         assert led.mark_sending(work[index].id, f"<{index}@x>", "me")
         led.mark_sent(work[index].id, "250 ok")
@@ -374,7 +374,7 @@ def test_a_failed_sending_commit_keeps_the_sent_marks_it_carried(
     rows = [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(3)]
     led.add_missing("c", rows)
     first, second, third = led.claim("c", "me", 3)
-    monkeypatch.setattr("outreach.deliver.rows._SENT_MARK_WAIT", 0.0)  # every commit carries
+    monkeypatch.setattr("outreach.deliver.hot_marks._SENT_MARK_WAIT", 0.0)  # every commit carries
     with led.engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TRIGGER refuse BEFORE UPDATE OF status ON ledger "

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, case, func, or_, select, update
 
-from outreach.deliver.rows import Route
+from outreach.deliver.hot_marks import Route
 from outreach.deliver.transports import Transport
 from outreach.errors import ConfigError
 from outreach.store import Store, as_utc, utcnow

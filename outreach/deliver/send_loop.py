@@ -18,9 +18,10 @@ from collections import Counter, deque
 from datetime import timedelta
 
 from outreach.audience.recipients import Recipient
+from outreach.deliver.hot_marks import ClaimLost
 from outreach.deliver.ledger import Ledger
 from outreach.deliver.quota import SlotLost
-from outreach.deliver.rows import ClaimLost, LedgerRows, Work
+from outreach.deliver.rows import LedgerRows, Work
 from outreach.deliver.send_options import Progress, SendOptions, SendSummary, pending_by_sender
 from outreach.deliver.sending_marks import SendingMarks
 from outreach.deliver.transports import (

@@ -7,8 +7,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from outreach.deliver.hot_marks import Route
 from outreach.deliver.plan import SendPlan
-from outreach.deliver.rows import LedgerRows, Route
+from outreach.deliver.rows import LedgerRows
 from outreach.deliver.transports import DEFERRED, FAILED, UNCERTAIN
 
 
