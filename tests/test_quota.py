@@ -460,7 +460,8 @@ def test_a_fast_sender_books_more_slots_at_a_time_a_slow_one_the_base() -> None:
     """A booking is sized by the sender's rate since its previous one: what it sends in
     AHEAD_SECONDS (fewer write transactions for a fast mailbox), never below the base nor
     above AHEAD_MOST, and a rate measured over less than 10 ms is not used."""
-    from outreach.deliver.send_loop import AHEAD_MOST, AHEAD_SECONDS, SendLoop
+    from outreach.deliver.send_loop import SendLoop
+    from outreach.deliver.slot_booking import AHEAD_MOST, AHEAD_SECONDS
 
     loop = SendLoop.__new__(SendLoop)  # only the sizing's own state
     loop.ahead, loop.taken, loop.booked_at, loop.aheads = 32, Counter(), {}, {}
