@@ -292,9 +292,9 @@ def test_dotted_lines_arrive_unchanged_through_the_fast_data_path(
 
 # -- ledger: one commit a message -----------------------------------------------------------
 def test_sent_marks_are_held_back_and_ride_in_a_later_sending_commit(tmp_path: Path) -> None:
-    """A `sent` mark waits, unwritten, until 32 have gathered or the oldest has waited half
-    a second; then the next `sending` commit writes them all. Reading the ledger, or a
-    run ending, writes them at once."""
+    """A `sent` mark waits, unwritten, until _SENT_MARKS_RIDE (16) have gathered or the
+    oldest has waited _SENT_MARK_WAIT (0.25 s); then the next `sending` commit writes them
+    all. Reading the ledger, or a run ending, writes them at once."""
     from outreach.deliver import hot_marks
     from outreach.deliver.rows import LedgerRows, PlannedRow
     from outreach.store import open_store
@@ -323,12 +323,12 @@ def test_sent_marks_are_held_back_and_ride_in_a_later_sending_commit(tmp_path: P
     assert led.mark_sending(work[2].id, "<2@x>", "me")  # the oldest has waited: written
     assert raw_status(first.id) == "sent"
 
-    # by count: 32 held marks ride in the next `sending` commit
+    # by count: that many held marks ride in the next `sending` commit
     ride = hot_marks._SENT_MARKS_RIDE
     for index in range(3, 3 + ride):
         assert led.mark_sending(work[index].id, f"<{index}@x>", "me")
         led.mark_sent(work[index].id, "250 ok")
-    assert raw_status(work[3].id) == "sending"  # 32 held, none written yet
+    assert raw_status(work[3].id) == "sending"  # all held, none written yet
     assert led.mark_sending(work[3 + ride].id, "<next@x>", "me")
     assert all(raw_status(w.id) == "sent" for w in work[3 : 3 + ride])
     assert status() == {"sent": 1 + ride, "sending": 3, "claimed": 40 - 4 - ride}
