@@ -808,6 +808,33 @@ def test_two_sends_of_the_same_campaign_at_once_never_send_twice(
     assert received(smtp_server) == Counter(expected)
 
 
+def test_a_run_claims_only_while_it_holds_the_campaigns_lock(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    """A solo run's claim is fenced by its lock: once another run has taken the campaign
+    over (and recovered the rows), the first run's next claim gets nothing, however many
+    rows are planned, and the new holder's claim gets them."""
+    from outreach.deliver.rows import PlannedRow
+    from outreach.store import open_store
+
+    url = store_url or f"sqlite:///{tmp_path / 'o.db'}"
+    led = Ledger(open_store(url))
+    try:
+        led.rows.add_missing(
+            "c",
+            [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(6)],
+        )
+        led.leases.acquire_lock("c", "first", 120)
+        assert len(led.rows.claim("c", "first", 2, solo=True)) == 2
+        with led.engine.begin() as conn:  # the lock lapsed and another run took it
+            conn.execute(text("UPDATE campaign_locks SET owner = 'second'"))
+        led.rows.recover("c")
+        assert led.rows.claim("c", "first", 10, solo=True) == []
+        assert len(led.rows.claim("c", "second", 10, solo=True)) == 6
+    finally:
+        led.store.close()
+
+
 def test_a_run_that_lost_its_lock_sends_nothing_it_no_longer_owns(
     tmp_path: Path,
     smtp_server: SMTPTestServer,

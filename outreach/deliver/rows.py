@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 
 from outreach.deliver.hot_marks import HotMarks, Route
 from outreach.store import Store, as_utc, utcnow
@@ -37,8 +37,10 @@ from outreach.store.schema import (
     SENDING,
     SENT_ROW,
     SKIPPED,
+    SOLO,
     STATES,
     UNCERTAIN,
+    campaign_locks,
     contacts,
     ledger,
     status_in,
@@ -200,6 +202,7 @@ class LedgerRows(HotMarks):
         sender_id: str | None = None,
         exclude: Collection[int] = (),
         only: Collection[int] | None = None,
+        solo: bool = False,
     ) -> list[Work]:
         """Claim up to ``limit`` due rows for ``worker``, in one statement:
         ``UPDATE … WHERE id IN (SELECT … LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING …``.
@@ -208,7 +211,10 @@ class LedgerRows(HotMarks):
         SQLite the statement holds the write lock from its first read, so two processes
         never claim the same row. ``sender_id`` claims one sender's rows only (so every
         sender's queue stays stocked and senders interleave); ``exclude`` leaves out rows
-        this run has given up on; ``only`` (a run under --limit) claims none but these.
+        this run has given up on; ``only`` (a run under --limit) claims none but these;
+        ``solo``: only while ``worker`` holds the campaign's lock (a run whose lock another
+        run took over claims nothing more, though its heartbeat has not noticed yet: the
+        rows the other run recovered are the other run's to send).
         """
         now = now or utcnow()
         states = [PLANNED, DEFERRED] + ([UNCERTAIN] if resend_uncertain else [])
@@ -226,6 +232,15 @@ class LedgerRows(HotMarks):
             due = and_(due, ledger.c.id.notin_(list(exclude)))
         if only is not None:
             due = and_(due, ledger.c.id.in_(list(only)))
+        if solo:
+            due = and_(
+                due,
+                exists().where(
+                    campaign_locks.c.campaign_id == campaign_id,
+                    campaign_locks.c.owner == worker,
+                    campaign_locks.c.mode == SOLO,
+                ),
+            )
         pick = self.store.for_update(
             select(ledger.c.id).where(due).order_by(ledger.c.id).limit(limit), skip_locked=True
         )

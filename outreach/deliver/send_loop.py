@@ -273,9 +273,16 @@ class SendLoop(SlotBooking):
                 sender_id=sender,
                 exclude=self.parked,
                 only=self.only,
+                solo=not self.team,
             )
             if len(claimed) < n:
                 exhausted[sender] = True
+                if not self.team and not self.ledger.leases.renew_lock(
+                    self.campaign.id, self.owner, self.options.lease_seconds
+                ):
+                    # fewer rows because the lock is gone: stop now, not at the heartbeat
+                    self.fatal.append(self._lost_lease())
+                    break
             claimed_now += len(claimed)
             for work in claimed:
                 self._queue(work)
