@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from email.header import decode_header, make_header
 from pathlib import Path
 
@@ -319,7 +320,7 @@ def test_sent_marks_are_held_back_and_ride_in_a_later_sending_commit(tmp_path: P
     assert raw_status(first.id) == "sending"
     assert led.mark_sending(work[1].id, "<1@x>", "me")  # one fresh mark: not yet
     assert raw_status(first.id) == "sending"
-    time.sleep(hot_marks._SENT_MARK_WAIT + 0.05)
+    time.sleep(hot_marks._SENT_MARK_WAIT.total_seconds() + 0.05)
     assert led.mark_sending(work[2].id, "<2@x>", "me")  # the oldest has waited: written
     assert raw_status(first.id) == "sent"
 
@@ -374,7 +375,8 @@ def test_a_failed_sending_commit_keeps_the_sent_marks_it_carried(
     rows = [PlannedRow(f"r{i}@uni.example", "aino", "aino", "liaison", "fi") for i in range(3)]
     led.add_missing("c", rows)
     first, second, third = led.claim("c", "me", 3)
-    monkeypatch.setattr("outreach.deliver.hot_marks._SENT_MARK_WAIT", 0.0)  # every commit carries
+    # every commit carries the held marks
+    monkeypatch.setattr("outreach.deliver.hot_marks._SENT_MARK_WAIT", timedelta(0))
     with led.engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TRIGGER refuse BEFORE UPDATE OF status ON ledger "

@@ -6,7 +6,6 @@ and written with a later `sending` commit. ``LedgerRows`` takes them from ``HotM
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ _MARK_SENT = (
 # `sending`, reported `uncertain`: with 32 a commit, a kill -9 at full speed left 12-16
 # accepted messages uncertain besides those on the wire, so the gain stops at 16.
 _SENT_MARKS_RIDE = 16
-_SENT_MARK_WAIT = 0.25
+_SENT_MARK_WAIT = timedelta(seconds=0.25)
 _SENT_MARKS_HELD = 64
 
 
@@ -119,10 +118,10 @@ def _marked(run: HotRun, row_id: int, message_id: str, worker: str) -> bool:
 class HotMarks:
     """The `sending` and `sent` marks of ``LedgerRows`` (see the module's docstring)."""
 
-    store: Store
-    route: Route
-    _sent_marks: list[dict[str, Any]]
-    _oldest_mark: float
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.route = Route()  # where this run's messages go (set by the send run)
+        self._sent_marks: list[dict[str, Any]] = []  # see mark_sent
 
     def mark_sending(
         self,
@@ -208,8 +207,6 @@ class HotMarks:
         ``flush``: one commit a message instead of two. A crash before it lands leaves the
         row `sending`, which recovery reports as `uncertain`: never resent unasked, as for
         a crash while waiting for the reply."""
-        if not self._sent_marks:
-            self._oldest_mark = time.monotonic()
         self._sent_marks.append(
             {
                 "row_id": row_id,
@@ -227,16 +224,17 @@ class HotMarks:
         ``all_held=False``, none until enough have gathered or the oldest has waited long
         enough (see _SENT_MARKS_RIDE)."""
         marks = self._sent_marks
-        if not all_held and (
-            len(marks) < _SENT_MARKS_RIDE and time.monotonic() - self._oldest_mark < _SENT_MARK_WAIT
+        # (the oldest held mark's time is when its message was accepted)
+        if (
+            not all_held
+            and len(marks) < _SENT_MARKS_RIDE
+            and (not marks or utcnow() - marks[0]["now"] < _SENT_MARK_WAIT)
         ):
             return []
         self._sent_marks = []
         return marks
 
     def give_back_sent_marks(self, marks: list[dict[str, Any]]) -> None:
-        if marks and not self._sent_marks:
-            self._oldest_mark = time.monotonic()
         self._sent_marks[:0] = marks
 
     def flush(self) -> None:

@@ -269,14 +269,15 @@ class HotWrites:
         finally:
             fcntl.flock(self.gate, fcntl.LOCK_UN)
 
-    def _values(self, stmt: Any, params: dict[str, Any]) -> tuple[str, Any]:
-        sql, order, defaults, processors = self._compile(stmt)
+    def _values(self, stmt: Any, params: dict[str, Any]) -> Any:
+        """The DBAPI parameters of ``stmt`` (see ``_compile``) for ``params``."""
+        _, order, defaults, processors = self._compile(stmt)
         values = {**defaults, **params}
         for name, proc in processors.items():
             value = values.get(name)
             if value is not None:
                 values[name] = proc(value)
-        return sql, [values[k] for k in order] if order is not None else values
+        return [values[k] for k in order] if order is not None else values
 
     @contextmanager
     def transaction(self) -> Iterator[HotRun]:
@@ -320,14 +321,13 @@ class HotRun:
         self.cursor = cursor
 
     def __call__(self, stmt: Any, params: dict[str, Any]) -> int:
-        sql, values = self.writes._values(stmt, params)
-        self.cursor.execute(sql, values)
+        self.cursor.execute(self.writes._compile(stmt)[0], self.writes._values(stmt, params))
         return int(self.cursor.rowcount)
 
     def many(self, stmt: Any, params: list[dict[str, Any]]) -> int:
         if not params:
             return 0
-        values = [self.writes._values(stmt, p)[1] for p in params]
+        values = [self.writes._values(stmt, p) for p in params]
         self.cursor.executemany(self.writes._compile(stmt)[0], values)
         return int(self.cursor.rowcount)
 
