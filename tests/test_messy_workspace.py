@@ -15,6 +15,7 @@ from email.policy import default
 from pathlib import Path
 
 import pytest
+import yaml
 from foundation_helpers import cli, copy_example
 
 HEADER = ["Sähköposti", "Name", "First name", "Faculty", "Department", "Unit", "Language", "Tags"]
@@ -193,6 +194,26 @@ def test_no_language_the_liaison_lists_is_an_error_naming_liaison_and_reader(
     sent = cli(root, "send", "letter", "--transport", "outbox", "--now")
     assert sent.code != 0, sent
     assert "no language fits" in sent.stderr
+    assert outbox_messages(root) == {}
+
+
+def test_send_names_a_yaml_researcher_list_as_check_does(utf16: Path) -> None:
+    """The researcher list kept as people/researchers.yaml: send's language error points at
+    its rows in that file, as check's does, not at a researchers.csv that is not there."""
+    root = with_letter(utf16, "fallback: [fi]\n", humanist=True)
+    keys = ["email", "name", "first_name", "faculty", "department", "unit", "language", "tags"]
+    rows = [{k: v for k, v in zip(keys, row, strict=True) if v} for row in [*ROWS, HUMANIST]]
+    (root / "people" / "researchers.csv").unlink()
+    (root / "people" / "researchers.yaml").write_text(
+        yaml.safe_dump(rows, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+    checked = cli(root, "check", "letter")
+    sent = cli(root, "send", "letter", "--transport", "outbox", "--now")
+    assert checked.code == 1 and sent.code != 0, (checked, sent)
+    for run in (checked, sent):
+        error = next(line for line in run.stderr.splitlines() if "no language fits" in line)
+        assert "people/researchers.yaml:" in error and "sven.berg@uni.example" in error, error
+        assert "researchers.csv" not in error
     assert outbox_messages(root) == {}
 
 

@@ -45,6 +45,7 @@ from outreach.store.schema import (
 )
 from outreach.workspace.campaign import Campaign, select_audience
 from outreach.workspace.people import InvalidAddress
+from outreach.workspace.people_readers import researcher_file
 
 if TYPE_CHECKING:
     from outreach.workspace.loader import CampaignFile, Workspace
@@ -178,7 +179,7 @@ def refuse_unfit_languages(ws: Workspace, cf: CampaignFile, recipients: list[Rec
         [(r.researcher, r.liaison) for r in recipients],
         campaign_languages(cf.campaign),
         ws.settings,
-        "people/researchers.csv",
+        researcher_file(ws.root),
     )
     if problems:
         raise ValidationFailed(problems)

@@ -15,6 +15,7 @@ from outreach.message.greetings import campaign_sources, greeting_problems
 from outreach.message.headers import wire_address
 from outreach.message.templating import Templates
 from outreach.workspace.people import Researcher
+from outreach.workspace.people_readers import researcher_file
 from outreach.workspace.schedule import describe, past_schedule, sending_began
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def run_check(
     )
     sheet = ws.directory.sheet
     if sheet is not None and sheet.describe():
-        report.notes.append(f"{people_file(ws)}: {sheet.describe()}")
+        report.notes.append(f"{researcher_file(ws.root)}: {sheet.describe()}")
     if campaigns:
         ids = [c for c in (_loaded(ws, name) for name in campaigns) if c is not None]
     else:
@@ -78,7 +79,7 @@ def run_check(
             campaign,
             ws.rel(cf.path),
             audience,
-            people_file(ws),
+            researcher_file(ws.root),
             campaign_sources(campaign, templates),
         )
         report.notes += schedule_of(ws, cf, report.problems)
@@ -152,23 +153,16 @@ def languages_of(
         readers,
         campaign_languages(cf.campaign),
         ws.settings,
-        people_file(ws),
+        researcher_file(ws.root),
         verbose,
     )
-
-
-def people_file(ws: Workspace) -> str:
-    """The researcher list as ``check`` names it."""
-    if (ws.root / "people" / "researchers.csv").is_file():
-        return "people/researchers.csv"
-    return "people/researchers.yaml"
 
 
 def utf8_address_warnings(ws: Workspace) -> list[Problem]:
     """One warning for the researchers whose address has a non-ASCII local part (müller@…),
     each row in its details: such mail needs SMTPUTF8, so ``check`` says what ``send``
     will do with it."""
-    shown = people_file(ws)
+    shown = researcher_file(ws.root)
     transport = ws.settings.transport
     if transport.kind == "smtp":
         fate = (

@@ -375,3 +375,13 @@ __all__ = [
     "load_researchers_csv",
     "load_researchers_yaml",
 ]
+
+
+def researcher_file(root: Path) -> str:
+    """The researcher list as messages name it: people/researchers.csv, or the .yaml when
+    only that is there (the CSV is read when both are)."""
+    if (root / "people" / "researchers.csv").is_file():
+        return "people/researchers.csv"
+    if (root / "people" / "researchers.yaml").is_file():
+        return "people/researchers.yaml"
+    return "people/researchers.csv"

@@ -15,6 +15,7 @@ from outreach.errors import Location, Problem
 from outreach.workspace.campaign import Campaign, select_audience
 from outreach.workspace.keys import dkim_problems, unsigned_senders
 from outreach.workspace.people import AddressError, Directory, Researcher, normalise_address
+from outreach.workspace.people_readers import researcher_file
 from outreach.workspace.segment_warnings import override_errors, segment_warnings
 from outreach.workspace.segments import SegmentIndex
 from outreach.workspace.settings import Settings, path_outside
@@ -287,9 +288,7 @@ def check_directory(root: Path, settings: Settings, d: Directory) -> list[Proble
             )
         )
     unassigned: list[Researcher] = []
-    shown = "people/researchers.csv"
-    if not (root / shown).is_file() and (root / "people/researchers.yaml").is_file():
-        shown = "people/researchers.yaml"
+    shown = researcher_file(root)
     unknown: dict[str, list[Researcher]] = {}
     for r in d.researchers:
         if r.liaison and r.liaison not in d.liaisons:
