@@ -1,7 +1,7 @@
-"""SMTP PIPELINING (RFC 2920): with a server that offers it, a message's MAIL FROM and RCPT
-TO go in one write and their replies are read in order; refusals are told apart as they are
-one command at a time, the session stays in step afterwards, and `sending` is still marked
-only after the envelope's replies, right before DATA."""
+"""SMTP PIPELINING (RFC 2920): with a server that offers it, a message's MAIL FROM, RCPT TO
+and (for one recipient) DATA go in one write and their replies are read in order; refusals
+are told apart as they are one command at a time, the session stays in step afterwards,
+and `sending` is still marked only after those replies, right before the message itself."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-import aiosmtplib
 import pytest
 from foundation_helpers import cli
 from servers.smtp import SMTPTestServer
 from store_helpers import add_campaign, audience, make_ws, received, smtp_settings
 
+from outreach.deliver.smtp_session import ReplyQueue
 from outreach.deliver.transports import Credentials, SmtpTransport
 from outreach.message.prepared import PreparedCampaign
 from outreach.workspace.loader import load_workspace
@@ -30,15 +30,15 @@ def _token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every chunk aiosmtplib's protocol writes to the socket, in order."""
+    """Every chunk a session writes to the socket after its handshake, in order."""
     chunks: list[bytes] = []
-    write = aiosmtplib.protocol.SMTPProtocol.write
+    write = ReplyQueue.write
 
-    def recording(self: aiosmtplib.protocol.SMTPProtocol, data: bytes) -> None:
+    def recording(self: ReplyQueue, data: bytes) -> None:
         chunks.append(bytes(data))
         write(self, data)
 
-    monkeypatch.setattr(aiosmtplib.protocol.SMTPProtocol, "write", recording)
+    monkeypatch.setattr(ReplyQueue, "write", recording)
     return chunks
 
 
@@ -80,16 +80,18 @@ def test_envelope_in_one_write_refusals_read_in_order_session_stays_in_step(
         list(messages[0].recipients),
         list(messages[3].recipients),
     ]
-    # The session's first message greets the server (EHLO) and goes one command at a
-    # time; every later envelope is one write.
+    # The session greeted the server (EHLO) before its first message: every envelope,
+    # with DATA, is one write; the refused ones are followed by RSET.
     envelopes = [w for w in writes if w.startswith(b"MAIL FROM:")]
     assert len(envelopes) == 4
-    for chunk, m in zip(envelopes[1:], messages[1:], strict=True):
+    for chunk, m in zip(envelopes, messages, strict=True):
         assert chunk == (
             f"MAIL FROM:<{m.mail_from}>\r\n".encode()
             + b"".join(f"RCPT TO:<{r}>\r\n".encode() for r in m.recipients)
+            + b"DATA\r\n"
         )
-    assert len([w for w in writes if w.startswith(b"RCPT")]) == 1  # the first message's
+    assert not [w for w in writes if w.startswith((b"RCPT", b"DATA"))]
+    assert writes.count(b"RSET\r\n") == 2
 
 
 def test_without_the_offer_each_command_is_a_write_of_its_own(

@@ -13,7 +13,6 @@ retried freely, everything after it without a server answer is `uncertain`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import mailbox
 import os
 import ssl
@@ -24,8 +23,9 @@ from typing import Protocol
 
 import aiosmtplib
 
-from outreach.deliver import smtp_commands as smtp
+from outreach.deliver import smtp_session as smtp
 from outreach.deliver.maildir import outbox_error, remove_quietly, why, write_tmp
+from outreach.deliver.smtp_session import Session
 from outreach.errors import TransportError
 from outreach.message.compose import Composed
 from outreach.workspace.credentials import password_from, token_from_command
@@ -157,6 +157,10 @@ def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
     return f"{exc.code} {exc.message}".strip()
 
 
+def _text(reply: aiosmtplib.SMTPResponse) -> str:
+    return f"{reply.code} {reply.message}".strip()
+
+
 class SmtpTransport:
     """A pool of SMTP sessions per credential set, each reused for many messages."""
 
@@ -168,9 +172,9 @@ class SmtpTransport:
         self.settings = settings
         self.delivered_to = f"{settings.host}:{settings.port}"
         self.root = root  # the workspace: a relative transport.ca_file is found there
-        self.pools: dict[str, asyncio.Queue[aiosmtplib.SMTP | None]] = {}
+        self.pools: dict[str, asyncio.Queue[Session | None]] = {}
         self.opened = 0  # sessions opened, for the summary (reuse is the point)
-        self._all: list[aiosmtplib.SMTP] = []
+        self._all: list[Session] = []
 
     def _tls_context(self) -> ssl.SSLContext:
         ca_file = self.settings.ca_file
@@ -187,7 +191,7 @@ class SmtpTransport:
                 hint="give the path of a PEM file with the certificate(s) to trust",
             ) from None
 
-    async def _connect(self, creds: Credentials) -> aiosmtplib.SMTP:
+    async def _connect(self, creds: Credentials) -> Session:
         s = self.settings
         client = aiosmtplib.SMTP(
             hostname=s.host,
@@ -259,11 +263,35 @@ class SmtpTransport:
                     f"AUTH failed on {where}: {exc}",
                     hint="does the server offer AUTH on this port? Most need STARTTLS first",
                 ) from None
+        try:
+            if client.is_ehlo_or_helo_needed:  # the extensions (PIPELINING, SMTPUTF8)
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()  # a server without ESMTP: no extensions
+            session = Session(client, s.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            client.close()
+            raise _Busy(f"the connection was lost after the greeting: {exc}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            if 400 <= exc.code < 500:
+                raise _Busy(_reply(exc)) from None
+            raise TransportError(
+                f"the SMTP server {where} does not answer EHLO or HELO: {_reply(exc)}",
+                hint="check transport.host and port: is it an SMTP server?",
+            ) from None
+        except aiosmtplib.SMTPException as exc:
+            client.close()
+            raise TransportError(
+                f"the SMTP server {where} does not answer EHLO or HELO: {exc}",
+                hint="check transport.host and port: is it an SMTP server?",
+            ) from None
         self.opened += 1
-        self._all.append(client)
-        return client
+        self._all.append(session)
+        return session
 
-    def _pool(self, key: str) -> asyncio.Queue[aiosmtplib.SMTP | None]:
+    def _pool(self, key: str) -> asyncio.Queue[Session | None]:
         pool = self.pools.get(key)
         if pool is None:
             pool = asyncio.Queue()
@@ -295,123 +323,145 @@ class SmtpTransport:
         self, message: Composed, credentials: Credentials, before_data: BeforeData
     ) -> Outcome:
         pool = self._pool(credentials.key)
-        client = await pool.get()
+        session = await pool.get()
         try:
             for attempt in range(2):
-                if client is None or not client.is_connected:
+                if session is None or not session.is_connected:
                     try:
-                        client = await self._connect(credentials)
+                        session = await self._connect(credentials)
                     except _Busy as exc:
-                        client = None
+                        session = None
                         return Outcome(RETRY, f"server busy: {exc}")
                 try:
-                    return await self._transaction(client, message, before_data)
+                    return await self._transaction(session, message, before_data)
                 except _Reconnect:
-                    _close_quietly(client)
-                    client = None
+                    session.close()
+                    session = None
                     if attempt == 1:
                         return Outcome(RETRY, "connection lost before DATA")
             return Outcome(RETRY, "connection lost before DATA")
         finally:
-            pool.put_nowait(client if client is not None and client.is_connected else None)
+            pool.put_nowait(session if session is not None and session.is_connected else None)
 
     async def _transaction(
-        self, client: aiosmtplib.SMTP, message: Composed, before_data: BeforeData
+        self, session: Session, message: Composed, before_data: BeforeData
     ) -> Outcome:
-        try:
-            if message.smtputf8:
-                if client.is_ehlo_or_helo_needed:
-                    await client.ehlo()
-                if not client.supports_extension("smtputf8"):
-                    # Not sendable through this server at all: recorded as failed with the
-                    # reason (never retried), and the campaign goes on.
-                    utf8 = [a for a in (*message.recipients, message.mail_from) if not a.isascii()]
-                    return Outcome(
-                        FAILED,
-                        f"not sent: {utf8[0] if utf8 else message.recipients[0]} has a "
-                        f"non-ASCII local part and the SMTP server {self.settings.host}:"
-                        f"{self.settings.port} does not offer SMTPUTF8",
-                    )
-            replies = (
-                None
-                if message.smtputf8
-                else await smtp.pipelined(client, message.mail_from, message.recipients)
+        """One message on a session. Before DATA's payload everything may be tried again;
+        ``before_data`` (the `sending` mark) comes right before it. With PIPELINING, MAIL,
+        RCPT and DATA go in one write and the mark waits for their replies: a message whose
+        mark fails is then aborted by closing the connection (RFC 5321 4.1.1.4: a
+        transaction without its final "." is not delivered). With several recipients DATA
+        waits for the envelope's replies: a refused first recipient must not leave the
+        others a message."""
+        if message.smtputf8 and not session.smtputf8:
+            # Not sendable through this server at all: recorded as failed with the reason
+            # (never retried), and the campaign goes on.
+            utf8 = [a for a in (*message.recipients, message.mail_from) if not a.isascii()]
+            return Outcome(
+                FAILED,
+                f"not sent: {utf8[0] if utf8 else message.recipients[0]} has a "
+                f"non-ASCII local part and the SMTP server {self.settings.host}:"
+                f"{self.settings.port} does not offer SMTPUTF8",
             )
-            try:
-                if replies is None:
-                    await smtp.mail(client, message.mail_from, message.smtputf8)
-                else:
-                    smtp.check_mail(replies[0], message.mail_from)
-            except aiosmtplib.SMTPSenderRefused as exc:
-                if exc.code >= 500 or exc.code == 530:
-                    # Every message from this sender would fail alike: a set-up problem
-                    # (AUTH needed, SendAs rights missing), not this recipient's fate.
-                    await _rset(client)
-                    raise TransportError(
-                        f"the SMTP server refuses mail from {message.mail_from}: {_reply(exc)}",
-                        hint="check transport.username / password_env (AUTH required?) and "
-                        "that the login may send as this address (SendAs rights)",
-                    ) from None
-                raise
-            accepted = 0
-            last_refusal: aiosmtplib.SMTPResponseException | None = None
-            for index, rcpt in enumerate(message.recipients):
-                try:
-                    if replies is None:
-                        await smtp.rcpt(client, rcpt, message.smtputf8)
-                    else:
-                        smtp.check_rcpt(replies[index + 1], rcpt)
-                    accepted += 1
-                except aiosmtplib.SMTPRecipientRefused as exc:
-                    if exc.code == 530:
-                        await _rset(client)
-                        raise TransportError(
-                            f"the SMTP server requires AUTH: {_reply(exc)}",
-                            hint="set transport.username and password_env in outreach.yaml",
-                        ) from None
-                    if rcpt == message.recipients[0]:
-                        last_refusal = exc
+        try:
+            lines = smtp.envelope(message.mail_from, message.recipients, message.smtputf8)
+        except ValueError as exc:
+            return Outcome(FAILED, f"not sent: {exc}")
+        in_data = session.pipelining and len(message.recipients) == 1
+        try:
+            if session.pipelining:
+                if in_data:
+                    lines.append(b"DATA\r\n")
+                session.write(b"".join(lines))
+                replies = await session.read(len(lines))
+            else:
+                replies = []
+                for line in lines:  # one at a time; a refused MAIL ends the envelope
+                    replies.append(await session.command(line))
+                    if replies[0].code != 250:
                         break
-            if last_refusal is not None or not accepted:
-                await _rset(client)
-                assert last_refusal is not None
-                return _classify(last_refusal)
-        except aiosmtplib.SMTPServerDisconnected:
+            refusal = await self._refusal(session, message, replies, in_data)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError):
             raise _Reconnect() from None
-        except aiosmtplib.SMTPTimeoutError:
-            raise _Reconnect() from None
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code == 421:
-                raise _Reconnect() from None
-            await _rset(client)
-            return _classify(exc)
+        if refusal is not None:
+            return refusal
         try:
             await marked(before_data)
         except BaseException:
-            await _rset(client)  # leave the pooled session clean; nothing was sent
+            if in_data:
+                session.close()  # mid-DATA: only closing leaves the message unsent
+            else:
+                await session.rset()  # leave the pooled session clean; nothing was sent
             raise
         try:
-            response = await smtp.send_data(client, message.data, message.wire)
-        except aiosmtplib.SMTPDataError as exc:
-            await _rset(client)
-            return _classify(exc)
-        except aiosmtplib.SMTPResponseException as exc:
-            if 400 <= exc.code < 600:
-                await _rset(client)
-                return _classify(exc)
-            return Outcome(UNCERTAIN, f"unexpected reply to DATA: {_reply(exc)}")
+            if not in_data:
+                start = await session.command(b"DATA\r\n")
+                if start.code != 354:
+                    return await _refused_data(session, start)
+            session.write(smtp.payload(message.data, message.wire))
+            response = (await session.read())[0]
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-            _close_quietly(client)
+            session.close()
             return Outcome(UNCERTAIN, f"no answer to DATA: {type(exc).__name__}: {exc}")
-        return Outcome(SENT, f"{response.code} {response.message}".strip())
+        if response.code == 250:
+            return Outcome(SENT, f"{response.code} {response.message}".strip())
+        return await _refused_data(session, response)
+
+    async def _refusal(
+        self,
+        session: Session,
+        message: Composed,
+        replies: list[aiosmtplib.SMTPResponse],
+        in_data: bool,
+    ) -> Outcome | None:
+        """What the envelope's replies (and DATA's, when pipelined) say: None when the
+        message may go, else its outcome, the session left clean or closed."""
+        mail, data = replies[0], (replies[-1] if in_data else None)
+        first_refusal: aiosmtplib.SMTPResponse | None = None
+        accepted = 0
+        if mail.code != 250:
+            if mail.code == 421:
+                raise _Reconnect()
+            if mail.code >= 500 or mail.code == 530:
+                # Every message from this sender would fail alike: a set-up problem (AUTH
+                # needed, SendAs rights missing), not this recipient's fate.
+                await _clean(session, data)
+                raise TransportError(
+                    f"the SMTP server refuses mail from {message.mail_from}: {_text(mail)}",
+                    hint="check transport.username / password_env (AUTH required?) and "
+                    "that the login may send as this address (SendAs rights)",
+                ) from None
+            first_refusal = mail
+        else:
+            for reply in replies[1 : 1 + len(message.recipients)]:
+                if reply.code in (250, 251):
+                    accepted += 1
+                    continue
+                if reply.code == 421:
+                    raise _Reconnect()
+                if reply.code == 530:
+                    await _clean(session, data)
+                    raise TransportError(
+                        f"the SMTP server requires AUTH: {_text(reply)}",
+                        hint="set transport.username and password_env in outreach.yaml",
+                    ) from None
+                if reply is replies[1]:  # the researcher's own address: nothing goes
+                    first_refusal = reply
+                    break
+        if first_refusal is not None or not accepted:
+            await _clean(session, data)
+            assert first_refusal is not None
+            return _classify(first_refusal)
+        if data is not None and data.code != 354:
+            if data.code == 421:
+                raise _Reconnect()
+            await session.rset()
+            return _classify(data)
+        return None
 
     async def close(self) -> None:
-        for client in self._all:
-            if client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError):
-                    _close_quietly(client)
+        for session in self._all:
+            await session.quit()
         self._all.clear()
 
 
@@ -423,22 +473,28 @@ class _Busy(Exception):
     """The server greeted with 4xx (busy): transient, the message is deferred."""
 
 
-def _classify(exc: aiosmtplib.SMTPResponseException) -> Outcome:
-    if exc.code in TRANSIENT_CODES or 400 <= exc.code < 500:
-        return Outcome(DEFERRED, _reply(exc))
-    return Outcome(FAILED, _reply(exc))
+def _classify(reply: aiosmtplib.SMTPResponse) -> Outcome:
+    if reply.code in TRANSIENT_CODES or 400 <= reply.code < 500:
+        return Outcome(DEFERRED, _text(reply))
+    return Outcome(FAILED, _text(reply))
 
 
-async def _rset(client: aiosmtplib.SMTP) -> None:
-    try:
-        await client.rset()
-    except (aiosmtplib.SMTPException, OSError):
-        _close_quietly(client)
+async def _clean(session: Session, data: aiosmtplib.SMTPResponse | None) -> None:
+    """After a refusal: RSET, or a close where a pipelined DATA was taken (354) although
+    the envelope was not: the server waits for a message, and only a close ends it unsent."""
+    if data is not None and data.code == 354:
+        session.close()
+    else:
+        await session.rset()
 
 
-def _close_quietly(client: aiosmtplib.SMTP) -> None:
-    with contextlib.suppress(Exception):  # closing a broken socket must never raise
-        client.close()
+async def _refused_data(session: Session, reply: aiosmtplib.SMTPResponse) -> Outcome:
+    """DATA or its payload answered with something other than 354 / 250, after `sending`."""
+    if 400 <= reply.code < 600:
+        await session.rset()
+        return _classify(reply)
+    session.close()
+    return Outcome(UNCERTAIN, f"unexpected reply to DATA: {_text(reply)}")
 
 
 def credentials_for(
