@@ -127,7 +127,7 @@ class QuotaSlots:
         ahead = now + timedelta(seconds=horizon)
         slots: list[tuple[int, datetime]] = []
         retry: datetime | None = None
-        with self.store.write() as conn:
+        with self.store.loop_write() as conn:
             first, last = self._pointer(conn, sender_id)
             for row_id in row_ids:
                 m = first + len(slots) + 1  # this slot's number
@@ -228,7 +228,7 @@ class QuotaSlots:
             ledger.c.status != SENDING,
             ledger.c.slot_seq.isnot(None),
         )
-        with self.store.write() as conn:
+        with self.store.loop_write() as conn:
             n = conn.execute(mine).scalar()  # the sender's lock first, as `book` takes it
             seqs = set(conn.execute(select(ledger.c.slot_seq).where(*unsent)).scalars())
             if not seqs:

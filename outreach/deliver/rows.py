@@ -250,7 +250,7 @@ class LedgerRows(HotMarks):
                 ledger.c.id, ledger.c.email, ledger.c.sender_id, ledger.c.attempts, ledger.c.status
             )
         )
-        with self.store.hot.gated(), self.engine.begin() as conn:
+        with self.store.loop_write() as conn:
             rows = conn.execute(query).all()
         return sorted(
             (Work(r.id, r.email, r.sender_id, r.attempts, r.status) for r in rows),
