@@ -567,6 +567,33 @@ def test_every_example_message_composes_the_same_from_its_stamp(
     assert b"P.S." in p.composer.compose(edited).data
 
 
+@pytest.mark.parametrize("campaign_id", CAMPAIGNS)
+def test_what_smtp_sends_is_the_message_dot_stuffed(
+    example: dict[str, PreparedCampaign], campaign_id: str
+) -> None:
+    """``Composed.wire`` skips the search for lines starting with "." when the composer
+    found none in the bodies (the only parts that can hold one): it must still be
+    ``dot_stuffed(data)`` byte for byte, with a dot line in the text, in the HTML, or
+    at a soft line break of a long line."""
+    from outreach.message.compose import dot_stuffed
+
+    p = example[campaign_id]
+    rendered = [p.render(r) for r in p.recipients[:20]]
+    first = rendered[0]
+    dotted = [
+        replace(first, text=".starts the text\n" + first.text),
+        replace(first, text=first.text + "\n.\n..two"),
+        replace(first, html=first.html.replace("<p>", "<p>\n.dot ", 1)),
+        replace(first, text="x" * 75 + ".fold here\n" + first.text),
+    ]
+    for each in [*rendered, *dotted]:
+        composed = p.composer.compose(each)
+        assert composed.wire == dot_stuffed(composed.data)
+        assert composed.dotless == (b"\r\n." not in composed.data)
+    assert not any(p.composer.compose(each).dotless for each in dotted[:2])
+    assert any(p.composer.compose(each).dotless for each in rendered)
+
+
 @given(
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80),
     st.integers(20, 78),

@@ -191,3 +191,61 @@ def _compare_direct_and_migrated(direct: str, migrated: str) -> None:
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     engine.dispose()
+
+
+def test_hot_writes_store_what_core_stores_with_shared_and_own_times(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    """HotRun runs compiled Core statements with the column types' bind processors, and
+    processes a time object shared by the rows of one executemany once: every row must
+    hold what SQLAlchemy Core writes for the same statement and values."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import bindparam, select, update
+
+    from outreach.deliver.rows import LedgerRows, PlannedRow
+    from outreach.store.schema import ledger
+
+    store = open_store(store_url or f"sqlite:///{tmp_path / 'o.db'}")
+    rows = LedgerRows(store)
+    rows.add_missing(
+        "c", [PlannedRow(f"r{i}@uni.example", "a", "a", "liaison", "fi") for i in range(8)]
+    )
+    ids = sorted(w.id for w in rows.claim("c", "me", 8))
+    stmt = (
+        update(ledger)
+        .where(ledger.c.id == bindparam("row_id"))
+        .values(
+            updated_at=bindparam("now"), next_attempt_at=bindparam("later"), reason=bindparam("why")
+        )
+    )
+    shared = datetime(2027, 1, 15, 7, 0, 0, 123456, tzinfo=UTC)
+
+    def params(row_ids: list[int]) -> list[dict[str, object]]:
+        # every row shares `now`; each has a `later` of its own, one of them equal to `now`
+        return [
+            {"row_id": r, "now": shared, "later": shared + timedelta(seconds=i), "why": f"w{i}"}
+            for i, r in enumerate(row_ids)
+        ]
+
+    with store.hot.transaction() as run:
+        assert run.many(stmt, params(ids[:4])) == 4
+    with store.engine.begin() as conn:
+        conn.execute(stmt, params(ids[4:]))
+    with store.engine.connect() as conn:
+        got = {
+            r.id: (r.updated_at, r.next_attempt_at, r.reason)
+            for r in conn.execute(
+                select(ledger.c.id, ledger.c.updated_at, ledger.c.next_attempt_at, ledger.c.reason)
+            )
+        }
+        raw = [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT updated_at, next_attempt_at, reason FROM ledger ORDER BY id"
+            )
+        ]
+    assert [got[i] for i in ids[:4]] == [got[i] for i in ids[4:]]
+    assert raw[:4] == raw[4:]  # the very same stored form, not only the same values read back
+    assert len({got[i][1] for i in ids[:4]}) == 4
+    store.close()

@@ -270,14 +270,25 @@ class HotWrites:
         finally:
             fcntl.flock(self.gate, fcntl.LOCK_UN)
 
-    def _values(self, stmt: Any, params: dict[str, Any]) -> Any:
-        """The DBAPI parameters of ``stmt`` (see ``_compile``) for ``params``."""
+    def _values(
+        self, stmt: Any, params: dict[str, Any], done: dict[tuple[int, int], Any] | None = None
+    ) -> Any:
+        """The DBAPI parameters of ``stmt`` (see ``_compile``) for ``params``. ``done``:
+        values already processed in this batch, by identity (the rows of one executemany
+        share their time objects; SQLite's DATETIME processor formats in Python)."""
         _, order, defaults, processors = self._compile(stmt)
         values = {**defaults, **params}
         for name, proc in processors.items():
             value = values.get(name)
-            if value is not None:
+            if value is None:
+                continue
+            if done is None:
                 values[name] = proc(value)
+                continue
+            key = (id(proc), id(value))
+            if key not in done:
+                done[key] = proc(value)
+            values[name] = done[key]
         return [values[k] for k in order] if order is not None else values
 
     @contextmanager
@@ -345,7 +356,8 @@ class HotRun:
     def many(self, stmt: Any, params: list[dict[str, Any]]) -> int:
         if not params:
             return 0
-        values = [self.writes._values(stmt, p) for p in params]
+        done: dict[tuple[int, int], Any] = {}  # params (so each id) outlive the call
+        values = [self.writes._values(stmt, p, done) for p in params]
         self.cursor.executemany(self.writes._compile(stmt)[0], values)
         return int(self.cursor.rowcount)
 
