@@ -142,8 +142,15 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(f"send_{key}_msgs_per_s={rate:.1f}")
                 if m_rate:
                     ratio = rate / m_rate
-                    print(f"| {name} | {rate:,.0f} | {m_rate:,.0f} | {ratio:.2f}x |")
+                    paired = _paired(rates, merged)
+                    print(
+                        f"| {name} | {rate:,.0f} | {m_rate:,.0f} | {ratio:.2f}x "
+                        f"(round by round: {', '.join(f'{r:.2f}' for r in paired)}) |"
+                    )
                     results.append(f"send_{key}_ratio_vs_mailmerge={ratio:.2f}")
+                    results.append(
+                        f"send_{key}_ratio_vs_mailmerge_paired={statistics.median(paired):.2f}"
+                    )
                 else:
                     print(f"| {name} | {rate:,.0f} | | |")
             for line in results:
@@ -152,11 +159,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"RESULT send_mailmerge_msgs_per_s={m_rate:.1f}")
                 split = rows.get("split")
                 if split:
-                    ratio = statistics.median(split) / m_rate
+                    # the lower of the two readings: medians of each series, and the
+                    # median of the rounds' own ratios (a round's contenders share its load)
+                    ratio = min(
+                        statistics.median(split) / m_rate,
+                        statistics.median(_paired(split, merged)),
+                    )
                     verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
                     print(
-                        f"split campaign, one process / mailmerge = {ratio:.2f}x "
-                        f"(target >= {TARGET_RATIO:.0f}x: {verdict})"
+                        f"split campaign, one process / mailmerge = {ratio:.2f}x, the lower "
+                        f"of the two readings (target >= {TARGET_RATIO:.0f}x: {verdict})"
                     )
             elif not args.skip_mailmerge:
                 print("mailmerge is not installed: pip install mailmerge (skipped)")
@@ -166,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(folder, ignore_errors=True)
     return 0 if ok else 1
+
+
+def _paired(rates: list[float], merged: list[float]) -> list[float]:
+    """Each round's ratio: its outreach run against its own mailmerge run."""
+    return [r / m for r, m in zip(rates, merged, strict=False)]
 
 
 def report(name: str, run: Run) -> None:
