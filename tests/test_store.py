@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from outreach.errors import SchemaOutdated
 from outreach.store import HEAD_REVISION, alembic_head, open_store
@@ -248,4 +248,31 @@ def test_hot_writes_store_what_core_stores_with_shared_and_own_times(
     assert [got[i] for i in ids[:4]] == [got[i] for i in ids[4:]]
     assert raw[:4] == raw[4:]  # the very same stored form, not only the same values read back
     assert len({got[i][1] for i in ids[:4]}) == 4
+    store.close()
+
+
+def test_a_run_hands_back_its_unsent_claims_in_one_go_and_only_its_own(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    """At the end of a run the rows still queued go back to `planned` together; a row
+    another worker holds, or one already `sending`, is left as it is."""
+    from outreach.deliver.hot_marks import Route
+    from outreach.deliver.rows import LedgerRows, PlannedRow
+    from outreach.store.schema import ledger
+
+    store = open_store(store_url or f"sqlite:///{tmp_path / 'o.db'}")
+    rows = LedgerRows(store)
+    rows.route = Route("smtp", "127.0.0.1:25")
+    rows.add_missing(
+        "c", [PlannedRow(f"r{i}@uni.example", "a", "a", "liaison", "fi") for i in range(6)]
+    )
+    mine = [w.id for w in rows.claim("c", "me", 4)]
+    theirs = [w.id for w in rows.claim("c", "other", 2)]
+    assert rows.mark_sending(mine[0], "<m0@uni.example>", "me")
+    assert rows.release_many([*mine, *theirs], "me") == 3
+    with store.engine.connect() as conn:
+        status = dict(conn.execute(select(ledger.c.id, ledger.c.status)).all())
+    assert [status[i] for i in mine] == ["sending", "planned", "planned", "planned"]
+    assert [status[i] for i in theirs] == ["claimed", "claimed"]
+    assert rows.release_many([], "me") == 0
     store.close()

@@ -175,7 +175,7 @@ def _test_send(
 @click.option(
     "--batch",
     type=click.IntRange(min=1),
-    help="Rows a run claims from the ledger at a time (default 500; 300 for a team worker). "
+    help="Rows a run claims from the ledger at a time (default 1500; 300 for a team worker). "
     "Smaller spreads a small campaign over more team workers.",
 )
 @pass_ctx

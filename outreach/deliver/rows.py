@@ -328,6 +328,21 @@ class LedgerRows(HotMarks):
             ).rowcount
         return bool(done)
 
+    def release_many(self, row_ids: Sequence[int], worker: str) -> int:
+        """``release`` for the rows a run still held when it ended, in one transaction."""
+        if not row_ids:
+            return 0
+        query = update(ledger).where(
+            ledger.c.id.in_(list(row_ids)),
+            ledger.c.status == CLAIMED,
+            ledger.c.claimed_by == worker,
+        )
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                query.values(status=PLANNED, claimed_by=None, lease_until=None, updated_at=utcnow())
+            ).rowcount
+        return int(done)
+
     def reassign(self, row_id: int, sender_id: str, liaison_id: str | None) -> None:
         """The recipient's sender changed since planning (liaisons.yaml edited): record it."""
         self._set(row_id, sender_id=sender_id, liaison_id=liaison_id)

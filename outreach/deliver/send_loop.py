@@ -197,8 +197,8 @@ class SendLoop(SlotBooking):
             if booked and self.throttled and self._pace(sender).paced:
                 with contextlib.suppress(Exception):  # the database may be what failed
                     self.ledger.quota.unbook(sender, booked)
-            for work in [*self.queues[sender], *(w for _, w in ready[sender])]:
-                rows.release(work.id, self.owner)
+            held = [work.id for work in [*self.queues[sender], *(w for _, w in ready[sender])]]
+            rows.release_many(held, self.owner)
         if fatal:
             exc = fatal[0]
             self.summary.aborted = str(exc)

@@ -31,7 +31,7 @@ class SendOptions:
     # how long a silent run keeps its lock, lease and claims; 0: transport.lease_seconds
     # of outreach.yaml (a run killed on this host is taken over at once, whatever this is)
     lease_seconds: float = 0.0
-    batch: int = 500  # rows claimed at a time (a team worker claims at most team_batch)
+    batch: int = 1500  # rows claimed at a time (a team worker claims at most team_batch)
     worker: str | None = None  # this run's name in the ledger (default: holders.holder_name)
     team: bool = False  # one worker of several: share the campaign (see deliver.leases)
     # A team worker's claims: small enough that no worker holds much at the end, large
