@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 
 from outreach.deliver.hot_marks import HotMarks
 from outreach.store import Store, as_utc, utcnow
@@ -113,7 +113,8 @@ class LedgerRows(HotMarks):
                 for r in todo
             ]
             new = 0
-            if fresh:  # several workers plan at once: the first insert of a row wins
+            sqlite = self.store.dialect == "sqlite"
+            if fresh and not sqlite:  # several workers plan at once: the first insert wins
                 new = len(
                     conn.execute(
                         self.store.insert_ignore(ledger).returning(ledger.c.id), fresh
@@ -131,6 +132,13 @@ class LedgerRows(HotMarks):
                         )
                         .values(status=SKIPPED, reason=r.skip_reason, updated_at=now)
                     )
+        if fresh and sqlite:
+            # One executemany of a statement compiled once (HotWrites), on the send loop's
+            # own connection, after the read above has ended (its snapshot would be stale):
+            # 10,000 rows in about half the time of Core's INSERT … RETURNING in batches.
+            # OR IGNORE: another worker's row wins; SQLite counts the rows it inserted.
+            with self.store.hot.transaction() as run:
+                new = run.many(_PLAN_ROW, fresh)
         return new
 
     def recover(self, campaign_id: str, *, expired_only: bool = False) -> tuple[int, int]:
@@ -368,6 +376,29 @@ class LedgerRows(HotMarks):
                 .order_by(ledger.c.id)
             )
             return [dict(r._mapping) for r in result]
+
+
+_PLAN_COLUMNS = (
+    "campaign_id",
+    "email",
+    "liaison_id",
+    "prior_contacts",
+    "sender_id",
+    "arm",
+    "lang",
+    "faculty",
+    "department",
+    "status",
+    "reason",
+    "attempts",
+    "created_at",
+    "updated_at",
+)
+_PLAN_ROW = (
+    insert(ledger)
+    .prefix_with("OR IGNORE", dialect="sqlite")
+    .values({name: bindparam(name) for name in _PLAN_COLUMNS})
+)
 
 
 def _prior_contacts(conn: Any, rows: Sequence[PlannedRow]) -> dict[tuple[str, str | None], int]:
