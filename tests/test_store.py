@@ -276,3 +276,34 @@ def test_a_run_hands_back_its_unsent_claims_in_one_go_and_only_its_own(
     assert [status[i] for i in theirs] == ["claimed", "claimed"]
     assert rows.release_many([], "me") == 0
     store.close()
+
+
+def test_insert_new_counts_only_the_rows_it_inserted(tmp_path: Path, store_url: str | None) -> None:
+    """Rows already there (another worker's) are left as they are and not counted; two
+    column sets for one table are two statements."""
+    from datetime import UTC, datetime
+
+    from outreach.store.schema import arms
+
+    store = open_store(store_url or f"sqlite:///{tmp_path / 'o.db'}")
+    when = datetime(2027, 1, 15, tzinfo=UTC)
+
+    def row(email: str, arm: str, **more: object) -> dict[str, object]:
+        return {"experiment": "e", "email": email, "arm": arm, "assigned_at": when, **more}
+
+    assert (
+        store.insert_new(arms, [row("a@x.example", "liaison"), row("b@x.example", "service")]) == 2
+    )
+    again = [row("b@x.example", "liaison"), row("c@x.example", "liaison")]
+    assert store.insert_new(arms, again) == 1
+    assert store.insert_new(arms, [row("d@x.example", "service", liaison_id="aino")]) == 1
+    assert store.insert_new(arms, []) == 0
+    with store.engine.connect() as conn:
+        got = {r.email: (r.arm, r.liaison_id) for r in conn.execute(select(arms))}
+    assert got == {
+        "a@x.example": ("liaison", None),
+        "b@x.example": ("service", None),  # the first insert won
+        "c@x.example": ("liaison", None),
+        "d@x.example": ("service", "aino"),
+    }
+    store.close()

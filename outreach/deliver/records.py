@@ -27,9 +27,8 @@ def save_arms(
         for e, (a, who) in allocation.items()
         if e not in known
     ]
-    if fresh:  # another worker may be saving the same allocation right now
-        with store.engine.begin() as conn:
-            conn.execute(store.insert_ignore(arms), fresh)
+    # another worker may be saving the same allocation right now: its rows win
+    store.insert_new(arms, fresh)
 
 
 def suppress(store: Store, email: str, reason: str, source: str | None = None) -> bool:

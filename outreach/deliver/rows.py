@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 
 from outreach.deliver.hot_marks import HotMarks
 from outreach.store import Store, as_utc, utcnow
@@ -112,14 +112,6 @@ class LedgerRows(HotMarks):
                 }
                 for r in todo
             ]
-            new = 0
-            sqlite = self.store.dialect == "sqlite"
-            if fresh and not sqlite:  # several workers plan at once: the first insert wins
-                new = len(
-                    conn.execute(
-                        self.store.insert_ignore(ledger).returning(ledger.c.id), fresh
-                    ).all()
-                )
             # A researcher suppressed since planning is skipped before anything is sent.
             for r in rows:
                 if r.skip_reason and r.email in have:
@@ -132,14 +124,9 @@ class LedgerRows(HotMarks):
                         )
                         .values(status=SKIPPED, reason=r.skip_reason, updated_at=now)
                     )
-        if fresh and sqlite:
-            # One executemany of a statement compiled once (HotWrites), on the send loop's
-            # own connection, after the read above has ended (its snapshot would be stale):
-            # 10,000 rows in about half the time of Core's INSERT … RETURNING in batches.
-            # OR IGNORE: another worker's row wins; SQLite counts the rows it inserted.
-            with self.store.hot.transaction() as run:
-                new = run.many(_PLAN_ROW, fresh)
-        return new
+        # after the read above has ended: on SQLite a write on its snapshot, stale once
+        # another worker has planned, would be refused
+        return self.store.insert_new(ledger, fresh)
 
     def recover(self, campaign_id: str, *, expired_only: bool = False) -> tuple[int, int]:
         """After a crash: hand back `claimed` rows, mark `sending` rows `uncertain`.
@@ -376,29 +363,6 @@ class LedgerRows(HotMarks):
                 .order_by(ledger.c.id)
             )
             return [dict(r._mapping) for r in result]
-
-
-_PLAN_COLUMNS = (
-    "campaign_id",
-    "email",
-    "liaison_id",
-    "prior_contacts",
-    "sender_id",
-    "arm",
-    "lang",
-    "faculty",
-    "department",
-    "status",
-    "reason",
-    "attempts",
-    "created_at",
-    "updated_at",
-)
-_PLAN_ROW = (
-    insert(ledger)
-    .prefix_with("OR IGNORE", dialect="sqlite")
-    .values({name: bindparam(name) for name in _PLAN_COLUMNS})
-)
 
 
 def _prior_contacts(conn: Any, rows: Sequence[PlannedRow]) -> dict[tuple[str, str | None], int]:

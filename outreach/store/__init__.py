@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -36,8 +36,10 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    bindparam,
     create_engine,
     event,
+    insert,
     inspect,
     text,
 )
@@ -368,6 +370,8 @@ class Store:
     url: str
     empty: bool = False  # opened with create=False on a database without the schema yet
     _hot: HotWrites | None = None
+    # insert_new's statements by (table, columns): HotWrites compiles a statement once
+    _inserts: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict)
 
     @property
     def hot(self) -> HotWrites:
@@ -424,6 +428,31 @@ class Store:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return sqlite_insert(table).on_conflict_do_nothing()
+
+    def insert_new(self, table: Table, rows: list[dict[str, Any]]) -> int:
+        """Insert ``rows`` (dicts with the same keys), ignoring any already there (another
+        worker's wins); returns how many were inserted. Call it outside a transaction of
+        your own on this store: on SQLite it runs on the send loop's connection
+        (``HotWrites``), one executemany of ``INSERT OR IGNORE`` compiled once, about half
+        the time of Core's batched ``INSERT … RETURNING`` for 10,000 rows. PostgreSQL:
+        ``INSERT … ON CONFLICT DO NOTHING RETURNING``, counted."""
+        if not rows:
+            return 0
+        if self.dialect != "sqlite":
+            with self.engine.begin() as conn:
+                stmt = self.insert_ignore(table).returning(*table.primary_key.columns)
+                return len(conn.execute(stmt, rows).all())
+        columns = tuple(rows[0])
+        stmt = self._inserts.get((table.name, columns))
+        if stmt is None:
+            stmt = (
+                insert(table)
+                .prefix_with("OR IGNORE", dialect="sqlite")
+                .values({name: bindparam(name) for name in columns})
+            )
+            self._inserts[(table.name, columns)] = stmt
+        with self.hot.transaction() as run:
+            return run.many(stmt, rows)
 
     def upsert(self, table: Table, values: dict[str, Any], update: dict[str, Any]) -> Any:
         """``INSERT … ON CONFLICT (primary key) DO UPDATE``: one statement, so two processes
