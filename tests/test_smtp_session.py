@@ -275,3 +275,76 @@ def test_a_refused_first_recipient_sends_nothing_to_the_others(
 
     assert asyncio.run(run()) == ("failed", "550 5.1.1 user unknown")
     assert smtp_server.messages == []
+
+
+# -- faults on the pipelined path ------------------------------------------------------------
+def _deliver_all(
+    transport: SmtpTransport, messages: list, marked: list[str]
+) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    async def run() -> list[tuple[str, str]]:
+        out = []
+        try:
+            for m in messages:
+                outcome = await transport.deliver(
+                    m, Credentials("default"), lambda m=m: marked.append(m.recipients[0])
+                )
+                out.append((outcome.status, outcome.reply))
+        finally:
+            await transport.close()
+        return out
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("451 at the final dot", "deferred"),
+        ("554 at the final dot", "failed"),
+        ("dropped after the content", "uncertain"),
+        ("dropped right after 354", "uncertain"),
+        ("replies 0.2 s late", "sent"),
+        ("421 at MAIL, then fine", "sent"),
+    ],
+)
+def test_faults_with_data_pipelined_are_told_apart_and_marked_only_before_the_content(
+    tmp_path: Path, smtp_server: SMTPTestServer, fault: str, expected: str
+) -> None:
+    """With DATA in the envelope's write, each fault still ends as it does one command at
+    a time: `sending` marked once the 354 has come, before the content; a message whose
+    content may have reached the server is uncertain, never sent again; the next message
+    goes on a session in step (or a new one)."""
+    smtp_server.offer_pipelining()
+    ws, messages = _messages(tmp_path, smtp_server, 2)
+    if fault.startswith("451"):
+        smtp_server.fail_nth(1, 451)
+    elif fault.startswith("554"):
+        smtp_server.fail_nth(1, 554, "5.6.0 Message content rejected")
+    elif fault == "dropped after the content":
+        smtp_server.drop_during_data(1)
+    elif fault == "dropped right after 354":
+        smtp_server.drop_during_data(1, after_content=False)
+    elif fault.startswith("replies"):
+        smtp_server.slow(0.2)
+    else:
+        smtp_server.max_messages_per_connection(0)
+    transport = SmtpTransport(ws.settings.transport, ws.root)
+    marked: list[str] = []
+    if fault.startswith("421"):
+        # every new session's first MAIL is refused 421 and closed: both tries fail,
+        # nothing was marked, and the message is retried later (not failed, not sent)
+        outcomes = _deliver_all(transport, messages[:1], marked)
+        assert outcomes[0][0] == "retry" and marked == []
+        smtp_server.max_messages_per_connection(None)
+        transport = SmtpTransport(ws.settings.transport, ws.root)
+        outcomes = _deliver_all(transport, messages, marked)
+        assert [s for s, _ in outcomes] == ["sent", "sent"]
+        return
+    outcomes = _deliver_all(transport, messages, marked)
+    assert outcomes[0][0] == expected, outcomes
+    assert outcomes[1][0] == "sent", outcomes  # the session after the fault is in step
+    assert marked == [m.recipients[0] for m in messages]  # both reached their content
+    accepted = [m.rcpt_tos for m in smtp_server.messages if m.outcome == "accepted"]
+    assert accepted.count(list(messages[1].recipients)) == 1
+    if expected != "sent":
+        assert list(messages[0].recipients) not in accepted
