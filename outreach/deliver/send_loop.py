@@ -43,6 +43,12 @@ from outreach.store import utcnow
 from outreach.workspace.loader import CampaignFile, Workspace
 from outreach.workspace.settings import Pace
 
+# SMTP: messages rendered and composed ahead of a free session. While every session waits
+# for the server the next messages are made ready, instead of the process idling (with one
+# task per connection, 5.5% of a split send's samples were the event loop waiting). Only
+# ``connections`` sessions exist; a task waits for one with nothing marked.
+TASKS_PER_CONNECTION = 2
+
 
 class SendLoop(SlotBooking):
     """Sends one campaign's due rows for ``owner`` (a solo run or one team worker).
@@ -103,8 +109,9 @@ class SendLoop(SlotBooking):
         self.tries: Counter[int] = Counter()  # attempts of each row in this run
         # rows deferred max_attempts times in this run: left for later
         self.parked: set[int] = set()
-        connections = settings.transport.connections if isinstance(transport, SmtpTransport) else 1
-        self.semaphore = asyncio.Semaphore(connections)
+        smtp = isinstance(transport, SmtpTransport)
+        connections = settings.transport.connections if smtp else 1
+        self.semaphore = asyncio.Semaphore(connections * (TASKS_PER_CONNECTION if smtp else 1))
         self.ahead = AHEAD_PER_CONNECTION * connections
         # Per sender: messages taken off its line so far; (when, how many taken then) at
         # its latest booking; how many rows it keeps booked (see _sized).
