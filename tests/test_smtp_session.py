@@ -348,3 +348,65 @@ def test_faults_with_data_pipelined_are_told_apart_and_marked_only_before_the_co
     assert accepted.count(list(messages[1].recipients)) == 1
     if expected != "sent":
         assert list(messages[0].recipients) not in accepted
+
+
+@pytest.mark.parametrize(
+    ("ehlo", "helo", "expected"),
+    [
+        (b"421 4.3.2 busy, closing\r\n", None, "retry"),
+        (b"502 5.5.2 what?\r\n", b"502 5.5.2 what?\r\n", "error"),
+        (b"502 5.5.2 no ESMTP here\r\n", b"250 old.example\r\n", "sent"),
+        (b"", None, "retry"),  # closed right after the greeting
+    ],
+)
+def test_a_server_that_refuses_ehlo_is_told_apart(
+    tmp_path: Path, smtp_server: SMTPTestServer, ehlo: bytes, helo: bytes | None, expected: str
+) -> None:
+    """After the greeting, EHLO (or HELO for a server without ESMTP) says what the session
+    may do; a busy server defers the message, a server that answers neither is a
+    configuration error naming it, a HELO-only server is sent to one command at a time."""
+    from outreach.errors import TransportError
+
+    ws, (message,) = _messages(tmp_path, smtp_server, 1)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 raw.example ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                if not ehlo:
+                    break
+                writer.write(ehlo)
+                if ehlo.startswith(b"421"):
+                    break
+            elif verb == b"HELO":
+                writer.write(helo or b"502 no\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                while (await reader.readline()) != b".\r\n":
+                    pass
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def run() -> str:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = ws.settings.transport.model_copy(update={"port": port})
+        transport = SmtpTransport(settings, ws.root)
+        try:
+            outcome = await transport.deliver(message, Credentials("default"), lambda: None)
+            return outcome.status
+        except TransportError as exc:
+            assert f"127.0.0.1:{port}" in str(exc) and "EHLO or HELO" in str(exc)
+            return "error"
+        finally:
+            await transport.close()
+            server.close()
+
+    assert asyncio.run(run()) == expected

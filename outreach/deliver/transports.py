@@ -238,58 +238,63 @@ class SmtpTransport:
                 f"cannot talk to the SMTP server {where}: {text}", hint=hint
             ) from None
         if creds.username:
-            try:
-                if client.is_ehlo_or_helo_needed:
-                    # auth_plain/auth_login/auth_xoauth2, unlike login(), do not greet first
-                    await client.ehlo()
-                if creds.oauth_token is not None:
-                    await client.auth_xoauth2(creds.username, creds.oauth_token)
-                elif self.settings.auth == "plain":
-                    await client.auth_plain(creds.username, creds.password or "")
-                elif self.settings.auth == "login":
-                    await client.auth_login(creds.username, creds.password or "")
-                else:
-                    await client.login(creds.username, creds.password or "")
-            except aiosmtplib.SMTPAuthenticationError as exc:
-                client.close()
-                raise TransportError(
-                    f"the SMTP server {where} refused AUTH for {creds.username}: {_reply(exc)}",
-                    hint="check the username and the password variable "
-                    "(Microsoft 365 and Google need XOAUTH2: transport.auth: xoauth2)",
-                ) from None
-            except aiosmtplib.SMTPException as exc:
-                client.close()
-                raise TransportError(
-                    f"AUTH failed on {where}: {exc}",
-                    hint="does the server offer AUTH on this port? Most need STARTTLS first",
-                ) from None
+            await self._login(client, creds, where)
+        session = await self._handed_over(client, where)
+        self.opened += 1
+        self._all.append(session)
+        return session
+
+    async def _login(self, client: aiosmtplib.SMTP, creds: Credentials, where: str) -> None:
         try:
-            if client.is_ehlo_or_helo_needed:  # the extensions (PIPELINING, SMTPUTF8)
-                try:
-                    await client.ehlo()
-                except aiosmtplib.SMTPHeloError:
-                    await client.helo()  # a server without ESMTP: no extensions
-            session = Session(client, s.timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            if client.is_ehlo_or_helo_needed:
+                # auth_plain/auth_login/auth_xoauth2, unlike login(), do not greet first
+                await client.ehlo()
+            if creds.oauth_token is not None:
+                await client.auth_xoauth2(creds.username or "", creds.oauth_token)
+            elif self.settings.auth == "plain":
+                await client.auth_plain(creds.username or "", creds.password or "")
+            elif self.settings.auth == "login":
+                await client.auth_login(creds.username or "", creds.password or "")
+            else:
+                await client.login(creds.username or "", creds.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
             client.close()
-            raise _Busy(f"the connection was lost after the greeting: {exc}") from None
-        except aiosmtplib.SMTPResponseException as exc:
-            client.close()
-            if 400 <= exc.code < 500:
-                raise _Busy(_reply(exc)) from None
             raise TransportError(
-                f"the SMTP server {where} does not answer EHLO or HELO: {_reply(exc)}",
-                hint="check transport.host and port: is it an SMTP server?",
+                f"the SMTP server {where} refused AUTH for {creds.username}: {_reply(exc)}",
+                hint="check the username and the password variable "
+                "(Microsoft 365 and Google need XOAUTH2: transport.auth: xoauth2)",
             ) from None
         except aiosmtplib.SMTPException as exc:
             client.close()
             raise TransportError(
-                f"the SMTP server {where} does not answer EHLO or HELO: {exc}",
+                f"AUTH failed on {where}: {exc}",
+                hint="does the server offer AUTH on this port? Most need STARTTLS first",
+            ) from None
+
+    async def _handed_over(self, client: aiosmtplib.SMTP, where: str) -> Session:
+        """The greeted connection as a Session (EHLO first where needed: its extensions
+        say whether to pipeline and whether SMTPUTF8 is offered)."""
+        try:
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()  # a server without ESMTP: no extensions
+            return Session(client, self.settings.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            client.close()
+            raise _Busy(f"the connection was lost after the greeting: {exc}") from None
+        except aiosmtplib.SMTPException as exc:
+            client.close()
+            text = str(exc)
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                text = _reply(exc)
+                if 400 <= exc.code < 500:  # "421 busy" to EHLO: there, try again later
+                    raise _Busy(text) from None
+            raise TransportError(
+                f"the SMTP server {where} does not answer EHLO or HELO: {text}",
                 hint="check transport.host and port: is it an SMTP server?",
             ) from None
-        self.opened += 1
-        self._all.append(session)
-        return session
 
     def _pool(self, key: str) -> asyncio.Queue[Session | None]:
         pool = self.pools.get(key)
