@@ -314,24 +314,16 @@ class LedgerRows(HotMarks):
 
         Only a `claimed` row is handed back: a row already `sending` may be on the server.
         """
-        query = update(ledger).where(ledger.c.id == row_id, ledger.c.status == CLAIMED)
-        if worker is not None:
-            query = query.where(ledger.c.claimed_by == worker)
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                query.values(status=PLANNED, claimed_by=None, lease_until=None, updated_at=utcnow())
-            ).rowcount
-        return bool(done)
+        return bool(self.release_many([row_id], worker))
 
-    def release_many(self, row_ids: Sequence[int], worker: str) -> int:
-        """``release`` for the rows a run still held when it ended, in one transaction."""
+    def release_many(self, row_ids: Sequence[int], worker: str | None = None) -> int:
+        """``release`` for several rows in one transaction (those a run still held when it
+        ended); with ``worker``, only rows that worker still holds."""
         if not row_ids:
             return 0
-        query = update(ledger).where(
-            ledger.c.id.in_(list(row_ids)),
-            ledger.c.status == CLAIMED,
-            ledger.c.claimed_by == worker,
-        )
+        query = update(ledger).where(ledger.c.id.in_(list(row_ids)), ledger.c.status == CLAIMED)
+        if worker is not None:
+            query = query.where(ledger.c.claimed_by == worker)
         with self.engine.begin() as conn:
             done = conn.execute(
                 query.values(status=PLANNED, claimed_by=None, lease_until=None, updated_at=utcnow())

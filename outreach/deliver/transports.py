@@ -153,11 +153,8 @@ class DryRunTransport:
         return None
 
 
-def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
-    return f"{exc.code} {exc.message}".strip()
-
-
-def _text(reply: aiosmtplib.SMTPResponse) -> str:
+def _text(reply: aiosmtplib.SMTPResponse | aiosmtplib.SMTPResponseException) -> str:
+    """A server's reply (or the reply an exception carries) as its code and text."""
     return f"{reply.code} {reply.message}".strip()
 
 
@@ -207,9 +204,9 @@ class SmtpTransport:
             await client.connect()
         except aiosmtplib.SMTPConnectResponseError as exc:
             if 400 <= exc.code < 500:  # "421 busy": the server is there, try again later
-                raise _Busy(_reply(exc)) from None
+                raise _Busy(_text(exc)) from None
             raise TransportError(
-                f"the SMTP server {where} refused the connection: {_reply(exc)}",
+                f"the SMTP server {where} refused the connection: {_text(exc)}",
                 hint="check transport.host and port in outreach.yaml",
             ) from None
         except aiosmtplib.SMTPConnectError as exc:
@@ -260,7 +257,7 @@ class SmtpTransport:
         except aiosmtplib.SMTPAuthenticationError as exc:
             client.close()
             raise TransportError(
-                f"the SMTP server {where} refused AUTH for {creds.username}: {_reply(exc)}",
+                f"the SMTP server {where} refused AUTH for {creds.username}: {_text(exc)}",
                 hint="check the username and the password variable "
                 "(Microsoft 365 and Google need XOAUTH2: transport.auth: xoauth2)",
             ) from None
@@ -288,7 +285,7 @@ class SmtpTransport:
             client.close()
             text = str(exc)
             if isinstance(exc, aiosmtplib.SMTPResponseException):
-                text = _reply(exc)
+                text = _text(exc)
                 if 400 <= exc.code < 500:  # "421 busy" to EHLO: there, try again later
                     raise _Busy(text) from None
             raise TransportError(
@@ -409,7 +406,7 @@ class SmtpTransport:
             session.close()
             return Outcome(UNCERTAIN, f"no answer to DATA: {type(exc).__name__}: {exc}")
         if response.code == 250:
-            return Outcome(SENT, f"{response.code} {response.message}".strip())
+            return Outcome(SENT, _text(response))
         return await _refused_data(session, response)
 
     async def _refusal(
@@ -438,7 +435,7 @@ class SmtpTransport:
                 ) from None
             first_refusal = mail
         else:
-            for reply in replies[1 : 1 + len(message.recipients)]:
+            for index, reply in enumerate(replies[1 : 1 + len(message.recipients)]):
                 if reply.code in (250, 251):
                     accepted += 1
                     continue
@@ -450,7 +447,7 @@ class SmtpTransport:
                         f"the SMTP server requires AUTH: {_text(reply)}",
                         hint="set transport.username and password_env in outreach.yaml",
                     ) from None
-                if reply is replies[1]:  # the researcher's own address: nothing goes
+                if index == 0:  # the researcher's own address: nothing goes
                     first_refusal = reply
                     break
         if first_refusal is not None or not accepted:

@@ -316,7 +316,7 @@ class Composer:
         # Every part above is CRLF by construction (tests re-parse every message and find
         # no bare CR or LF): the transport need not scan for them. A signature is not ours.
         crlf = self.signer is None
-        dotless = not any(_DOT_LINE.search(part) or part[:1] == b"." for part in (text, html))
+        dotless = crlf and not any(_DOT_LINE.search(p) or p[:1] == b"." for p in (text, html))
         if self.signer is not None:
             data = self.signer(data)
         envelope = [wire_address(a) for a in (r.email, *(e for _, e in r.cc))]
@@ -324,7 +324,7 @@ class Composer:
         smtputf8 = sender_utf8 or any(utf8 for _, utf8 in envelope)
         recipients = tuple(a for a, _ in envelope)
         return Composed(
-            mid, sender, recipients, data, crlf=crlf, smtputf8=smtputf8, dotless=crlf and dotless
+            mid, sender, recipients, data, crlf=crlf, smtputf8=smtputf8, dotless=dotless
         )
 
 

@@ -272,13 +272,17 @@ class HotWrites:
         finally:
             fcntl.flock(self.gate, fcntl.LOCK_UN)
 
+    @staticmethod
     def _values(
-        self, stmt: Any, params: dict[str, Any], done: dict[tuple[int, int], Any] | None = None
+        compiled: tuple[str, list[str] | None, dict[str, Any], dict[str, Any]],
+        params: dict[str, Any],
+        done: dict[tuple[int, int], Any] | None = None,
     ) -> Any:
-        """The DBAPI parameters of ``stmt`` (see ``_compile``) for ``params``. ``done``:
-        values already processed in this batch, by identity (the rows of one executemany
-        share their time objects; SQLite's DATETIME processor formats in Python)."""
-        _, order, defaults, processors = self._compile(stmt)
+        """The DBAPI parameters of a statement (``compiled``: see ``_compile``) for
+        ``params``. ``done``: values already processed in this batch, by identity (the rows
+        of one executemany share their time objects; SQLite's DATETIME processor formats in
+        Python)."""
+        _, order, defaults, processors = compiled
         values = {**defaults, **params}
         for name, proc in processors.items():
             value = values.get(name)
@@ -352,15 +356,17 @@ class HotRun:
         self.cursor = cursor
 
     def __call__(self, stmt: Any, params: dict[str, Any]) -> int:
-        self.cursor.execute(self.writes._compile(stmt)[0], self.writes._values(stmt, params))
+        compiled = self.writes._compile(stmt)
+        self.cursor.execute(compiled[0], HotWrites._values(compiled, params))
         return int(self.cursor.rowcount)
 
     def many(self, stmt: Any, params: list[dict[str, Any]]) -> int:
         if not params:
             return 0
+        compiled = self.writes._compile(stmt)  # once, not once a row
         done: dict[tuple[int, int], Any] = {}  # params (so each id) outlive the call
-        values = [self.writes._values(stmt, p, done) for p in params]
-        self.cursor.executemany(self.writes._compile(stmt)[0], values)
+        values = [HotWrites._values(compiled, p, done) for p in params]
+        self.cursor.executemany(compiled[0], values)
         return int(self.cursor.rowcount)
 
 
